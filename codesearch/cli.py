@@ -1,0 +1,272 @@
+"""The command line: thin commands over the pipeline. Exit codes: 0 found, 1 nothing found, 2 error."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from codesearch.errors import CodesearchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Ask a git repository questions in plain language; get back the functions that answer.")
+
+EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+CPU_CHUNKS_PER_SECOND = {"decoder": 1.0, "encoder": 10.0}  # measured on 2 cores; see README
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+ModelOption = typer.Option(None, "--model", "-m", envvar="CODESEARCH_MODEL",
+                           help="Preset (bge-code-v1, minilm), hub id or local model directory.")
+TrustOption = typer.Option(False, "--trust-remote-code", help="Allow the model's own Python code to run (off by default).")
+
+
+@app.command()
+def index(
+    path: Path = typer.Argument(Path("."), help="A directory inside the git repository to index."),
+    model: Optional[str] = ModelOption,
+    rebuild: bool = typer.Option(False, "--rebuild", help="Start from scratch (also switches models)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per chunk the model sees."),
+    trust_remote_code: bool = TrustOption,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+):
+    """Build or refresh the index of a repository."""
+    from codesearch.indexing import index_repository
+
+    console = _stderr()
+    with _CliProgress(console, quiet=as_json) as progress:
+        report = index_repository(path, model=model, rebuild=rebuild, progress=progress,
+                                  max_length=max_length, trust_remote_code=trust_remote_code)
+    if as_json:
+        print(json.dumps(report.as_json()))
+    else:
+        console.print(f"indexed {report.files} files, {report.chunks} chunks "
+                      f"({report.embedded} embedded, {report.reused} reused, {report.removed} files removed) "
+                      f"with {report.model} in {report.seconds:.1f}s")
+
+
+@app.command()
+def query(
+    text: Optional[str] = typer.Argument(None, help="The question, in plain language or as an identifier."),
+    k: int = typer.Option(10, "-k", "--top", help="How many results."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The repository to search."),
+    queries_file: Optional[Path] = typer.Option(None, "--queries-file", help="One query per line; one JSON line each."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid, semantic or lexical."),
+    lang: List[str] = typer.Option([], "--lang", help="Only these languages (repeatable)."),
+    path_globs: List[str] = typer.Option([], "--path", help="Only paths matching GLOB; !GLOB excludes (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Must match the index's model."),
+    instruction: Optional[str] = typer.Option(None, "--instruction", help="Query instruction for decoder models."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per query."),
+    output_format: str = typer.Option("text", "--format", help="text, json or vimgrep."),
+    files_only: bool = typer.Option(False, "--files-only", "-l", help="Only the paths of matching files."),
+    context: int = typer.Option(0, "--context", "-C", help="Lines of context around the shown code."),
+    trust_remote_code: bool = TrustOption,
+):
+    """Search the index; print ranked functions with path, lines, symbol and score."""
+    from codesearch.languages import language_names
+    from codesearch.search import MODES, Filters
+
+    output_format = "json" if as_json else output_format
+    if output_format not in ("text", "json", "vimgrep"):
+        raise CodesearchError(f"unknown --format {output_format!r}; use text, json or vimgrep")
+    if mode not in MODES:
+        raise CodesearchError(f"unknown --mode {mode!r}; use one of: {', '.join(MODES)}")
+    if k <= 0:
+        raise CodesearchError("-k must be a positive number of results")
+    unknown = [name for name in lang if name not in language_names() and name != "text"]
+    if unknown:
+        raise CodesearchError(f"unknown --lang {unknown[0]!r}; known: {', '.join(language_names())}, text")
+    queries = _read_queries(text, queries_file)
+    filters = Filters(tuple(lang), tuple(g for g in path_globs if not g.startswith("!")),
+                      tuple(g[1:] for g in path_globs if g.startswith("!")))
+
+    from codesearch.indexing import open_index
+    from codesearch.search import search
+
+    root, store = open_index(repo)
+    try:
+        manifest = store.manifest()
+        if not manifest:
+            raise CodesearchError(f"the index in {root} is empty; run `codesearch index`")
+        spec = _query_model(manifest, model, instruction, trust_remote_code)
+        vectors = [None] * len(queries)
+        if mode != "lexical":
+            from codesearch.embed import load_embedder
+
+            embedder = load_embedder(spec)
+            vectors = list(embedder.encode_queries(queries))
+        found_any = False
+        console = None
+        for query_text, vector in zip(queries, vectors):
+            hits = search(store, query_text, k, mode, vector, spec.dense_weight, filters)
+            found_any = found_any or bool(hits)
+            if output_format == "json":
+                from codesearch.present import query_json_line
+
+                print(query_json_line(query_text, hits), flush=True)
+            elif files_only:
+                from codesearch.present import file_lines
+
+                print("\n".join(file_lines(hits)))
+            elif output_format == "vimgrep":
+                from codesearch.present import vimgrep_lines
+
+                print("\n".join(vimgrep_lines(hits)))
+            else:
+                from rich.console import Console
+
+                from codesearch.present import print_hits
+
+                console = console or Console(highlight=False)
+                if len(queries) > 1:
+                    console.rule(query_text)
+                print_hits(console, hits, root, context)
+    finally:
+        store.close()
+    raise typer.Exit(EXIT_FOUND if found_any else EXIT_NOT_FOUND)
+
+
+@app.command()
+def chunks(
+    files: List[Path] = typer.Argument(..., help="Source files to cut."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per chunk."),
+):
+    """Show how files are cut into chunks (path, lines, symbol, kind, language)."""
+    from codesearch.chunk import chunk_file
+
+    for file in files:
+        try:
+            data = file.read_bytes()
+        except OSError as error:
+            raise CodesearchError(f"cannot read {file}: {error.strerror or error}") from None
+        for piece in chunk_file(file.as_posix(), data):
+            if as_json:
+                print(json.dumps({"path": piece.path, "start_line": piece.start_line, "end_line": piece.end_line,
+                                  "symbol": piece.symbol, "kind": piece.kind, "language": piece.language}))
+            else:
+                print(f"{piece.path}:{piece.start_line}-{piece.end_line}\t{piece.kind}\t{piece.symbol}\t{piece.language}")
+
+
+@app.command()
+def status(
+    path: Path = typer.Argument(Path("."), help="A directory inside the indexed repository."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """What is indexed, with which model, and how fresh it is."""
+    from codesearch.discover import discover_files
+    from codesearch.indexing import open_index
+
+    root, store = open_index(path)
+    try:
+        manifest = store.manifest()
+        known = store.file_fingerprints()
+        current = {source.path: source.fingerprint for source in discover_files(root)}
+        stale = sum(1 for p, f in current.items() if known.get(p) != f) + sum(1 for p in known if p not in current)
+        info = {"repository": str(root), "model": manifest.get("model"), "dimension": manifest.get("dimension"),
+                "files": store.file_count(), "chunks": store.chunk_count(), "stale_files": stale,
+                "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at")}
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(info))
+        return
+    updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["updated_at"])) if info["updated_at"] else "never"
+    print(f"repository  {info['repository']}\nmodel       {info['model']} ({info['dimension']} dims)\n"
+          f"indexed     {info['files']} files, {info['chunks']} chunks\nupdated     {updated}\n"
+          f"stale       {info['stale_files']} files changed since (run `codesearch index` to refresh)")
+
+
+def _read_queries(text: Optional[str], queries_file: Optional[Path]) -> list[str]:
+    if queries_file is not None:
+        try:
+            lines = queries_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise CodesearchError(f"cannot read queries file {queries_file}: {error}") from None
+        queries = [line.strip() for line in lines if line.strip()]
+        if not queries:
+            raise CodesearchError(f"queries file {queries_file} has no queries")
+        return queries
+    if text is None or not text.strip():
+        raise CodesearchError("give a query, e.g. codesearch query \"where do we retry failed uploads\"")
+    return [text.strip()]
+
+
+def _query_model(manifest: dict, requested: Optional[str], instruction: Optional[str], trust_remote_code: bool):
+    from codesearch.embed import resolve_model
+
+    spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
+                         trust_remote_code=trust_remote_code)
+    if requested and resolve_model(requested).name != spec.name:
+        raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
+                              f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")
+    if instruction is None and manifest.get("query_instruction") is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, query_instruction=manifest["query_instruction"])
+    return spec
+
+
+class _CliProgress:
+    """Shows an embedding progress bar with ETA on stderr, and notices."""
+
+    def __init__(self, console, quiet: bool = False):
+        self.console, self.quiet, self._bar, self._task = console, quiet, None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+
+    def notice(self, message: str) -> None:
+        self.console.print(f"codesearch: {message}")
+
+    def planned(self, to_embed: int, spec) -> None:
+        import torch
+
+        if not torch.cuda.is_available() and to_embed:
+            minutes = to_embed / CPU_CHUNKS_PER_SECOND[spec.backend] / 60
+            if minutes > 2 and spec.backend == "decoder":
+                self.console.print(f"codesearch: no GPU; embedding {to_embed} chunks with {spec.name} on the CPU "
+                                   f"will take about {minutes:.0f} minutes (--model minilm builds a CPU index "
+                                   f"about ten times faster)")
+        if self.quiet or not to_embed:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             console=self.console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("embed", total=to_embed)
+
+    def embedded(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, count)
+
+
+def main() -> None:
+    try:
+        app()
+    except CodesearchError as error:
+        print(f"codesearch: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        print("codesearch: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # last resort: one line, never a traceback, unless asked for
+        if os.environ.get("CODESEARCH_DEBUG"):
+            raise
+        print(f"codesearch: internal error: {type(error).__name__}: {error} (set CODESEARCH_DEBUG=1 for details)",
+              file=sys.stderr)
+        sys.exit(EXIT_ERROR)

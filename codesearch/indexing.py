@@ -1,0 +1,186 @@
+"""Build or refresh a repository's index: discover → chunk → embed → store.
+
+Only files whose fingerprint changed are read and chunked, and only chunks whose embedded
+text was never embedded by this model before are sent to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from codesearch import chunk as chunking
+from codesearch.discover import INDEX_DIR, SourceFile, discover_files, looks_binary, repository_root
+from codesearch.embed import Embedder, ModelSpec, load_embedder, resolve_model
+from codesearch.errors import CodesearchError
+from codesearch.store import SCHEMA_VERSION, IndexStore
+
+EMBED_SLICE = 256  # chunks embedded between two cache commits
+
+
+@dataclass
+class IndexReport:
+    files: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    reused: int = 0
+    removed: int = 0
+    changed_files: int = 0
+    seconds: float = 0.0
+    model: str = ""
+    rebuilt_because: str = ""
+
+    def as_json(self) -> dict:
+        return {"files": self.files, "chunks": self.chunks, "embedded": self.embedded, "reused": self.reused,
+                "removed": self.removed, "seconds": round(self.seconds, 3), "model": self.model}
+
+
+class Progress:
+    """Hooks the CLI fills in to show what indexing is doing; the library itself never prints."""
+
+    def planned(self, to_embed: int, spec: ModelSpec) -> None: ...
+
+    def embedded(self, count: int) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+
+def index_dir(root: Path) -> Path:
+    return root / INDEX_DIR
+
+
+def open_index(path: str | Path, create: bool = False) -> tuple[Path, IndexStore]:
+    root = repository_root(path)
+    directory = index_dir(root)
+    if create:
+        _exclude_from_git(root)
+    return root, IndexStore.open(directory, create=create)
+
+
+def index_repository(path: str | Path, model: str | None = None, rebuild: bool = False,
+                     progress: Progress | None = None, embedder_factory: Callable[[ModelSpec], Embedder] = load_embedder,
+                     **model_options) -> IndexReport:
+    progress = progress or Progress()
+    started = time.perf_counter()
+    root, store = open_index(path, create=True)
+    try:
+        with store.lock():
+            return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options)
+    finally:
+        store.close()
+
+
+def _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options) -> IndexReport:
+    manifest = store.manifest()
+    if manifest and model and not rebuild and manifest.get("model") != resolve_model(model, **model_options).name:
+        raise CodesearchError(
+            f"this index was built with model {manifest.get('model')!r}; "
+            f"pass --rebuild to re-index with {model!r}")
+    spec = resolve_model(model or manifest.get("model"), **model_options)
+    reason = _rebuild_reason(manifest, spec)
+    if reason and not rebuild:
+        progress.notice(f"rebuilding the index: {reason}")
+        rebuild = True
+    report = IndexReport(model=spec.name, rebuilt_because=reason)
+
+    files = discover_files(root)
+    known = {} if rebuild else store.file_fingerprints()
+    current = {source.path: source for source in files}
+    removed = [path for path in known if path not in current]
+    to_read = [source for source in files if known.get(source.path) != source.fingerprint]
+
+    changed = {source.path: (source.fingerprint, _chunks_of(root, source)) for source in to_read}
+    keys_by_path = {path: [_embedding_key(spec, chunk) for chunk in chunks] for path, (_, chunks) in changed.items()}
+    all_keys = sorted({key for keys in keys_by_path.values() for key in keys})
+    cached = set(store.cached_vectors(all_keys)) if all_keys else set()
+    texts_by_key = {}
+    for path, (_, chunks) in changed.items():
+        for chunk, key in zip(chunks, keys_by_path[path]):
+            if key not in cached:
+                texts_by_key.setdefault(key, chunk.embedding_text)
+
+    new_chunk_count = sum(len(chunks) for _, chunks in changed.values())
+    report.embedded = len(texts_by_key)
+    report.reused = new_chunk_count - sum(
+        1 for path, keys in keys_by_path.items() for key in keys if key in texts_by_key)
+    report.removed = len(removed)
+    report.changed_files = len(to_read)
+
+    if texts_by_key or (not store.manifest().get("dimension") and changed):
+        embedder = embedder_factory(spec)
+        progress.planned(len(texts_by_key), spec)
+        pending = list(texts_by_key.items())
+        for start in range(0, len(pending), EMBED_SLICE):
+            part = pending[start : start + EMBED_SLICE]
+            vectors = embedder.encode_documents([text for _, text in part], progress=progress.embedded)
+            store.cache_vectors([key for key, _ in part], vectors)
+        dimension = embedder.dim
+    else:
+        dimension = store.manifest().get("dimension") or 0
+
+    if changed or removed or rebuild:
+        if not dimension:
+            raise CodesearchError(f"nothing to index in {root}: no source files found")
+        store.replace_files(
+            _manifest(spec, dimension),
+            {path: (fingerprint, chunks, keys_by_path[path]) for path, (fingerprint, chunks) in changed.items()},
+            removed, rebuild=rebuild)
+    report.files = store.file_count()
+    report.chunks = store.chunk_count()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _chunks_of(root: Path, source: SourceFile) -> list[chunking.Chunk]:
+    try:
+        data = (root / source.path).read_bytes()
+    except OSError:
+        return []
+    if looks_binary(data):
+        return []
+    return chunking.chunk_file(source.path, data)
+
+
+def _embedding_key(spec: ModelSpec, chunk: chunking.Chunk) -> str:
+    return hashlib.sha256(f"{spec.fingerprint}\0{chunk.embedding_text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _manifest(spec: ModelSpec, dimension: int) -> dict:
+    return {
+        "model": spec.name, "model_source": spec.source if not Path(spec.source).is_dir() else spec.name,
+        "backend": spec.backend, "pooling": spec.pooling, "dimension": dimension,
+        "query_instruction": spec.query_instruction, "max_length": spec.max_length,
+        "model_fingerprint": spec.fingerprint, "chunker_version": chunking.CHUNKER_VERSION,
+        "schema_version": SCHEMA_VERSION, "updated_at": time.time(),
+    }
+
+
+def _rebuild_reason(manifest: dict, spec: ModelSpec) -> str:
+    if not manifest:
+        return ""
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        return "the index format changed"
+    if manifest.get("chunker_version") != chunking.CHUNKER_VERSION:
+        return "the chunker changed"
+    if manifest.get("model_fingerprint") != spec.fingerprint:
+        return "the model settings changed"
+    return ""
+
+
+def _exclude_from_git(root: Path) -> None:
+    """Keep .codesearch/ out of `git status` without touching the user's .gitignore."""
+    import git
+
+    try:
+        git_dir = Path(git.Repo(root).git_dir)
+        exclude = git_dir / "info" / "exclude"
+        existing = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if f"/{INDEX_DIR}/" not in existing.split("\n"):
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            with open(exclude, "a", encoding="utf-8") as handle:
+                handle.write(("" if existing.endswith("\n") or not existing else "\n") + f"/{INDEX_DIR}/\n")
+    except (OSError, git.GitError):
+        pass

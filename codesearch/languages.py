@@ -1,0 +1,85 @@
+"""Language support as data: one row per language, one tree-sitter query file per language.
+
+A query file captures definitions with one of two prefixes:
+  @unit.<kind>   a piece of code that becomes a chunk (function, method, ...)
+  @scope.<kind>  a container that names its members (class, impl, namespace, ...)
+and @name for the definition's name; @qualifier, when present, is prepended to the
+name (a Go method's receiver type, for instance).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import PurePosixPath
+
+
+@dataclass(frozen=True)
+class LanguageSpec:
+    name: str
+    extensions: tuple[str, ...]
+    grammar: str  # "module:function" returning the tree-sitter language pointer
+    separator: str = "."  # joins a symbol path: Class.method, mod::Type::fn
+
+    @property
+    def query_file(self) -> str:
+        return f"{self.name}.scm"
+
+
+LANGUAGES: tuple[LanguageSpec, ...] = (
+    LanguageSpec("python", (".py", ".pyi"), "tree_sitter_python:language"),
+    LanguageSpec("javascript", (".js", ".mjs", ".cjs", ".jsx"), "tree_sitter_javascript:language"),
+    LanguageSpec("typescript", (".ts", ".mts", ".cts"), "tree_sitter_typescript:language_typescript"),
+    LanguageSpec("tsx", (".tsx",), "tree_sitter_typescript:language_tsx"),
+    LanguageSpec("go", (".go",), "tree_sitter_go:language"),
+    LanguageSpec("java", (".java",), "tree_sitter_java:language"),
+    LanguageSpec("kotlin", (".kt", ".kts"), "tree_sitter_kotlin:language"),
+    LanguageSpec("scala", (".scala", ".sc"), "tree_sitter_scala:language"),
+    LanguageSpec("csharp", (".cs",), "tree_sitter_c_sharp:language"),
+    LanguageSpec("php", (".php", ".phtml"), "tree_sitter_php:language_php"),
+    LanguageSpec("ruby", (".rb", ".rake", ".gemspec"), "tree_sitter_ruby:language"),
+    LanguageSpec("c", (".c", ".h"), "tree_sitter_c:language", "::"),
+    LanguageSpec("cpp", (".cc", ".cpp", ".cxx", ".c++", ".hpp", ".hh", ".hxx", ".h++", ".ipp", ".inl"), "tree_sitter_cpp:language", "::"),
+    LanguageSpec("rust", (".rs",), "tree_sitter_rust:language", "::"),
+    LanguageSpec("swift", (".swift",), "tree_sitter_swift:language"),
+    LanguageSpec("lua", (".lua",), "tree_sitter_lua:language"),
+    LanguageSpec("sql", (".sql",), "tree_sitter_sql:language"),
+    LanguageSpec("bash", (".sh", ".bash", ".zsh"), "tree_sitter_bash:language"),
+    LanguageSpec("html", (".html", ".htm"), "tree_sitter_html:language"),
+    LanguageSpec("css", (".css",), "tree_sitter_css:language"),
+)
+
+_BY_NAME = {spec.name: spec for spec in LANGUAGES}
+_BY_EXTENSION = {ext: spec for spec in LANGUAGES for ext in spec.extensions}
+
+
+def language_names() -> list[str]:
+    return [spec.name for spec in LANGUAGES]
+
+
+def spec_by_name(name: str) -> LanguageSpec | None:
+    return _BY_NAME.get(name)
+
+
+def spec_for_path(path: str) -> LanguageSpec | None:
+    suffix = PurePosixPath(path).suffix.lower()
+    return _BY_EXTENSION.get(suffix)
+
+
+def has_query(spec: LanguageSpec) -> bool:
+    return resources.files("codesearch.queries").joinpath(spec.query_file).is_file()
+
+
+@cache
+def load_language(spec: LanguageSpec):
+    """The tree-sitter Language and compiled Query for a spec, or None when it has no query file."""
+    from tree_sitter import Language, Query
+
+    if not has_query(spec):
+        return None
+    module_name, function_name = spec.grammar.split(":")
+    language = Language(getattr(importlib.import_module(module_name), function_name)())
+    source = resources.files("codesearch.queries").joinpath(spec.query_file).read_text(encoding="utf-8")
+    return language, Query(language, source)

@@ -1,0 +1,377 @@
+"""The per-repository index in `.codesearch/`: SQLite for metadata, a lexical index and the
+embedding cache, and a FAISS file for the vectors.
+
+SQLite is the source of truth and changes in one transaction per refresh. The FAISS file of
+generation N is written (to a temporary name, then renamed) before the transaction that moves
+the database to generation N commits, so a run that dies at any moment leaves either the old
+pair or the new pair on disk, never a mix; a missing or unreadable FAISS file is rebuilt from
+the vectors the database keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from codesearch.chunk import Chunk
+from codesearch.errors import CodesearchError
+
+SCHEMA_VERSION = 1
+DATABASE_NAME = "index.sqlite"
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = "lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, chunks INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    start_line INTEGER NOT NULL,
+    end_line INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    language TEXT NOT NULL,
+    context TEXT NOT NULL,
+    text TEXT NOT NULL,
+    embedding_key TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
+CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(
+    symbol, path, body, content='', tokenize="porter unicode61 tokenchars '_'"
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    id: int
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str
+    kind: str
+    language: str
+    context: str
+    text: str
+
+
+class IndexStore:
+    """One repository's index. Open with IndexStore.open(); writers hold `lock()`."""
+
+    def __init__(self, directory: Path, connection: sqlite3.Connection):
+        self.directory = directory
+        self.db = connection
+        self._faiss_index = None
+        self._faiss_generation = None
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, create: bool = False) -> "IndexStore":
+        database = directory / DATABASE_NAME
+        if not database.exists() and not create:
+            raise CodesearchError(f"no index in {directory.parent}; run `codesearch index` first")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(database, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+            connection.execute("SELECT count(*) FROM chunks").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise CodesearchError(
+                f"the index in {directory} is unreadable ({error}); run `codesearch index --rebuild`"
+            ) from None
+        except OSError as error:
+            raise CodesearchError(f"cannot write the index in {directory}: {error.strerror or error}") from None
+        return cls(directory, connection)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def lock(self, timeout: float = 10.0):
+        """An exclusive lock for writers; a second writer waits, then gives up with a clear message."""
+        from filelock import FileLock
+
+        return _WriterLock(FileLock(str(self.directory / LOCK_NAME)), timeout)
+
+    # -- manifest ------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        return {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM meta")}
+
+    @property
+    def generation(self) -> int:
+        return int(self.manifest().get("generation", 0))
+
+    # -- reading -------------------------------------------------------------------------
+
+    def file_fingerprints(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT path, fingerprint FROM files"))
+
+    def chunk_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    def file_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    def chunks_by_id(self, ids: Iterable[int]) -> dict[int, StoredChunk]:
+        ids = list(ids)
+        found = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows = self.db.execute(
+                f"SELECT id, path, start_line, end_line, symbol, kind, language, context, text FROM chunks "
+                f"WHERE id IN ({','.join('?' * len(part))})", part)
+            found.update({row[0]: StoredChunk(*row) for row in rows})
+        return found
+
+    def cached_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for start in range(0, len(keys), 500):
+            part = list(keys[start : start + 500])
+            rows = self.db.execute(f"SELECT key, vector FROM embeddings WHERE key IN ({','.join('?' * len(part))})", part)
+            found.update({key: np.frombuffer(blob, dtype=np.float16).astype(np.float32) for key, blob in rows})
+        return found
+
+    def cache_vectors(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Remember vectors by content key; committed at once so an interrupted run keeps its work."""
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO embeddings(key, vector) VALUES (?, ?)",
+                [(key, vector.astype(np.float16).tobytes()) for key, vector in zip(keys, vectors)])
+
+    def vector_index(self):
+        """The FAISS index of the current generation, rebuilt from stored vectors when its file is missing."""
+        import faiss
+
+        generation = self.generation
+        if self._faiss_index is not None and self._faiss_generation == generation:
+            return self._faiss_index
+        path = self._faiss_path(generation)
+        index = None
+        if path.exists():
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError:
+                index = None
+        if index is None or index.ntotal != self.chunk_count():
+            index = self._rebuild_vector_index()
+        self._faiss_index, self._faiss_generation = index, generation
+        return index
+
+    def lexical_search(self, match_expression: str, limit: int, weights=(4.0, 1.0, 1.0)) -> list[tuple[int, float]]:
+        """(chunk id, score) by BM25, higher is better."""
+        if not match_expression:
+            return []
+        rows = self.db.execute(
+            "SELECT rowid, bm25(lexical, ?, ?, ?) AS score FROM lexical WHERE lexical MATCH ? "
+            "ORDER BY score LIMIT ?", (*weights, match_expression, limit))
+        return [(rowid, -score) for rowid, score in rows]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def replace_files(self, manifest: dict, changed: dict[str, tuple[str, list[Chunk], list[str]]],
+                      removed: Iterable[str], rebuild: bool = False) -> None:
+        """Swap in the chunks of changed files and drop removed ones, as one generation step.
+
+        changed maps path -> (fingerprint, chunks, embedding keys); every key is already cached.
+        """
+        import faiss
+
+        removed = list(removed)
+        old_index = None if rebuild else self._current_index_or_none()
+        generation = self.generation + 1
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            stale_paths = list(changed) + removed
+            if rebuild:
+                stale_ids = [row[0] for row in self.db.execute("SELECT id FROM chunks")]
+                self._remove_lexical(stale_ids)
+                self.db.execute("DELETE FROM chunks")
+                self.db.execute("DELETE FROM files")
+                self.db.execute("DELETE FROM meta")
+            else:
+                stale_ids = self._chunk_ids_for_paths(stale_paths)
+                self._remove_lexical(stale_ids)
+                self._delete_paths(stale_paths)
+            new_ids, new_keys = [], []
+            for path, (fingerprint, chunks, keys) in changed.items():
+                self.db.execute("INSERT OR REPLACE INTO files(path, fingerprint, chunks) VALUES (?, ?, ?)",
+                                (path, fingerprint, len(chunks)))
+                for chunk, key in zip(chunks, keys):
+                    cursor = self.db.execute(
+                        "INSERT INTO chunks(path, start_line, end_line, symbol, kind, language, context, text, "
+                        "embedding_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language,
+                         chunk.context, chunk.text, key))
+                    new_ids.append(cursor.lastrowid)
+                    new_keys.append(key)
+                    self._add_lexical(cursor.lastrowid, chunk.symbol, chunk.path, chunk.text)
+            for key, value in {**manifest, "generation": generation}.items():
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+            if old_index is None:
+                index = self._rebuild_vector_index(dimension=manifest["dimension"])
+            else:
+                index = old_index
+                if stale_ids:
+                    index.remove_ids(np.asarray(stale_ids, dtype=np.int64))
+                vectors = self.cached_vectors(sorted(set(new_keys)))
+                if new_ids:
+                    index.add_with_ids(np.stack([vectors[key] for key in new_keys]),
+                                       np.asarray(new_ids, dtype=np.int64))
+            self._write_faiss(index, generation)
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self._faiss_index = None
+            raise
+        self._faiss_index, self._faiss_generation = index, generation
+        self._remove_other_faiss_files(generation)
+        self._write_manifest_file()
+        self._prune_embeddings()
+
+    # -- internals -----------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _faiss_path(self, generation: int) -> Path:
+        return self.directory / f"vectors-{generation}.faiss"
+
+    def _current_index_or_none(self):
+        if not self.manifest().get("dimension"):
+            return None
+        try:
+            return self.vector_index()
+        except Exception:
+            return None
+
+    def _rebuild_vector_index(self, dimension: int | None = None):
+        import faiss
+
+        dimension = dimension or int(self.manifest().get("dimension", 0))
+        if not dimension:
+            raise CodesearchError("the index has no vectors yet; run `codesearch index`")
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        rows = self.db.execute("SELECT chunks.id, embeddings.vector FROM chunks JOIN embeddings "
+                               "ON embeddings.key = chunks.embedding_key")
+        while batch := rows.fetchmany(4096):
+            ids = np.asarray([row[0] for row in batch], dtype=np.int64)
+            vectors = np.stack([np.frombuffer(row[1], dtype=np.float16) for row in batch]).astype(np.float32)
+            index.add_with_ids(vectors, ids)
+        return index
+
+    def _write_faiss(self, index, generation: int) -> None:
+        import faiss
+
+        path = self._faiss_path(generation)
+        temporary = path.with_name(path.name + f".tmp{os.getpid()}")
+        faiss.write_index(index, str(temporary))
+        _fsync_file(temporary)
+        os.replace(temporary, path)
+
+    def _remove_other_faiss_files(self, generation: int) -> None:
+        keep = self._faiss_path(generation).name
+        for path in self.directory.glob("vectors-*.faiss*"):
+            if path.name != keep:
+                path.unlink(missing_ok=True)
+
+    def _write_manifest_file(self) -> None:
+        """A human-readable copy of the manifest; the database holds the authoritative one."""
+        path = self.directory / MANIFEST_NAME
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+    def _prune_embeddings(self) -> None:
+        """Keep the cache bounded: vectors no chunk uses are dropped once they outnumber the used ones."""
+        used = self.chunk_count()
+        total = self.db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+        if total > 2 * used + 1000:
+            with self._transaction():
+                self.db.execute("DELETE FROM embeddings WHERE key NOT IN (SELECT embedding_key FROM chunks)")
+
+    def _chunk_ids_for_paths(self, paths: list[str]) -> list[int]:
+        ids = []
+        for start in range(0, len(paths), 500):
+            part = paths[start : start + 500]
+            ids.extend(row[0] for row in self.db.execute(
+                f"SELECT id FROM chunks WHERE path IN ({','.join('?' * len(part))})", part))
+        return ids
+
+    def _delete_paths(self, paths: list[str]) -> None:
+        for start in range(0, len(paths), 500):
+            part = paths[start : start + 500]
+            marks = ",".join("?" * len(part))
+            self.db.execute(f"DELETE FROM chunks WHERE path IN ({marks})", part)
+            self.db.execute(f"DELETE FROM files WHERE path IN ({marks})", part)
+
+    def _add_lexical(self, chunk_id: int, symbol: str, path: str, text: str) -> None:
+        self.db.execute("INSERT INTO lexical(rowid, symbol, path, body) VALUES (?, ?, ?, ?)",
+                        (chunk_id, *lexical_columns(symbol, path, text)))
+
+    def _remove_lexical(self, chunk_ids: list[int]) -> None:
+        # A contentless FTS5 table forgets a row only when told the exact terms it indexed.
+        for chunk in self.chunks_by_id(chunk_ids).values():
+            self.db.execute("INSERT INTO lexical(lexical, rowid, symbol, path, body) VALUES ('delete', ?, ?, ?, ?)",
+                            (chunk.id, *lexical_columns(chunk.symbol, chunk.path, chunk.text)))
+
+
+class _WriterLock:
+    def __init__(self, lock, timeout: float):
+        self._lock, self._timeout = lock, timeout
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=self._timeout)
+        except Timeout:
+            raise CodesearchError("another codesearch run is updating this index; try again when it finishes") from None
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
+_CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def code_terms(text: str) -> list[str]:
+    """Identifiers as whole words plus their camelCase/snake_case parts, lowercased."""
+    terms = []
+    for identifier in _IDENTIFIER.findall(text):
+        parts = [part for piece in identifier.split("_") for part in _CAMEL_PART.findall(piece)]
+        terms.append(identifier.lower())
+        if len(parts) > 1:
+            terms.extend(part.lower() for part in parts)
+    return terms
+
+
+def lexical_columns(symbol: str, path: str, text: str) -> tuple[str, str, str]:
+    return " ".join(code_terms(symbol)), " ".join(code_terms(path)), " ".join(code_terms(text))
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
