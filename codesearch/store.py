@@ -364,7 +364,7 @@ def code_terms(text: str) -> list[str]:
         parts = [part for piece in identifier.split("_") for part in _CAMEL_PART.findall(piece)]
         terms.append(identifier.lower())
         if len(parts) > 1:
-            terms.extend(part.lower() for part in parts)
+            terms.extend(part.lower() for part in parts if len(part) > 1)
     return terms
 
 
