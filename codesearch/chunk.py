@@ -3,24 +3,43 @@
 Functions and methods (the language's query file marks them @unit.*) become one chunk
 each, with the comments and decorators directly above them. Code outside any unit
 (imports, constants, class fields) is gathered into module or class chunks. Units
-larger than the budget are split at child-node boundaries (the cAST recipe). Files
-without a grammar, or whose grammar finds nothing, become overlapping line windows.
+larger than the budget are split at child-node boundaries (the cAST recipe); tiny
+one-line neighbours share a chunk. Files without a grammar, or whose grammar finds
+nothing, become overlapping line windows.
+
+Three things no query can say are handled here: code embedded in another language
+(@inject.<language>, e.g. <script> in HTML), Jinja macro files (dbt's .sql), and .h
+files that are C++ (languages.spec_for_source).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from codesearch.languages import LanguageSpec, load_language, spec_for_path
+from codesearch.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
 
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2
 MAX_CHUNK_CHARS = 2400
 MAX_CHUNK_LINES = 80
 WINDOW_LINES = 40
 WINDOW_OVERLAP = 10
 # Nodes that wrap a definition without being one: the wrapper's extra lines belong to it.
 WRAPPER_TYPES = frozenset({"decorated_definition", "export_statement", "template_declaration"})
-ATTACHED_PREFIX_TYPES = ("comment", "decorator", "annotation", "attribute", "marker_annotation")
+ATTACHED_PREFIX_TYPES = ("comment", "decorator", "annotation", "attribute", "attribute_item", "marker_annotation")
+# Scopes whose functions stay functions; in any other scope (class, impl, module...) a function is a method.
+FREE_FUNCTION_SCOPES = frozenset({"namespace", "function"})
+# One-liners (getters, constants, tiny CSS rules) merge with their neighbours up to this size.
+TINY_UNIT_LINES = 1
+TINY_GROUP_LINES = 15
+TINY_GROUP_CHARS = 600
+# Parser<'a>, Foo<T>::bar: type arguments are dropped from names.
+TYPE_ARGUMENTS = re.compile(r"\s*<[^<>]*>")
+# A line that only opens or closes a block: }, end, a bare tag (</div>, <body>), perhaps with a comment.
+BARE_LINE = re.compile(r"^\s*([})\]]+;?|end|</?[\w-]+>|<!DOCTYPE[^>]*>)\s*(//.*|#.*|--.*)?$", re.IGNORECASE)
+NOT_NEWLINE = re.compile(rb"[^\n]")
+# No grammar parses Jinja: dbt-style .sql files are cut at their {% macro %} blocks instead.
+JINJA_MACRO_START = re.compile(r"\{%-?\s*(macro|materialization|test)\s+(\w+)")
 
 
 @dataclass(frozen=True)
@@ -56,26 +75,29 @@ class _Definition:
 def chunk_file(path: str, source: bytes, language: str | None = None) -> list[Chunk]:
     """Chunks of one file; never raises on any input."""
     text = source.decode("utf-8", errors="replace")
-    spec = spec_for_path(path) if language is None else _spec_named(language)
+    spec = spec_by_name(language) if language is not None else spec_for_source(path, source)
     chunks: list[Chunk] = []
-    if spec is not None and load_language(spec) is not None:
+    if spec is not None:
         try:
-            chunks = _chunk_with_grammar(path, source, text, spec)
-        except (RecursionError, ValueError):
+            chunks = _structured_chunks(path, source, text, spec)
+        except Exception:  # noqa: BLE001 - a file the chunker cannot read structurally still gets windows
             chunks = []
-        if chunks:
-            return chunks
-    return line_windows(path, text, spec.name if spec else "text")
+    return chunks or line_windows(path, text, spec.name if spec else "text")
 
 
-def _spec_named(name: str) -> LanguageSpec | None:
-    from codesearch.languages import spec_by_name
-
-    return spec_by_name(name)
+def _structured_chunks(path: str, source: bytes, text: str, spec: LanguageSpec) -> list[Chunk]:
+    if spec.template_macros and JINJA_MACRO_START.search(text):
+        return _jinja_chunks(path, text, spec)
+    if load_language(spec) is None:
+        return []
+    return _chunk_with_grammar(path, source, text, spec)
 
 
 def line_windows(path: str, text: str, language: str, first_line: int = 1) -> list[Chunk]:
-    lines = text.splitlines()
+    # Only "\n" ends a line, as in editors and the syntax tree; str.splitlines also splits at \v, \f, \u2028...
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
     chunks = []
     step = WINDOW_LINES - WINDOW_OVERLAP
     for start in range(0, max(len(lines), 1), step):
@@ -91,37 +113,169 @@ def line_windows(path: str, text: str, language: str, first_line: int = 1) -> li
     return chunks
 
 
+@dataclass
+class _Unit:
+    """A unit's rows before it is cut into chunks; node is None when no syntax tree backs it."""
+
+    start_row: int
+    end_row: int
+    symbol: str
+    kind: str
+    context: str
+    node: object = None
+    name: str = ""
+    group: bool = False  # several tiny units merged
+
+
 def _chunk_with_grammar(path: str, source: bytes, text: str, spec: LanguageSpec) -> list[Chunk]:
     from tree_sitter import Parser, QueryCursor
 
     language, query = load_language(spec)
     tree = Parser(language).parse(source)
-    definitions = _collect_definitions(QueryCursor(query).matches(tree.root_node), source)
-    if not definitions:
+    matches = QueryCursor(query).matches(tree.root_node)
+    definitions = _collect_definitions(matches, source, spec.separator)
+    lines = text.split("\n")
+    injected = _injected_chunks(path, source, matches)
+    if not definitions and not injected:
         return []
     _link_parents(definitions)
-    lines = text.split("\n")
-    chunks: list[Chunk] = []
+    _open_oversized_units(definitions, lines)
+    units = [_unit_of(definition, spec) for definition in definitions
+             if definition.category == "unit" and not _inside_unit(definition)]
+    return _assemble(path, lines, _merge_tiny_neighbours(units, lines), definitions, spec, injected)
+
+
+def _assemble(path, lines, units, definitions, spec, injected=()) -> list[Chunk]:
+    """Chunks of the units (split when too large), of injected code, and of the lines left over."""
+    chunks: list[Chunk] = [chunk for chunk, _host in injected]
     covered = [False] * (len(lines) + 1)
-    for definition in definitions:
-        if definition.category != "unit" or _inside_unit(definition):
-            continue
-        start_row = _extended_start_row(definition.node)
-        end_row = _end_row(definition.node)
-        for row in range(start_row, end_row + 1):
-            covered[row] = True
-        symbol = _symbol_path(definition, spec.separator)
-        kind = "method" if definition.kind == "function" and definition.parent else definition.kind
-        context = _symbol_path(definition.parent, spec.separator) if definition.parent else ""
-        for part_start, part_end in _split_rows(definition.node, start_row, end_row, lines):
-            chunks.append(Chunk(path, part_start + 1, part_end + 1, symbol, kind, spec.name,
-                                "\n".join(lines[part_start : part_end + 1]), context))
+    for _chunk, host in injected:
+        _cover(covered, host.start_point.row, _end_row(host))
+    for unit in units:
+        _cover(covered, unit.start_row, unit.end_row)
+        for part_start, part_end in _split_rows(unit.node, unit.start_row, unit.end_row, lines):
+            chunks.append(Chunk(path, part_start + 1, part_end + 1, unit.symbol, unit.kind, spec.name,
+                                "\n".join(lines[part_start : part_end + 1]), unit.context))
     chunks.extend(_leftover_chunks(path, lines, covered, definitions, spec))
     chunks.sort(key=lambda chunk: (chunk.start_line, chunk.end_line))
     return chunks
 
 
-def _collect_definitions(matches, source: bytes) -> list[_Definition]:
+def _open_oversized_units(definitions: list[_Definition], lines: list[str]) -> None:
+    """A unit too large for one chunk that is mostly (3/4) made of other units becomes their scope.
+
+    Its inner functions then become chunks of their own instead of being cut blindly (cAST:
+    split a big node along its own structure), and its remaining lines form chunks under its
+    name. A function with a few small helpers inside stays whole and is split at statements.
+    """
+    for definition in definitions:  # outer first
+        if definition.category != "unit":
+            continue
+        start_row, end_row = _extended_start_row(definition.node), _end_row(definition.node)
+        inner_rows = sum(_end_row(child.node) - child.node.start_point.row + 1
+                         for child in definition.children if child.category == "unit")
+        if inner_rows * 4 >= (end_row - start_row + 1) * 3 and not _fits(lines, start_row, end_row):
+            definition.category = "scope"
+
+
+def _cover(covered: list[bool], start_row: int, end_row: int) -> None:
+    for row in range(max(start_row, 0), min(end_row, len(covered) - 1) + 1):
+        covered[row] = True
+
+
+def _unit_of(definition: _Definition, spec: LanguageSpec) -> _Unit:
+    parent = definition.parent
+    is_member = definition.kind == "function" and parent is not None and parent.kind not in FREE_FUNCTION_SCOPES
+    return _Unit(_extended_start_row(definition.node), _end_row(definition.node),
+                 _symbol_path(definition, spec.separator), "method" if is_member else definition.kind,
+                 _symbol_path(parent, spec.separator) if parent else "", definition.node, definition.name)
+
+
+def _merge_tiny_neighbours(units: list[_Unit], lines: list[str]) -> list[_Unit]:
+    """Consecutive one-liners of the same scope (getters, properties, tiny rules) share a chunk, keeping their names."""
+    merged: list[_Unit] = []
+    for unit in units:
+        previous = merged[-1] if merged else None
+        if previous is not None and _can_join(previous, unit, lines):
+            merged[-1] = _Unit(previous.start_row, unit.end_row, _group_symbol(previous, unit),
+                               previous.kind if previous.kind == unit.kind else "group", previous.context,
+                               group=True)
+        else:
+            merged.append(unit)
+    return merged
+
+
+def _group_symbol(previous: _Unit, unit: _Unit) -> str:
+    """The first member's full path, then the other members' names: "Point.left, right, up"."""
+    names = previous.symbol.split(", ")
+    if unit.symbol == names[0] or unit.name in names[1:]:  # overloads appear once
+        return previous.symbol
+    return f"{previous.symbol}, {unit.name}"
+
+
+def _can_join(previous: _Unit, unit: _Unit, lines: list[str]) -> bool:
+    if previous.context != unit.context or unit.start_row <= previous.end_row:
+        return False
+    if not (_is_tiny(unit) and (previous.group or _is_tiny(previous))):
+        return False
+    if any(line.strip() for line in lines[previous.end_row + 1 : unit.start_row]):
+        return False
+    size = sum(len(line) + 1 for line in lines[previous.start_row : unit.end_row + 1])
+    return unit.end_row - previous.start_row < TINY_GROUP_LINES and size <= TINY_GROUP_CHARS
+
+
+def _is_tiny(unit: _Unit) -> bool:
+    return unit.end_row - unit.start_row < TINY_UNIT_LINES
+
+
+def _injected_chunks(path: str, source: bytes, matches) -> list[tuple[Chunk, object]]:
+    """Code embedded in another language (a <script> in HTML), chunked in its own language at the host's lines.
+
+    Each chunk comes with the node that holds the code (the <script> element), whose lines it covers.
+    """
+    chunks = []
+    for _pattern, captures in matches:
+        for capture, nodes in captures.items():
+            if capture.startswith("inject."):
+                for node in nodes:
+                    host = node.parent or node
+                    embedded = chunk_file(path, _blank_outside(source, node), capture.split(".", 1)[1])
+                    chunks.extend((chunk, host) for chunk in embedded)
+    return chunks
+
+
+def _blank_outside(source: bytes, node) -> bytes:
+    """The source with everything outside the node blanked, so that lines keep their numbers."""
+    before = NOT_NEWLINE.sub(b" ", source[: node.start_byte])
+    return before + source[node.start_byte : node.end_byte]
+
+
+def _jinja_chunks(path: str, text: str, spec: LanguageSpec) -> list[Chunk]:
+    """Units of a Jinja template (a dbt .sql file): its macro, test and materialization blocks."""
+    lines = text.split("\n")
+    units = []
+    for start in JINJA_MACRO_START.finditer(text):
+        end = re.compile(r"\{%-?\s*end" + start.group(1) + r"\b").search(text, start.end())
+        end_offset = end.end() if end else len(text)
+        start_row = text.count("\n", 0, start.start())
+        units.append(_Unit(_jinja_comment_start(lines, start_row), text.count("\n", 0, end_offset),
+                           start.group(2), start.group(1), ""))
+    return _assemble(path, lines, units, [], spec)
+
+
+def _jinja_comment_start(lines: list[str], row: int) -> int:
+    """Move up over a {# ... #} or -- comment directly above a macro."""
+    above = row - 1
+    if above >= 0 and lines[above].strip().endswith("#}"):
+        while above > 0 and "{#" not in lines[above]:
+            above -= 1
+        return above
+    while above >= 0 and lines[above].strip().startswith("--"):
+        row, above = above, above - 1
+    return row
+
+
+def _collect_definitions(matches, source: bytes, separator: str) -> list[_Definition]:
     seen: dict[int, _Definition] = {}
     for _pattern, captures in matches:
         definition_capture = next((name for name in captures if name.startswith(("unit.", "scope."))), None)
@@ -133,7 +287,7 @@ def _collect_definitions(matches, source: bytes) -> list[_Definition]:
             continue
         name = _node_text(captures["name"][0], source) if "name" in captures else "<anonymous>"
         if "qualifier" in captures:
-            name = f"{_node_text(captures['qualifier'][0], source)}.{name}"
+            name = f"{_node_text(captures['qualifier'][0], source)}{separator}{name}"
         category, kind = definition_capture.split(".", 1)
         seen[key] = _Definition(node, category, kind, _clean_name(name), node.start_byte, node.start_point.row)
     return sorted(seen.values(), key=lambda d: (d.node.start_byte, -d.node.end_byte))
@@ -145,6 +299,9 @@ def _node_text(node, source: bytes) -> str:
 
 def _clean_name(name: str) -> str:
     name = " ".join(name.split())
+    if "operator" not in name:  # Parser<'a>, Foo<T, U>::bar: the type arguments only add noise
+        while TYPE_ARGUMENTS.search(name):
+            name = TYPE_ARGUMENTS.sub("", name)
     return name.strip("'\"`") or "<anonymous>"
 
 
@@ -174,7 +331,7 @@ def _inside_unit(definition: _Definition) -> bool:
 def _symbol_path(definition: _Definition | None, separator: str) -> str:
     names = []
     while definition is not None:
-        names.append(definition.name.replace(".", separator) if separator != "." else definition.name)
+        names.append(definition.name)
         definition = definition.parent
     return separator.join(reversed(names))
 
@@ -202,7 +359,8 @@ def _split_rows(node, start_row: int, end_row: int, lines: list[str]) -> list[tu
     """Row spans no larger than the budget, cut between the node's children (recursively)."""
     if _fits(lines, start_row, end_row):
         return [(start_row, end_row)]
-    boundaries = sorted({child_row for child_row in _child_start_rows(node) if start_row < child_row <= end_row})
+    child_rows = _child_start_rows(node) if node is not None else []
+    boundaries = sorted({child_row for child_row in child_rows if start_row < child_row <= end_row})
     if not boundaries:
         return _split_evenly(start_row, end_row, lines)
     spans: list[tuple[int, int]] = []
@@ -263,7 +421,7 @@ def _leftover_chunks(path, lines, covered, definitions, spec) -> list[Chunk]:
     scopes = [d for d in definitions if d.category == "scope" and not _inside_unit(d)]
     row_scope: list[_Definition | None] = [None] * len(lines)
     for scope in scopes:  # sorted outer first, so inner scopes overwrite
-        for row in range(scope.node.start_point.row, min(_end_row(scope.node), len(lines) - 1) + 1):
+        for row in range(_extended_start_row(scope.node), min(_end_row(scope.node), len(lines) - 1) + 1):
             row_scope[row] = scope
     chunks = []
     run_start = None
@@ -280,6 +438,16 @@ def _leftover_chunks(path, lines, covered, definitions, spec) -> list[Chunk]:
     return chunks
 
 
+def _has_substance(lines, start_row: int, end_row: int, scope) -> bool:
+    """False for runs of nothing but a scope's first line and bare braces or tags, which alone find nothing.
+
+    The scope's name is not lost: it heads the context of the chunks of its members.
+    """
+    bare_rows = {scope.node.start_point.row} if scope is not None and scope.children else set()
+    return any(len(lines[row].strip()) > 2 and not BARE_LINE.match(lines[row]) and row not in bare_rows
+               for row in range(start_row, end_row + 1))
+
+
 def _leftover_run(path, lines, start_row, end_row, scope, spec) -> list[Chunk]:
     while start_row <= end_row and not lines[start_row].strip():
         start_row += 1
@@ -287,8 +455,7 @@ def _leftover_run(path, lines, start_row, end_row, scope, spec) -> list[Chunk]:
         end_row -= 1
     if start_row > end_row:
         return []
-    meaningful = sum(1 for line in lines[start_row : end_row + 1] if len(line.strip()) > 2)
-    if meaningful == 0:
+    if not _has_substance(lines, start_row, end_row, scope):
         return []
     if scope is None:
         symbol, kind, context = path.rsplit("/", 1)[-1], "module", ""

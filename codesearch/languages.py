@@ -10,6 +10,7 @@ name (a Go method's receiver type, for instance).
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -22,6 +23,9 @@ class LanguageSpec:
     extensions: tuple[str, ...]
     grammar: str  # "module:function" returning the tree-sitter language pointer
     separator: str = "."  # joins a symbol path: Class.method, mod::Type::fn
+    template_macros: bool = False  # files with Jinja {% macro %} blocks are cut at those blocks
+    # (extension, pattern, language): a file with this extension whose text matches is parsed as that language
+    content_overrides: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def query_file(self) -> str:
@@ -38,19 +42,22 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
     LanguageSpec("kotlin", (".kt", ".kts"), "tree_sitter_kotlin:language"),
     LanguageSpec("scala", (".scala", ".sc"), "tree_sitter_scala:language"),
     LanguageSpec("csharp", (".cs",), "tree_sitter_c_sharp:language"),
-    LanguageSpec("php", (".php", ".phtml"), "tree_sitter_php:language_php"),
-    LanguageSpec("ruby", (".rb", ".rake", ".gemspec"), "tree_sitter_ruby:language"),
-    LanguageSpec("c", (".c", ".h"), "tree_sitter_c:language", "::"),
+    LanguageSpec("php", (".php", ".phtml"), "tree_sitter_php:language_php", "::"),
+    LanguageSpec("ruby", (".rb", ".rake", ".gemspec"), "tree_sitter_ruby:language", "::"),
+    # A .h file is often C++: a cheap look at its text decides.
+    LanguageSpec("c", (".c", ".h"), "tree_sitter_c:language", "::",
+                 content_overrides=((".h", r"^\s*(class|namespace|template\s*<)\b|\w::\w", "cpp"),)),
     LanguageSpec("cpp", (".cc", ".cpp", ".cxx", ".c++", ".hpp", ".hh", ".hxx", ".h++", ".ipp", ".inl"), "tree_sitter_cpp:language", "::"),
     LanguageSpec("rust", (".rs",), "tree_sitter_rust:language", "::"),
     LanguageSpec("swift", (".swift",), "tree_sitter_swift:language"),
     LanguageSpec("lua", (".lua",), "tree_sitter_lua:language"),
-    LanguageSpec("sql", (".sql",), "tree_sitter_sql:language"),
+    LanguageSpec("sql", (".sql",), "tree_sitter_sql:language", template_macros=True),
     LanguageSpec("bash", (".sh", ".bash", ".zsh"), "tree_sitter_bash:language"),
-    LanguageSpec("html", (".html", ".htm"), "tree_sitter_html:language"),
-    LanguageSpec("css", (".css",), "tree_sitter_css:language"),
+    LanguageSpec("html", (".html", ".htm"), "tree_sitter_html:language", template_macros=True),
+    LanguageSpec("css", (".css",), "tree_sitter_css:language", " "),
 )
 
+SNIFF_BYTES = 64 * 1024
 _BY_NAME = {spec.name: spec for spec in LANGUAGES}
 _BY_EXTENSION = {ext: spec for spec in LANGUAGES for ext in spec.extensions}
 
@@ -66,6 +73,23 @@ def spec_by_name(name: str) -> LanguageSpec | None:
 def spec_for_path(path: str) -> LanguageSpec | None:
     suffix = PurePosixPath(path).suffix.lower()
     return _BY_EXTENSION.get(suffix)
+
+
+def spec_for_source(path: str, source: bytes) -> LanguageSpec | None:
+    """The spec for a file, looking at its text where the extension is ambiguous (.h: C or C++)."""
+    spec = spec_for_path(path)
+    if spec is None:
+        return None
+    suffix = PurePosixPath(path).suffix.lower()
+    for extension, pattern, language in spec.content_overrides:
+        if suffix == extension and _sniff(pattern, source):
+            return _BY_NAME[language]
+    return spec
+
+
+def _sniff(pattern: str, source: bytes) -> bool:
+    head = source[:SNIFF_BYTES].decode("utf-8", errors="replace")
+    return re.search(pattern, head, re.MULTILINE) is not None
 
 
 def has_query(spec: LanguageSpec) -> bool:

@@ -1,5 +1,7 @@
 (class_declaration name: (_) @name) @scope.class
 (class name: (_) @name) @scope.class
+; const handlers = { clear() {...} }: the object names its functions
+(variable_declarator name: (identifier) @name value: (object)) @scope.object
 
 (function_declaration name: (identifier) @name) @unit.function
 (generator_function_declaration name: (identifier) @name) @unit.function
@@ -25,3 +27,8 @@
 (pair
   key: [(property_identifier) (string)] @name
   value: [(arrow_function) (function_expression) (generator_function)]) @unit.method
+
+; defineGetter(req, 'host', function host() {...}): a named function passed to a top-level call
+(expression_statement
+  (call_expression
+    arguments: (arguments (function_expression name: (identifier) @name)))) @unit.function

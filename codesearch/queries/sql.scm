@@ -1,0 +1,8 @@
+; CREATE statements are units; the first object reference is the created object's name.
+(statement (create_function (object_reference) @name)) @unit.function
+(statement (create_procedure (object_reference) @name)) @unit.procedure
+(statement (create_view (object_reference) @name)) @unit.view
+(statement (create_materialized_view (object_reference) @name)) @unit.view
+(statement (create_table (object_reference) @name)) @unit.table
+(statement (create_trigger (object_reference) @name)) @unit.trigger
+(statement (create_type (object_reference) @name)) @unit.type

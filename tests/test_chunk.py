@@ -1,0 +1,224 @@
+"""How a file is cut: the traps of each grammar, big units, broken input, and files with no grammar."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codesearch.chunk import MAX_CHUNK_LINES, chunk_file
+from codesearch.languages import LANGUAGES
+
+
+def _cut(path: str, source: str):
+    return chunk_file(path, textwrap.dedent(source).encode())
+
+
+def _units(path: str, source: str):
+    return {(chunk.symbol, chunk.kind) for chunk in _cut(path, source) if chunk.kind not in ("module", "window")}
+
+
+def test_c_function_returning_a_pointer_is_named_by_its_declarator_and_keeps_its_body():
+    chunks = _cut("words.c", """\
+        char **split(const char *text)
+        {
+            return 0;
+        }
+        """)
+    assert [(c.symbol, c.kind, c.start_line, c.end_line) for c in chunks] == [("split", "function", 1, 4)]
+
+
+def test_cpp_out_of_class_definition_keeps_its_qualified_name():
+    assert ("Logger::flush", "function") in _units("logger.cpp", """\
+        void Logger::flush() {
+            sink_->flush();
+        }
+        """)
+
+
+def test_rust_impl_is_a_scope_of_its_methods():
+    chunks = _cut("stack.rs", """\
+        impl<T> Stack<T> {
+            fn push(&mut self, item: T) {
+                self.items.push(item);
+            }
+        }
+        """)
+    method = next(c for c in chunks if c.kind == "method")
+    assert (method.symbol, method.context) == ("Stack::push", "Stack")
+    assert method.embedding_text.startswith("stack.rs :: Stack\n")
+
+
+def test_python_function_in_a_class_is_a_method_with_its_decorator():
+    chunks = _cut("cache.py", """\
+        class Cache:
+            @property
+            def size(self):
+                return len(self.items)
+        """)
+    method = next(c for c in chunks if c.kind == "method")
+    assert (method.symbol, method.start_line) == ("Cache.size", 2)
+
+
+def test_javascript_functions_assigned_to_variables_and_keys_are_units():
+    assert _units("app.js", """\
+        const parse = (text) => {
+          return JSON.parse(text);
+        };
+        app.render = function render(view) {
+          return view;
+        };
+        const api = {
+          fetch: function (url) {
+            return url;
+          },
+        };
+        """) == {("parse", "function"), ("app.render", "function"), ("api.fetch", "method")}
+
+
+def test_ruby_singleton_methods_belong_to_their_class():
+    assert _units("util.rb", """\
+        module Thor
+          class Util
+            def self.snake_case(str)
+              str.downcase
+            end
+          end
+        end
+        """) == {("Thor::Util::snake_case", "method")}
+
+
+def test_doc_comment_and_annotations_belong_to_the_method():
+    chunks = _cut("Api.java", """\
+        class Api {
+            /**
+             * Fetches a user.
+             */
+            @GET
+            @Path("/users")
+            public User user(String id) {
+                return store.find(id);
+            }
+        }
+        """)
+    method = next(c for c in chunks if c.kind == "method")
+    assert (method.start_line, method.end_line) == (2, 9)
+
+
+def test_dbt_macros_are_units_named_by_the_macro():
+    chunks = _cut("merge.sql", """\
+        {% macro get_merge_sql(target, source) -%}
+          {{ adapter.dispatch('get_merge_sql')(target, source) }}
+        {%- endmacro %}
+
+        {% macro default__get_merge_sql(target, source) -%}
+          merge into {{ target }} using {{ source }}
+        {%- endmacro %}
+        """)
+    assert [(c.symbol, c.kind, c.start_line, c.end_line) for c in chunks] == [
+        ("get_merge_sql", "macro", 1, 3), ("default__get_merge_sql", "macro", 5, 7)]
+
+
+def test_html_script_is_chunked_as_javascript_at_the_html_lines():
+    chunks = _cut("page.html", """\
+        <html>
+        <body>
+          <p>Hello</p>
+          <script>
+            function greet(name) {
+              return "hi " + name;
+            }
+          </script>
+        </body>
+        </html>
+        """)
+    script = next(c for c in chunks if c.language == "javascript")
+    assert (script.symbol, script.start_line, script.end_line) == ("greet", 5, 7)
+    assert script.text.strip().startswith("function greet")
+
+
+def test_tiny_neighbours_merge_and_keep_their_names():
+    chunks = _cut("Point.kt", """\
+        class Point(val x: Int, val y: Int) {
+            fun left() = Point(x - 1, y)
+            fun right() = Point(x + 1, y)
+            fun up() = Point(x, y + 1)
+        }
+        """)
+    assert [(c.symbol, c.start_line, c.end_line) for c in chunks if c.kind == "method"] == [
+        ("Point.left, right, up", 2, 4)]
+
+
+def test_a_unit_too_large_is_split_into_parts_that_fit_and_cover_it():
+    body = "".join(f"    total += {i}\n" for i in range(200))
+    chunks = chunk_file("big.py", f"def big():\n    total = 0\n{body}    return total\n".encode())
+    assert {c.symbol for c in chunks} == {"big"} and len(chunks) > 2
+    assert all(c.end_line - c.start_line + 1 <= MAX_CHUNK_LINES for c in chunks)
+    assert chunks[0].start_line == 1 and chunks[-1].end_line == 203
+    assert all(later.start_line == earlier.end_line + 1 for earlier, later in zip(chunks, chunks[1:]))
+
+
+def test_a_large_function_made_of_functions_is_cut_at_them():
+    inner = "".join(f"  function helper{i}(x) {{\n" + "    x += 1;\n" * 12 + "    return x;\n  }\n" for i in range(8))
+    chunks = chunk_file("plugin.js", f"function enablePlugin() {{\n{inner}  return 1;\n}}\n".encode())
+    assert {c.symbol for c in chunks if c.kind == "function"} >= {f"enablePlugin.helper{i}" for i in range(8)}
+
+
+def test_code_outside_functions_forms_module_chunks():
+    chunks = _cut("config.py", """\
+        import os
+
+        DEBUG = os.environ.get("DEBUG") == "1"
+
+        def load():
+            return DEBUG
+        """)
+    assert [(c.kind, c.start_line, c.end_line) for c in chunks] == [("module", 1, 3), ("function", 5, 6)]
+
+
+def test_a_broken_file_still_yields_its_good_units():
+    assert ("fine", "function") in _units("broken.py", """\
+        def broken(:
+            return ]
+
+        def fine():
+            return 1
+        """)
+
+
+def test_files_without_a_grammar_or_without_units_become_windows():
+    text = "".join(f"line {i}\n" for i in range(100))
+    for path in ("notes.md", "constants.py"):
+        chunks = chunk_file(path, text.encode())
+        assert {c.kind for c in chunks} == {"window"}
+        assert chunks[0].start_line == 1 and chunks[-1].end_line == 100
+
+
+SAMPLE_EXTENSIONS = {spec.name: spec.extensions[0] for spec in LANGUAGES}
+FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("language", sorted(SAMPLE_EXTENSIONS))
+@FUZZ
+@given(data=st.binary(max_size=400))
+def test_the_chunker_never_raises_on_random_bytes(language, data):
+    _check_chunks(chunk_file(f"fuzz{SAMPLE_EXTENSIONS[language]}", data), data)
+
+
+@pytest.mark.parametrize("language", sorted(SAMPLE_EXTENSIONS))
+@FUZZ
+@given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
+       | st.lists(st.sampled_from(["{", "}", "(", ")", "def f():", "function f() {", "class A {", "<script>",
+                                   "</script>", "{% macro m() %}", "{% endmacro %}", "fn f() {", "end", "\n",
+                                   "/*", "*/", "'", '"', "<", ">", "::", ";", " "]), max_size=60).map("".join))
+def test_the_chunker_never_raises_on_random_text(language, text):
+    data = text.encode()
+    _check_chunks(chunk_file(f"fuzz{SAMPLE_EXTENSIONS[language]}", data, language), data)
+
+
+def _check_chunks(chunks, data: bytes) -> None:
+    line_count = max(len(data.decode("utf-8", errors="replace").split("\n")), 1)
+    for chunk in chunks:
+        assert 1 <= chunk.start_line <= chunk.end_line <= line_count
