@@ -6,7 +6,9 @@ text was never embedded by this model before are sent to it.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ from codesearch.errors import CodesearchError
 from codesearch.store import SCHEMA_VERSION, IndexStore
 
 EMBED_SLICE = 256  # chunks embedded between two cache commits
+MINIFIED_MEAN_LINE = 300
+MINIFIED_LONGEST_LINE = 5000
 
 
 @dataclass
@@ -69,6 +73,11 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
     try:
         with store.lock():
             return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options)
+    except (OSError, sqlite3.Error) as error:
+        # Nothing half-written is visible: the previous generation stays the current one.
+        reason = getattr(error, "strerror", None) or str(error)
+        raise CodesearchError(f"could not write the index in {store.directory}: {reason}; "
+                              f"the previous index is intact") from None
     finally:
         store.close()
 
@@ -138,10 +147,29 @@ def _chunks_of(root: Path, source: SourceFile) -> list[chunking.Chunk]:
     try:
         data = (root / source.path).read_bytes()
     except OSError:
-        return []
-    if looks_binary(data):
+        return []  # deleted or unreadable since discovery: indexed as absent
+    data = _as_utf8(data)
+    if data is None or looks_binary(data) or _looks_minified(data):
         return []
     return chunking.chunk_file(source.path, data)
+
+
+def _as_utf8(data: bytes) -> bytes | None:
+    """UTF-16/32 files (recognised by their byte-order mark) re-encoded as UTF-8; others as they are."""
+    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding).encode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return data.removeprefix(codecs.BOM_UTF8)
+
+
+def _looks_minified(data: bytes) -> bool:
+    """Bundled or minified code: very long lines that no one reads or searches by meaning."""
+    lines = data.count(b"\n") + 1
+    return len(data) / lines > MINIFIED_MEAN_LINE and max(map(len, data.split(b"\n"))) > MINIFIED_LONGEST_LINE
 
 
 def _embedding_key(spec: ModelSpec, chunk: chunking.Chunk) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +13,7 @@ from codesearch.store import IndexStore, StoredChunk, code_terms
 MODES = ("hybrid", "semantic", "lexical")
 RRF_K = 60
 CANDIDATES = 100
+MAX_QUERY_TERMS = 64
 _STOPWORDS = frozenset(
     "a an and are as at be by can do does for from get how i in into is it its me of on or our "
     "should so that the their them then there these this to use used uses using via was we what "
@@ -45,6 +47,7 @@ class Hit:
 
 def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_vector: np.ndarray | None = None,
            dense_weight: float = 1.0, filters: Filters = Filters()) -> list[Hit]:
+    """The k best chunks, no two overlapping in one file; filters apply before the cut to k."""
     allowed = _allowed_ids(store, filters) if filters else None
     if allowed is not None and not allowed:
         return []
@@ -54,23 +57,61 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
         rankings["dense"] = dense_ranking(store, query_vector, pool, allowed)
     if mode in ("hybrid", "lexical"):
         rankings["lexical"] = lexical_ranking(store, query, pool, allowed)
+    candidates = store.chunks_by_id({chunk_id for ranking in rankings.values() for chunk_id, _ in ranking})
     weights = {"dense": dense_weight, "lexical": 1.0}
-    if len(rankings) == 1:
-        (source, ranking), = rankings.items()
-        fused = {chunk_id: (score, {source: rank}) for rank, (chunk_id, score) in enumerate(ranking, 1)}
-    else:
-        fused = _reciprocal_rank_fusion(rankings, weights)
-    ordered = sorted(fused.items(), key=lambda item: -item[1][0])
-    chunks = store.chunks_by_id([chunk_id for chunk_id, _ in ordered[: pool]])
-    hits = []
-    for chunk_id, (score, sources) in ordered:
-        chunk = chunks.get(chunk_id)
-        if chunk is None or _overlaps(chunk, hits):
+    fused = _reciprocal_rank_fusion(rankings, weights)
+    names = identifiers_in(query)
+    scored = []
+    for chunk_id, (score, sources) in fused.items():
+        chunk = candidates.get(chunk_id)
+        if chunk is None:
             continue
-        hits.append(Hit(chunk, float(score), sources))
-        if len(hits) >= k:
-            break
+        if names and _defines(chunk, names):
+            # A definition of a name the query spells out counts as if every retriever ranked it first.
+            score += sum(weights[source] for source in rankings) / (RRF_K + 1)
+        scored.append((score * prior(chunk), chunk_id, chunk, sources))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    hits: list[Hit] = []
+    for score, _, chunk, sources in scored:
+        if not _overlaps(chunk, hits):
+            hits.append(Hit(chunk, float(score), sources))
+            if len(hits) >= k:
+                break
     return hits
+
+
+_TEST_PATH = re.compile(r"(^|/)(tests?|spec|specs|__tests__|testing)/|(^|/)test_[^/]*$|_test\.[^/]+$|"
+                        r"\.(test|spec)\.[^/]+$|Tests?\.[^/]+$")
+PRIOR_TEST = 0.8  # tests rank below the code they test
+PRIOR_NOT_CODE = 0.5  # prose and data windows (README, docs, JSON) rank below code
+
+
+def prior(chunk: StoredChunk) -> float:
+    """How much a chunk's kind of file counts, before any query: code first, then tests, then prose/data."""
+    weight = 1.0
+    if chunk.kind == "window" and chunk.language == "text":
+        weight *= PRIOR_NOT_CODE
+    if _TEST_PATH.search(chunk.path):
+        weight *= PRIOR_TEST
+    return weight
+
+
+_IDENTIFIER_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:::|\.|#|->)[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def identifiers_in(query: str) -> set[str]:
+    """Words of the query that look like code names (parseConfig, snake_case, Foo::bar), lowercased."""
+    names = set()
+    for token in _IDENTIFIER_LIKE.findall(query):
+        last = re.split(r"::|\.|#|->", token)[-1]
+        looks_like_code = "_" in token or re.search(r"[a-z][A-Z]", token) or token != last
+        if looks_like_code and len(last) >= 3:
+            names.add(last.lower())
+    return names
+
+
+def _defines(chunk: StoredChunk, names: set[str]) -> bool:
+    return re.split(r"::|\.|#|->|\s", chunk.symbol)[-1].lower() in names
 
 
 def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allowed: set[int] | None):
@@ -102,10 +143,11 @@ def match_expression(query: str) -> str:
     for term in code_terms(query):
         if term not in _STOPWORDS and term not in terms:
             terms.append(term)
+    terms = terms[:MAX_QUERY_TERMS]
     return " OR ".join(f'"{term}"' for term in terms)
 
 
-def _reciprocal_rank_fusion(rankings, weights):
+def _reciprocal_rank_fusion(rankings, weights) -> dict[int, tuple[float, dict]]:
     fused: dict[int, tuple[float, dict]] = {}
     for source, ranking in rankings.items():
         for rank, (chunk_id, _score) in enumerate(ranking, 1):

@@ -271,7 +271,9 @@ class IndexStore:
         dimension = dimension or int(self.manifest().get("dimension", 0))
         if not dimension:
             raise CodesearchError("the index has no vectors yet; run `codesearch index`")
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        # fp16 storage halves memory and disk against flat fp32, and a memory-bound scan gets faster.
+        index = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dimension, faiss.ScalarQuantizer.QT_fp16,
+                                                             faiss.METRIC_INNER_PRODUCT))
         rows = self.db.execute("SELECT chunks.id, embeddings.vector FROM chunks JOIN embeddings "
                                "ON embeddings.key = chunks.embedding_key")
         while batch := rows.fetchmany(4096):

@@ -48,11 +48,11 @@ def test_a_paraphrase_finds_the_function_first(indexed_repo):
 def test_queries_file_answers_each_line_in_order(indexed_repo, tmp_path):
     repo, _ = indexed_repo
     queries = tmp_path / "queries.txt"
-    queries.write_text("stop the http server gracefully\nread a json settings file\n")
+    queries.write_text("wait for open requests to finish before stopping\nread a json settings file\n")
     result = codesearch("query", "--queries-file", str(queries), "--json", "--repo", str(repo))
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["query"] for line in lines] == ["stop the http server gracefully", "read a json settings file"]
+    assert [line["query"] for line in lines] == ["wait for open requests to finish before stopping", "read a json settings file"]
     assert lines[0]["results"][0]["symbol"] == "Server.Shutdown"
     assert lines[1]["results"][0]["symbol"] == "parseConfig"
 
