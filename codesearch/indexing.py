@@ -121,7 +121,9 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     if texts_by_key or (not store.manifest().get("dimension") and changed):
         embedder = embedder_factory(spec)
         progress.planned(len(texts_by_key), spec)
-        pending = list(texts_by_key.items())
+        # Longest first across the whole run, not only within a slice: batches of similar length waste
+        # little on padding.
+        pending = sorted(texts_by_key.items(), key=lambda item: -len(item[1]))
         for start in range(0, len(pending), EMBED_SLICE):
             part = pending[start : start + EMBED_SLICE]
             vectors = embedder.encode_documents([text for _, text in part], progress=progress.embedded)
