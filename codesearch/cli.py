@@ -12,11 +12,14 @@ from typing import List, Optional
 import typer
 
 from codesearch.errors import CodesearchError
+from codesearch.hooks import hook_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ask a git repository questions in plain language; get back the functions that answer.")
+app.add_typer(hook_app, name="hook")
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+MAX_QUERY_CHARS = 10_000
 CPU_CHUNKS_PER_SECOND = {"decoder": 1.0, "encoder": 10.0}  # measured on 2 cores; see README
 
 
@@ -71,6 +74,7 @@ def query(
     files_only: bool = typer.Option(False, "--files-only", "-l", help="Only the paths of matching files."),
     context: int = typer.Option(0, "--context", "-C", help="Lines of context around the shown code."),
     trust_remote_code: bool = TrustOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Say whether a running server or this process answered."),
 ):
     """Search the index; print ranked functions with path, lines, symbol and score."""
     from codesearch.languages import language_names
@@ -90,25 +94,33 @@ def query(
     filters = Filters(tuple(lang), tuple(g for g in path_globs if not g.startswith("!")),
                       tuple(g[1:] for g in path_globs if g.startswith("!")))
 
-    from codesearch.indexing import open_index
+    from codesearch.indexing import open_index, query_model
     from codesearch.search import search
+    from codesearch.serve import QueryRequest, try_server
 
-    root, store = open_index(repo)
+    served = try_server(repo, QueryRequest(queries, k, mode, filters.languages, filters.include_globs,
+                                           filters.exclude_globs, model, instruction, trust_remote_code))
+    if verbose:
+        _stderr().print(f"codesearch: answered by the running server for {served.repository}" if served
+                        else "codesearch: answered in-process (no server running for this repository)")
+    root, store = (served.repository, None) if served else open_index(repo)
     try:
-        manifest = store.manifest()
-        if not manifest:
-            raise CodesearchError(f"the index in {root} is empty; run `codesearch index`")
-        spec = _query_model(manifest, model, instruction, trust_remote_code)
         vectors = [None] * len(queries)
-        if mode != "lexical":
-            from codesearch.embed import load_embedder
+        if store is not None:
+            manifest = store.manifest()
+            if not manifest:
+                raise CodesearchError(f"the index in {root} is empty; run `codesearch index`")
+            spec = query_model(manifest, model, instruction, trust_remote_code)
+            if mode != "lexical":
+                from codesearch.embed import load_embedder
 
-            embedder = load_embedder(spec)
-            vectors = list(embedder.encode_queries(queries))
+                embedder = load_embedder(spec)
+                vectors = list(embedder.encode_queries(queries))
         found_any = False
         console = None
-        for query_text, vector in zip(queries, vectors):
-            hits = search(store, query_text, k, mode, vector, spec.dense_weight, filters)
+        for number, (query_text, vector) in enumerate(zip(queries, vectors)):
+            hits = (served.hits[number] if served
+                    else search(store, query_text, k, mode, vector, spec.dense_weight, filters))
             found_any = found_any or bool(hits)
             if output_format == "json":
                 from codesearch.present import query_json_line
@@ -132,8 +144,40 @@ def query(
                     console.rule(query_text)
                 print_hits(console, hits, root, context)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     raise typer.Exit(EXIT_FOUND if found_any else EXIT_NOT_FOUND)
+
+
+@app.command()
+def serve(
+    repos: List[Path] = typer.Option([], "--repo", help="A repository to serve (repeatable; default: the current one)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Also listen on 127.0.0.1:PORT (never other interfaces)."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the server of these repositories instead."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads to embed a query; more only helps large models on an idle machine (0: torch's default)."),
+):
+    """Keep the model and indexes in memory and answer `codesearch query` in milliseconds over a local socket."""
+    from codesearch.serve import Service, serve_forever, stop_server
+
+    console = _stderr()
+    if stop:
+        stopped = [(path, stop_server(path)) for path in repos or [Path(".")]]
+        for path, pid in stopped:
+            console.print(f"codesearch: stopped the server (pid {pid}) for {path}" if pid
+                          else f"codesearch: no server is running for {path}")
+        raise typer.Exit(EXIT_FOUND if all(pid for _, pid in stopped) else EXIT_NOT_FOUND)
+    serve_forever(repos or [Path(".")], port=port, notice=lambda message: console.print(f"codesearch: {message}"),
+                  service=Service(threads=threads))
+
+
+@app.command("mcp")
+def mcp_command(
+    repo: Path = typer.Option(Path("."), "--repo", help="The repository the agent searches."),
+):
+    """Serve coding agents over MCP on stdio: tools `search` and `index_status`."""
+    from codesearch.mcp_server import run_stdio
+
+    run_stdio(repo)
 
 
 @app.command()
@@ -192,28 +236,15 @@ def _read_queries(text: Optional[str], queries_file: Optional[Path]) -> list[str
             lines = queries_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise CodesearchError(f"cannot read queries file {queries_file}: {error}") from None
-        queries = [line.strip() for line in lines if line.strip()]
+        queries = [line.strip()[:MAX_QUERY_CHARS] for line in lines if line.strip()]
         if not queries:
             raise CodesearchError(f"queries file {queries_file} has no queries")
         return queries
     if text is None or not text.strip():
         raise CodesearchError("give a query, e.g. codesearch query \"where do we retry failed uploads\"")
+    if len(text) > MAX_QUERY_CHARS:
+        raise CodesearchError(f"the query is {len(text)} characters long; at most {MAX_QUERY_CHARS} are accepted")
     return [text.strip()]
-
-
-def _query_model(manifest: dict, requested: Optional[str], instruction: Optional[str], trust_remote_code: bool):
-    from codesearch.embed import resolve_model
-
-    spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
-                         trust_remote_code=trust_remote_code)
-    if requested and resolve_model(requested).name != spec.name:
-        raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
-                              f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")
-    if instruction is None and manifest.get("query_instruction") is not None:
-        from dataclasses import replace
-
-        spec = replace(spec, query_instruction=manifest["query_instruction"])
-    return spec
 
 
 class _CliProgress:

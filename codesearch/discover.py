@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,66 +38,105 @@ class SourceFile:
 
 
 def repository_root(path: str | os.PathLike) -> Path:
-    import git
-
+    """The top of the work tree that path is in (asked of git itself: importing GitPython alone
+    costs more than a whole no-op refresh)."""
     target = Path(path)
     if not target.exists():
         raise CodesearchError(f"path does not exist: {target}")
     try:
-        repo = git.Repo(target, search_parent_directories=True)
-    except git.InvalidGitRepositoryError:
-        raise CodesearchError(f"not a git repository: {target} (codesearch indexes git repositories; run `git init` there first)") from None
-    except git.NoSuchPathError:
-        raise CodesearchError(f"path does not exist: {target}") from None
-    if repo.working_tree_dir is None:
-        raise CodesearchError(f"{target} is a bare git repository; point codesearch at a working tree")
-    return Path(repo.working_tree_dir)
+        result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=target if target.is_dir() else target.parent,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    except OSError as error:
+        raise CodesearchError(f"cannot run git: {error.strerror or error}") from None
+    if result.returncode == 0:
+        return Path(result.stdout.rstrip("\n"))
+    if "not a git repository" in result.stderr:
+        raise CodesearchError(f"not a git repository: {target} (codesearch indexes git repositories; run `git init` there first)")
+    raise CodesearchError(f"{target} is not in a git work tree (a bare repository, or inside .git); "
+                          f"point codesearch at a working tree")
+
+
+def git_path(root: Path, name: str) -> Path:
+    """Where git keeps `name` (e.g. "info/exclude", "hooks") for the work tree at root; linked
+    worktrees and core.hooksPath taken into account."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--git-path", name], cwd=root, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True)
+    except OSError as error:
+        raise CodesearchError(f"cannot run git: {error.strerror or error}") from None
+    if result.returncode != 0:
+        raise CodesearchError(f"git cannot locate {name} for {root}: {result.stderr.strip()}")
+    return (root / result.stdout.rstrip("\n")).resolve()
 
 
 def discover_files(root: Path) -> list[SourceFile]:
-    """Indexable files under root, sorted by path."""
-    import git
+    """Indexable files under root, sorted by path.
 
-    repo = git.Repo(root)
-    staged = _tracked_blobs(repo)
-    dirty = _dirty_paths(repo)
+    This is the whole cost of a refresh that finds nothing to do, so it stays close to what
+    `git status` costs: both git commands run at once, and each file costs one lstat and a
+    few string operations (pathlib here cost five times as much).
+    """
+    staged, dirty = _git_listings(root)
+    base = os.path.join(os.fspath(root), "")
     files = []
-    for path in sorted(set(staged) | dirty):
+    for path in sorted(staged.keys() | dirty):
         if not is_indexable_path(path):
             continue
-        full = root / path
         try:
-            stat = full.lstat()
+            info = os.lstat(base + path)
         except OSError:
             continue  # deleted in the work tree
-        if not full.is_file() or full.is_symlink() or stat.st_size > MAX_FILE_BYTES or stat.st_size == 0:
-            continue
-        if path in staged and path not in dirty and staged[path] is not None:
-            fingerprint = f"blob:{staged[path]}"
-        else:
-            fingerprint = f"stat:{stat.st_size}:{stat.st_mtime_ns}"
+        if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= MAX_FILE_BYTES:
+            continue  # symlinks, submodules, empty and oversized files
+        blob = None if path in dirty else staged.get(path)
+        fingerprint = f"blob:{blob}" if blob else f"stat:{info.st_size}:{info.st_mtime_ns}"
         files.append(SourceFile(path, fingerprint))
     return files
 
 
 def is_indexable_path(path: str) -> bool:
-    parts = path.split("/")
-    if any(part in _SKIPPED_PARTS for part in parts[:-1]):
+    *directories, name = path.split("/")
+    if not _SKIPPED_PARTS.isdisjoint(directories):
         return False
-    name = parts[-1]
     if _SKIPPED_NAMES.search(name):
         return False
-    return Path(name).suffix.lower() not in _BINARY_SUFFIXES
+    dot = name.rfind(".")  # the suffix as pathlib defines it, without building a Path
+    suffix = name[dot:].lower() if 0 < dot < len(name) - 1 else ""
+    return suffix not in _BINARY_SUFFIXES
 
 
 def looks_binary(data: bytes) -> bool:
     return b"\0" in data[:8192]
 
 
-def _tracked_blobs(repo) -> dict[str, str | None]:
-    """Path -> blob id for regular files in git's index (symlinks and submodules left out)."""
+def _git_listings(root: Path) -> tuple[dict[str, str | None], set[str]]:
+    """git's index (path -> blob id) and the paths git status reports, from two git runs side by side."""
+    ls_files = _start_git(root, "ls-files", "--stage", "-z")
+    status = _start_git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                        "--ignore-submodules=all")
+    return _tracked_blobs(_finish_git(ls_files)), _dirty_paths(_finish_git(status))
+
+
+def _start_git(root: Path, *arguments: str) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(["git", *arguments], cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as error:
+        raise CodesearchError(f"cannot run git: {error.strerror or error}") from None
+
+
+def _finish_git(process: subprocess.Popen) -> str:
+    output, errors = process.communicate()
+    if process.returncode != 0:
+        message = errors.decode("utf-8", "replace").strip() or f"exit status {process.returncode}"
+        raise CodesearchError(f"`{' '.join(process.args)}` failed: {message}")
+    return output.decode("utf-8", "surrogateescape")
+
+
+def _tracked_blobs(output: str) -> dict[str, str | None]:
+    """Path -> blob id for regular files in `git ls-files --stage -z` output (symlinks and submodules
+    left out; a path with merge conflicts maps to None)."""
     blobs: dict[str, str | None] = {}
-    output = repo.git.ls_files("-s", "-z")
     for entry in output.split("\0"):
         if not entry:
             continue
@@ -107,11 +148,6 @@ def _tracked_blobs(repo) -> dict[str, str | None]:
     return blobs
 
 
-def _dirty_paths(repo) -> set[str]:
-    """Paths git reports as modified, added or untracked (not ignored) in the work tree."""
-    output = repo.git.status("--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
-    paths = set()
-    for entry in output.split("\0"):
-        if len(entry) > 3:
-            paths.add(entry[3:])
-    return paths
+def _dirty_paths(output: str) -> set[str]:
+    """Paths `git status --porcelain -z` reports as modified, added or untracked (not ignored)."""
+    return {entry[3:] for entry in output.split("\0") if len(entry) > 3}

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
 from codesearch.errors import CodesearchError
 
@@ -165,6 +164,8 @@ class Embedder:
         return ids
 
     def _encode(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        import numpy as np
+
         import torch
 
         output = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -10,15 +10,15 @@ import codecs
 import hashlib
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from codesearch import chunk as chunking
-from codesearch.discover import INDEX_DIR, SourceFile, discover_files, looks_binary, repository_root
+from codesearch.discover import INDEX_DIR, SourceFile, discover_files, git_path, looks_binary, repository_root
 from codesearch.embed import Embedder, ModelSpec, load_embedder, resolve_model
 from codesearch.errors import CodesearchError
-from codesearch.store import SCHEMA_VERSION, IndexStore
+from codesearch.store import SCHEMA_VERSION, IndexStore, is_damaged
 
 EMBED_SLICE = 256  # chunks embedded between two cache commits
 MINIFIED_MEAN_LINE = 300
@@ -58,10 +58,14 @@ def index_dir(root: Path) -> Path:
 
 def open_index(path: str | Path, create: bool = False) -> tuple[Path, IndexStore]:
     root = repository_root(path)
+    return root, _open_store(root, create)
+
+
+def _open_store(root: Path, create: bool) -> IndexStore:
     directory = index_dir(root)
-    if create:
+    if create and not directory.exists():
         _exclude_from_git(root)
-    return root, IndexStore.open(directory, create=create)
+    return IndexStore.open(directory, create=create)
 
 
 def index_repository(path: str | Path, model: str | None = None, rebuild: bool = False,
@@ -69,11 +73,17 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
                      **model_options) -> IndexReport:
     progress = progress or Progress()
     started = time.perf_counter()
-    root, store = open_index(path, create=True)
+    root = repository_root(path)
+    if rebuild and IndexStore.discard_if_damaged(index_dir(root)):
+        progress.notice("the old index was damaged; building a new one from scratch")
+    store = _open_store(root, create=True)
     try:
         with store.lock():
             return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options)
     except (OSError, sqlite3.Error) as error:
+        if is_damaged(error):
+            raise CodesearchError(f"the index in {store.directory} is damaged ({error}); "
+                                  f"run `codesearch index --rebuild`") from None
         # Nothing half-written is visible: the previous generation stays the current one.
         reason = getattr(error, "strerror", None) or str(error)
         raise CodesearchError(f"could not write the index in {store.directory}: {reason}; "
@@ -145,6 +155,19 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     return report
 
 
+def query_model(manifest: dict, requested: str | None = None, instruction: str | None = None,
+                trust_remote_code: bool = False) -> ModelSpec:
+    """The model an index answers queries with: its own; asking for another one is an error."""
+    spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
+                         trust_remote_code=trust_remote_code)
+    if requested and resolve_model(requested).name != spec.name:
+        raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
+                              f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")
+    if instruction is None and manifest.get("query_instruction") is not None:
+        spec = replace(spec, query_instruction=manifest["query_instruction"])
+    return spec
+
+
 def _chunks_of(root: Path, source: SourceFile) -> list[chunking.Chunk]:
     try:
         data = (root / source.path).read_bytes()
@@ -202,15 +225,12 @@ def _rebuild_reason(manifest: dict, spec: ModelSpec) -> str:
 
 def _exclude_from_git(root: Path) -> None:
     """Keep .codesearch/ out of `git status` without touching the user's .gitignore."""
-    import git
-
     try:
-        git_dir = Path(git.Repo(root).git_dir)
-        exclude = git_dir / "info" / "exclude"
+        exclude = git_path(root, "info/exclude")
         existing = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
         if f"/{INDEX_DIR}/" not in existing.split("\n"):
             exclude.parent.mkdir(parents=True, exist_ok=True)
             with open(exclude, "a", encoding="utf-8") as handle:
                 handle.write(("" if existing.endswith("\n") or not existing else "\n") + f"/{INDEX_DIR}/\n")
-    except (OSError, git.GitError):
-        pass
+    except (OSError, CodesearchError):
+        pass  # not fatal: the index still works, it only shows up in `git status`

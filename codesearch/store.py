@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
-
 from codesearch.chunk import Chunk
 from codesearch.errors import CodesearchError
 
@@ -96,14 +94,40 @@ class IndexStore:
             raise CodesearchError(f"cannot write the index in {directory}: {error.strerror or error}") from None
         return cls(directory, connection)
 
+    @classmethod
+    def discard_if_damaged(cls, directory: Path) -> bool:
+        """Delete a damaged database and the files derived from it, so that a rebuild can start afresh.
+
+        A healthy database is kept: its embedding cache spares the rebuild most of the embedding.
+        """
+        database = directory / DATABASE_NAME
+        if not database.exists():
+            return False
+        with _writer_lock(directory, timeout=10.0):
+            try:
+                connection = sqlite3.connect(database, timeout=30, isolation_level=None)
+                try:
+                    healthy = connection.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                finally:
+                    connection.close()
+            except sqlite3.DatabaseError as error:
+                if not is_damaged(error):
+                    raise
+                healthy = False
+            if healthy:
+                return False
+            derived = [directory / MANIFEST_NAME, *directory.glob("vectors-*.faiss*")]
+            for path in [database, database.with_name(DATABASE_NAME + "-wal"),
+                         database.with_name(DATABASE_NAME + "-shm"), *derived]:
+                path.unlink(missing_ok=True)
+        return True
+
     def close(self) -> None:
         self.db.close()
 
     def lock(self, timeout: float = 10.0):
         """An exclusive lock for writers; a second writer waits, then gives up with a clear message."""
-        from filelock import FileLock
-
-        return _WriterLock(FileLock(str(self.directory / LOCK_NAME)), timeout)
+        return _writer_lock(self.directory, timeout)
 
     # -- manifest ------------------------------------------------------------------------
 
@@ -137,6 +161,8 @@ class IndexStore:
         return found
 
     def cached_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        import numpy as np
+
         found = {}
         for start in range(0, len(keys), 500):
             part = list(keys[start : start + 500])
@@ -146,6 +172,8 @@ class IndexStore:
 
     def cache_vectors(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Remember vectors by content key; committed at once so an interrupted run keeps its work."""
+        import numpy as np
+
         with self._transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO embeddings(key, vector) VALUES (?, ?)",
@@ -187,6 +215,8 @@ class IndexStore:
 
         changed maps path -> (fingerprint, chunks, embedding keys); every key is already cached.
         """
+        import numpy as np
+
         import faiss
 
         removed = list(removed)
@@ -238,9 +268,13 @@ class IndexStore:
             self._faiss_index = None
             raise
         self._faiss_index, self._faiss_generation = index, generation
-        self._remove_other_faiss_files(generation)
-        self._write_manifest_file()
-        self._prune_embeddings()
+        try:
+            self._remove_other_faiss_files(generation)
+            self._write_manifest_file()
+            self._prune_embeddings()
+        except (OSError, sqlite3.Error):
+            # Housekeeping only: the new generation is committed, and the next refresh tidies up.
+            pass
 
     # -- internals -----------------------------------------------------------------------
 
@@ -266,6 +300,8 @@ class IndexStore:
             return None
 
     def _rebuild_vector_index(self, dimension: int | None = None):
+        import numpy as np
+
         import faiss
 
         dimension = dimension or int(self.manifest().get("dimension", 0))
@@ -336,6 +372,18 @@ class IndexStore:
         for chunk in self.chunks_by_id(chunk_ids).values():
             self.db.execute("INSERT INTO lexical(lexical, rowid, symbol, path, body) VALUES ('delete', ?, ?, ?, ?)",
                             (chunk.id, *lexical_columns(chunk.symbol, chunk.path, chunk.text)))
+
+
+def is_damaged(error: BaseException) -> bool:
+    """A database error that means the file itself is broken, not a full disk, a lock or a read-only file."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _writer_lock(directory: Path, timeout: float) -> "_WriterLock":
+    from filelock import FileLock
+
+    return _WriterLock(FileLock(str(directory / LOCK_NAME)), timeout)
 
 
 class _WriterLock:

@@ -1,0 +1,322 @@
+"""Git hooks that keep the index fresh: `codesearch hook install | uninstall | status | refresh`.
+
+The hooks are small shell scripts, so a commit pays nothing for them: each one runs the hook
+that was there before (moved aside to `<hook>.codesearch-original`, and put back by uninstall),
+keeps that hook's exit status, and then starts `codesearch hook refresh` with the interpreter
+that installed it. By default the refresh is started detached (nohup, output to
+.codesearch/hook.log) so a commit never waits for it; with --sync it runs inline. Either way
+our part of the script cannot fail the commit: its status is thrown away.
+
+The refresh is a fresh process, never a fork of this one: a child forked after torch or faiss
+started their OpenMP threads hangs. It runs with `python -P`, so a `codesearch/` folder in the
+repository being committed is never imported in place of the installed package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from codesearch.discover import INDEX_DIR
+from codesearch.errors import CodesearchError
+
+HOOK_NAMES = ("pre-commit", "post-checkout", "post-merge")
+MARKER = "# codesearch-hook"
+ORIGINAL_SUFFIX = ".codesearch-original"
+LOG_NAME = "hook.log"
+REFRESH_LOCK_NAME = "hook.lock"
+PENDING_NAME = "hook.pending"
+LOG_KEEP_BYTES = 256_000  # hook.log is cut back to its tail past twice this
+
+hook_app = typer.Typer(no_args_is_help=True, help="Git hooks that refresh the index after commits, checkouts and merges.")
+
+_SCRIPT = """#!/bin/sh
+{marker} {hook} mode={mode}
+# Installed by `codesearch hook install`; `codesearch hook uninstall` puts back the hook that was here.
+# The hook that was here before runs first and its exit status is kept; the refresh never fails git.
+original="$(dirname "$0")/{hook}{suffix}"
+status=0
+if [ -x "$original" ]; then
+    "$original" "$@"
+    status=$?
+fi
+if [ "$status" -eq 0 ] && [ -d {index_dir} ]; then
+    (
+        python={python}
+        # A commit's temporary index may be gone by the time a detached refresh reads it, and a
+        # refresh must never take index.lock from under the git command the user runs next.
+        unset GIT_INDEX_FILE
+        GIT_OPTIONAL_LOCKS=0
+        export GIT_OPTIONAL_LOCKS
+        if [ ! -x "$python" ]; then
+            echo "codesearch: index not refreshed: $python is gone; run \\`codesearch hook install\\` again" >&2
+        else
+{launch}
+        fi
+    ) || true
+fi
+exit $status
+"""
+_LAUNCH = {
+    "background": '            nohup "$python" -P -m codesearch hook refresh >>{log} 2>&1 </dev/null &',
+    "sync": '            "$python" -P -m codesearch hook refresh </dev/null',
+}
+
+
+@dataclass(frozen=True)
+class HookState:
+    name: str
+    path: Path
+    state: str  # "installed", "absent" or "foreign" (a hook codesearch did not write)
+    mode: str = ""  # background or sync, when installed
+    chained: bool = False  # an original hook runs first
+
+    def as_json(self) -> dict:
+        return {"hook": self.name, "path": str(self.path), "state": self.state, "mode": self.mode,
+                "chained": self.chained}
+
+
+# -- the library ------------------------------------------------------------------------
+
+
+def hooks_directory(root: Path) -> Path:
+    """Where git looks for hooks here, honouring core.hooksPath and linked worktrees."""
+    from codesearch.discover import git_path
+
+    return git_path(root, "hooks")
+
+
+def hook_script(hook: str, mode: str, python: str = sys.executable) -> str:
+    log = shlex.quote(f"{INDEX_DIR}/{LOG_NAME}")
+    return _SCRIPT.format(marker=MARKER, hook=hook, mode=mode, suffix=ORIGINAL_SUFFIX, python=shlex.quote(python),
+                          index_dir=shlex.quote(INDEX_DIR), launch=_LAUNCH[mode].format(log=log))
+
+
+def install_hooks(root: Path, mode: str = "background", python: str = sys.executable) -> list[HookState]:
+    """Write our hooks, moving any other hook aside so ours runs it first. Installing twice updates ours."""
+    if mode not in _LAUNCH:
+        raise CodesearchError(f"unknown hook mode {mode!r}; use background or sync")
+    directory = hooks_directory(root)
+    directory.mkdir(parents=True, exist_ok=True)
+    for hook in HOOK_NAMES:
+        path = directory / hook
+        original = _original_path(path)
+        if os.path.lexists(path) and not _is_ours(path):
+            if os.path.lexists(original):
+                raise CodesearchError(f"both {path} and {original} exist and neither was written by codesearch; "
+                                      f"merge them by hand, then run `codesearch hook install` again")
+            os.replace(path, original)
+        temporary = path.with_name(path.name + ".codesearch-tmp")
+        temporary.write_text(hook_script(hook, mode, python), encoding="utf-8")
+        temporary.chmod(0o755)
+        os.replace(temporary, path)
+    return hook_states(root)
+
+
+def uninstall_hooks(root: Path) -> list[HookState]:
+    """Remove our hooks and put back, byte for byte, the ones they chained. Other hooks are left alone."""
+    directory = hooks_directory(root)
+    for hook in HOOK_NAMES:
+        path = directory / hook
+        if not os.path.lexists(path) or not _is_ours(path):
+            continue
+        original = _original_path(path)
+        if os.path.lexists(original):
+            os.replace(original, path)
+        else:
+            path.unlink()
+    return hook_states(root)
+
+
+def hook_states(root: Path) -> list[HookState]:
+    directory = hooks_directory(root)
+    states = []
+    for hook in HOOK_NAMES:
+        path = directory / hook
+        if not os.path.lexists(path):
+            states.append(HookState(hook, path, "absent"))
+        elif not _is_ours(path):
+            states.append(HookState(hook, path, "foreign"))
+        else:
+            first_lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[:2]
+            mode = "sync" if any("mode=sync" in line for line in first_lines) else "background"
+            states.append(HookState(hook, path, "installed", mode, os.path.lexists(_original_path(path))))
+    return states
+
+
+def refresh_for_hook(path: Path) -> str:
+    """Refresh the index the way a hook does; returns a one-line report and never raises.
+
+    One refresh at a time: a hook that finds one running leaves a note and returns; the running
+    one sees the note when it finishes and refreshes once more, so no change is missed.
+    """
+    try:
+        from codesearch.discover import repository_root
+        from codesearch.store import DATABASE_NAME
+
+        root = repository_root(path)
+        directory = root / INDEX_DIR
+        if not (directory / DATABASE_NAME).exists():
+            return f"skipped: {root} has no index yet; run `codesearch index` there once"
+        _trim_log(directory / LOG_NAME)
+        pending = directory / PENDING_NAME
+        pending.touch()  # before trying the lock, so a holder that is just finishing still sees it
+        reports = []
+        while pending.exists():
+            outcome = _refresh_once(root, directory / REFRESH_LOCK_NAME, pending)
+            if outcome is None:
+                return "; ".join(reports) if reports else "skipped: a refresh is already running; it will pick this change up"
+            reports.append(outcome)
+        return "; ".join(reports)
+    except Exception as error:  # a hook reports, it never raises
+        return f"failed: {_describe(error)}"
+
+
+def _refresh_once(root: Path, lock_path: Path, pending: Path) -> Optional[str]:
+    from filelock import FileLock, Timeout
+
+    from codesearch.indexing import index_repository
+
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    try:
+        pending.unlink(missing_ok=True)
+        try:
+            report = index_repository(root)
+        except Exception as error:
+            return f"failed: {_describe(error)}"
+        return "refreshed: " + json.dumps(report.as_json())
+    finally:
+        lock.release()
+
+
+def refresh_running(root: Path) -> bool:
+    from filelock import FileLock, Timeout
+
+    lock_path = root / INDEX_DIR / REFRESH_LOCK_NAME
+    if not lock_path.exists():
+        return False
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def last_log_line(root: Path) -> str:
+    log = root / INDEX_DIR / LOG_NAME
+    try:
+        lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return MARKER.encode() in handle.read(512)
+    except OSError:
+        return False
+
+
+def _original_path(path: Path) -> Path:
+    return path.with_name(path.name + ORIGINAL_SUFFIX)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, CodesearchError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _trim_log(log: Path) -> None:
+    """Keep hook.log bounded; the detached refresh appends to it through its own O_APPEND handle."""
+    try:
+        if log.stat().st_size <= 2 * LOG_KEEP_BYTES:
+            return
+        with open(log, "rb") as handle:
+            handle.seek(-LOG_KEEP_BYTES, os.SEEK_END)
+            tail = handle.read()
+        log.write_bytes(tail[tail.find(b"\n") + 1:])
+    except OSError:
+        pass
+
+
+# -- the commands -----------------------------------------------------------------------
+
+PathArgument = typer.Argument(Path("."), help="A directory inside the git repository.")
+
+
+@hook_app.command()
+def install(
+    path: Path = PathArgument,
+    background: bool = typer.Option(True, "--background/--sync",
+                                    help="Refresh detached in the background (default), or inline before git goes on."),
+):
+    """Install pre-commit, post-checkout and post-merge hooks that refresh the index.
+
+    A hook already there is kept and runs first; `codesearch hook uninstall` puts it back.
+    """
+    from codesearch.discover import repository_root
+
+    root = repository_root(path)
+    states = install_hooks(root, "background" if background else "sync")
+    for state in states:
+        chained = f" (runs the previous hook first: {state.path.name}{ORIGINAL_SUFFIX})" if state.chained else ""
+        print(f"installed {state.path}{chained}")
+    if not (root / INDEX_DIR).is_dir():
+        print("note: there is no index yet; the hooks refresh it once `codesearch index` has built it", file=sys.stderr)
+
+
+@hook_app.command()
+def uninstall(path: Path = PathArgument):
+    """Remove the hooks and restore the ones they chained."""
+    from codesearch.discover import repository_root
+
+    for state in uninstall_hooks(repository_root(path)):
+        if state.state == "foreign":
+            print(f"{state.path}: not a codesearch hook, left as it is")
+        else:
+            print(f"{state.path}: {'restored' if os.path.lexists(state.path) else 'removed'}")
+
+
+@hook_app.command()
+def status(path: Path = PathArgument, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Which hooks are installed, whether a refresh is running, and how the last one went."""
+    from codesearch.discover import repository_root
+
+    root = repository_root(path)
+    states = hook_states(root)
+    running, last = refresh_running(root), last_log_line(root)
+    if as_json:
+        print(json.dumps({"hooks": [state.as_json() for state in states], "refresh_running": running,
+                          "last_refresh": last}))
+        return
+    for state in states:
+        detail = {"installed": f"installed, {state.mode}" + (", chains the previous hook" if state.chained else ""),
+                  "absent": "not installed", "foreign": "another hook (not codesearch's)"}[state.state]
+        print(f"{state.name:<14}{detail}  {state.path}")
+    print(f"{'refresh':<14}{'running now' if running else 'idle'}")
+    if last:
+        print(f"{'last':<14}{last}")
+
+
+@hook_app.command()
+def refresh(path: Path = PathArgument):
+    """Refresh the index as the hooks do: never fails, skips if a refresh is already running."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{started} codesearch hook refresh: {refresh_for_hook(path)}", file=sys.stderr)

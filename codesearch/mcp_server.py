@@ -1,0 +1,150 @@
+"""An MCP server over stdio for coding agents (Claude Code, Cursor, ...): a `search` tool over one
+repository's index and an `index_status` tool, built with the official `mcp` Python SDK.
+
+The process is long-lived, so it keeps the model and the open index in memory the way
+`codesearch serve` does (the same Service), and picks up refreshes of the index on disk.
+Client configuration:
+    {"mcpServers": {"codesearch": {"command": "codesearch", "args": ["mcp", "--repo", "/path/to/repo"]}}}
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from pathlib import Path
+
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
+
+from codesearch.errors import CodesearchError
+from codesearch.serve import QueryRequest, Service
+
+INSTRUCTIONS = (
+    "Semantic code search over the git repository {root}. Call `search` with a question in plain "
+    "language or an identifier to get the functions, classes and blocks that answer it, ranked, with "
+    "path, line range, symbol and code. Filter with `lang` and `path` globs (!GLOB excludes). "
+    "`index_status` says which model built the index and how many files changed since it was refreshed."
+)
+
+
+class Chunk(TypedDict):
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str
+    kind: str
+    language: str
+    score: float
+    code: str
+
+
+class SearchAnswer(TypedDict):
+    query: str
+    repository: str
+    results: list[Chunk]
+
+
+class IndexStatus(TypedDict):
+    repository: str
+    model: str | None
+    dimension: int | None
+    files: int
+    chunks: int
+    stale_files: int
+    generation: int | None
+    updated_at: float | None
+
+
+def _sdk():
+    """The server class and the error type whose message reaches the agent, in mcp 2.x or 1.x."""
+    try:
+        from mcp.server.mcpserver import MCPServer
+        from mcp.server.mcpserver.exceptions import ToolError
+    except ImportError:
+        from mcp.server.fastmcp import FastMCP as MCPServer
+        from mcp.server.fastmcp.exceptions import ToolError
+    return MCPServer, ToolError
+
+
+def _user_errors_as(tool_error):
+    """A CodesearchError becomes a tool error whose sentence the agent reads (others would be withheld)."""
+    def decorate(function):
+        @wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except CodesearchError as error:
+                raise tool_error(str(error)) from None
+        return wrapper
+    return decorate
+
+
+class _Repository:
+    """The repository the tools search; opened on first use, so a missing index is a tool error, not a crash."""
+
+    def __init__(self, path: Path, service: Service):
+        self.path, self.service, self.root = path, service, None
+
+    def opened(self) -> Path:
+        if self.root is None:
+            self.root = self.service.open(self.path)
+        return self.root
+
+
+def build_server(path: str | Path, service: Service | None = None):
+    service = service or Service()
+    repository = _Repository(Path(path), service)
+    try:
+        root = repository.opened()
+        service.warm_up(root)  # in the background: the agent's handshake does not wait for the model
+    except CodesearchError:
+        root = Path(path).absolute()
+    server_class, tool_error = _sdk()
+    server = server_class("codesearch", instructions=INSTRUCTIONS.format(root=root), log_level="WARNING")
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def search(query: str, k: int = 10, lang: list[str] | None = None, path: list[str] | None = None,
+               mode: str = "hybrid") -> SearchAnswer:
+        """Find the code that answers a question about this repository.
+
+        query: a question in plain language ("where do we retry failed uploads") or an identifier.
+        k: how many results (default 10).
+        lang: only these languages, e.g. ["python", "go"].
+        path: only paths matching these globs, e.g. ["src/**", "*.py"]; "!GLOB" excludes, e.g. ["!tests"].
+        mode: "hybrid" (default), "semantic" or "lexical".
+        Returns ranked chunks: path, start_line, end_line, symbol, kind, language, score and code.
+        """
+        return run_search(repository, query, k, lang or [], path or [], mode)
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def index_status() -> IndexStatus:
+        """Which repository is indexed, with which model, how many files and chunks, when it was last
+        refreshed, and how many files changed since (run `codesearch index` to refresh)."""
+        info = service.status(repository.opened(), count_stale=True)
+        return {key: info[key] for key in ("repository", "model", "dimension", "files", "chunks", "stale_files",
+                                           "generation", "updated_at")}
+
+    return server
+
+
+def run_search(repository: _Repository, query: str, k: int, languages: list[str], globs: list[str],
+               mode: str) -> dict:
+    from codesearch.languages import language_names
+    from codesearch.present import hit_json
+
+    unknown = [name for name in languages if name not in language_names() and name != "text"]
+    if unknown:
+        raise CodesearchError(f"unknown lang {unknown[0]!r}; known: {', '.join(language_names())}, text")
+    if not query.strip():
+        raise CodesearchError("give a query: a question in plain language or an identifier")
+    request = QueryRequest([query.strip()], k, mode, tuple(languages),
+                           tuple(g for g in globs if not g.startswith("!")),
+                           tuple(g[1:] for g in globs if g.startswith("!")))
+    request = QueryRequest.from_json(request.as_json())  # the same checks of k and mode as the socket server
+    answer = repository.service.query(repository.opened(), request)
+    return {"query": request.queries[0], "repository": str(answer.repository),
+            "results": [{**hit_json(hit), "code": hit.chunk.text} for hit in answer.hits[0]]}
+
+
+def run_stdio(path: str | Path) -> None:
+    build_server(path).run()

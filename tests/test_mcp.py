@@ -1,0 +1,92 @@
+"""The MCP server as an agent meets it: spawned over stdio by the SDK's own client, it lists its tools
+and answers them. One conversation per module (one model load); the tests check what it said."""
+
+import json
+import os
+import sys
+
+import anyio
+import pytest
+
+from repo_helpers import codesearch, make_repo
+
+
+async def converse(repo):
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    env = {key: value for key, value in os.environ.items() if key != "CODESEARCH_MODEL"}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "codesearch", "mcp", "--repo", str(repo)],
+                                   env={**env, "HF_HUB_OFFLINE": "1"})
+    said = {}
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            said["tools"] = (await session.list_tools()).tools
+            said["search"] = await session.call_tool(
+                "search", {"query": "send the files that could not be stored again, waiting longer each time", "k": 3})
+            said["filtered"] = await session.call_tool(
+                "search", {"query": "stop the http server gracefully", "k": 5, "lang": ["go"], "path": ["!tests"]})
+            said["status"] = await session.call_tool("index_status", {})
+            said["unknown_lang"] = await session.call_tool("search", {"query": "x", "lang": ["cobol"]})
+    return said
+
+
+def answer_of(result) -> dict:
+    assert not _is_error(result), result
+    return json.loads(result.content[0].text)
+
+
+def _is_error(result) -> bool:
+    return bool(getattr(result, "is_error", None) or getattr(result, "isError", None))
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("mcp") / "repo")
+    codesearch("index", str(repo), "--model", "minilm", check=True)
+    return repo, anyio.run(converse, repo)
+
+
+def test_the_server_lists_search_and_index_status(conversation):
+    _, said = conversation
+    tools = {tool.name: tool for tool in said["tools"]}
+    assert set(tools) == {"search", "index_status"}
+    schema = getattr(tools["search"], "input_schema", None) or tools["search"].inputSchema
+    assert set(schema["properties"]) == {"query", "k", "lang", "path", "mode"}
+    assert schema["required"] == ["query"]
+    assert "question" in tools["search"].description
+
+
+def test_search_returns_ranked_chunks_with_code(conversation):
+    repo, said = conversation
+    answer = answer_of(said["search"])
+    assert answer["repository"] == str(repo.resolve())
+    first = answer["results"][0]
+    assert (first["path"], first["symbol"], first["start_line"], first["end_line"]) == (
+        "uploads.py", "retry_failed_uploads", 9, 24)
+    assert first["code"].startswith("def retry_failed_uploads(")
+    assert set(first) == {"path", "start_line", "end_line", "symbol", "kind", "language", "score", "code"}
+    assert len(answer["results"]) <= 3
+
+
+def test_search_applies_language_and_path_filters(conversation):
+    _, said = conversation
+    results = answer_of(said["filtered"])["results"]
+    assert results and all(result["language"] == "go" for result in results)
+    assert "Server.Shutdown" in [result["symbol"] for result in results]
+
+
+def test_index_status_names_the_model_and_counts(conversation):
+    repo, said = conversation
+    status = answer_of(said["status"])
+    assert status["repository"] == str(repo.resolve())
+    assert (status["model"], status["files"], status["stale_files"]) == ("minilm", 5, 0)
+    assert status["chunks"] > 5
+
+
+def test_a_bad_argument_is_a_tool_error_the_agent_can_read(conversation):
+    _, said = conversation
+    result = said["unknown_lang"]
+    assert _is_error(result)
+    assert "unknown lang 'cobol'" in result.content[0].text
