@@ -298,6 +298,12 @@ def main() -> None:
     except Exception as error:  # last resort: one line, never a traceback, unless asked for
         if os.environ.get("CODESEARCH_DEBUG"):
             raise
+        from codesearch.store import is_damaged
+
+        if is_damaged(error):
+            print(f"codesearch: error: the index is damaged ({error}); run `codesearch index --rebuild`",
+                  file=sys.stderr)
+            sys.exit(EXIT_ERROR)
         print(f"codesearch: internal error: {type(error).__name__}: {error} (set CODESEARCH_DEBUG=1 for details)",
               file=sys.stderr)
         sys.exit(EXIT_ERROR)

@@ -119,8 +119,10 @@ def _git_listings(root: Path) -> tuple[dict[str, str | None], set[str]]:
 
 def _start_git(root: Path, *arguments: str) -> subprocess.Popen:
     try:
-        return subprocess.Popen(["git", *arguments], cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        # --no-optional-locks: `git status` would otherwise rewrite .git/index, and take index.lock
+        # from under a git command the user runs at the same time.
+        return subprocess.Popen(["git", "--no-optional-locks", *arguments], cwd=root, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as error:
         raise CodesearchError(f"cannot run git: {error.strerror or error}") from None
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from codesearch.store import IndexStore, StoredChunk, code_terms
 
 MODES = ("hybrid", "semantic", "lexical")
-RRF_K = 60
 CANDIDATES = 100
 MAX_QUERY_TERMS = 64
+LEXICAL_WEIGHTS = (4.0, 1.0, 1.0)  # BM25 weight of a term found in the symbol, the path, the body
+PRIOR_LEFTOVER = 0.8  # module and class chunks (imports, fields) rank below functions
+NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition the query names
+LEFTOVER_KINDS = frozenset({"module", "class", "interface", "namespace", "impl", "object", "trait", "extension"})
 _STOPWORDS = frozenset(
     "a an and are as at be by can do does for from get how i in into is it its me of on or our "
     "should so that the their them then there these this to use used uses using via was we what "
@@ -46,7 +49,7 @@ class Hit:
 
 
 def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_vector: np.ndarray | None = None,
-           dense_weight: float = 1.0, filters: Filters = Filters()) -> list[Hit]:
+           dense_weight: float = 0.5, filters: Filters = Filters()) -> list[Hit]:
     """The k best chunks, no two overlapping in one file; filters apply before the cut to k."""
     allowed = _allowed_ids(store, filters) if filters else None
     if allowed is not None and not allowed:
@@ -58,26 +61,45 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
     if mode in ("hybrid", "lexical"):
         rankings["lexical"] = lexical_ranking(store, query, pool, allowed)
     candidates = store.chunks_by_id({chunk_id for ranking in rankings.values() for chunk_id, _ in ranking})
-    weights = {"dense": dense_weight, "lexical": 1.0}
-    fused = _reciprocal_rank_fusion(rankings, weights)
+    weights = {"dense": dense_weight, "lexical": 1.0 - dense_weight} if len(rankings) == 2 else dict.fromkeys(rankings, 1.0)
     names = identifiers_in(query)
     scored = []
-    for chunk_id, (score, sources) in fused.items():
-        chunk = candidates.get(chunk_id)
-        if chunk is None:
-            continue
-        if names and _defines(chunk, names):
-            # A definition of a name the query spells out counts as if every retriever ranked it first.
-            score += sum(weights[source] for source in rankings) / (RRF_K + 1)
-        scored.append((score * prior(chunk), chunk_id, chunk, sources))
+    for members, evidence in _by_unit(normalised_scores(rankings), candidates):
+        # Parts of one function pool their evidence: each retriever's best part counts.
+        score = sum(weights[source] * value for source, (value, _) in evidence.items())
+        best = max(members, key=lambda chunk: sum(weights[source] * value for source, (value, _)
+                                                   in members[chunk].items()))
+        if names and _defines(best, names):
+            score += NAME_MATCH_BONUS
+        sources = {source: rank for source, (_, rank) in evidence.items()}
+        scored.append((score * prior(best), best.id, best, sources))
     scored.sort(key=lambda item: (-item[0], item[1]))
     hits: list[Hit] = []
     for score, _, chunk, sources in scored:
-        if not _overlaps(chunk, hits):
-            hits.append(Hit(chunk, float(score), sources))
+        whole = whole_unit(store, chunk)
+        if not _overlaps(whole, hits):
+            hits.append(Hit(whole, float(score), sources))
             if len(hits) >= k:
                 break
     return hits
+
+
+def whole_unit(store: IndexStore, chunk: StoredChunk) -> StoredChunk:
+    """A function split into parts for the model is answered whole: its best part stands for it."""
+    parts = store.db.execute(
+        "SELECT id, path, start_line, end_line, symbol, kind, language, context, text FROM chunks "
+        "WHERE path = ? AND symbol = ? AND kind = ? ORDER BY start_line", (chunk.path, chunk.symbol, chunk.kind))
+    run: list[StoredChunk] = []
+    for part in map(lambda row: StoredChunk(*row), parts):
+        if run and part.start_line != run[-1].end_line + 1:
+            if any(piece.id == chunk.id for piece in run):
+                break
+            run = []
+        run.append(part)
+    if len(run) <= 1 or not any(piece.id == chunk.id for piece in run):
+        return chunk
+    return replace(chunk, start_line=run[0].start_line, end_line=run[-1].end_line,
+                   text="\n".join(piece.text for piece in run))
 
 
 _TEST_PATH = re.compile(r"(^|/)(tests?|spec|specs|__tests__|testing)/|(^|/)test_[^/]*$|_test\.[^/]+$|"
@@ -93,6 +115,8 @@ def prior(chunk: StoredChunk) -> float:
         weight *= PRIOR_NOT_CODE
     if _TEST_PATH.search(chunk.path):
         weight *= PRIOR_TEST
+    if chunk.kind in LEFTOVER_KINDS:
+        weight *= PRIOR_LEFTOVER
     return weight
 
 
@@ -131,9 +155,9 @@ def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allow
 def lexical_ranking(store: IndexStore, query: str, limit: int, allowed: set[int] | None):
     expression = match_expression(query)
     if allowed is None:
-        return store.lexical_search(expression, limit)
+        return store.lexical_search(expression, limit, LEXICAL_WEIGHTS)
     # Filters apply before the cut to `limit`: fetch deeper, keep the allowed ones.
-    ranking = store.lexical_search(expression, max(limit * 20, 2000))
+    ranking = store.lexical_search(expression, max(limit * 20, 2000), LEXICAL_WEIGHTS)
     return [(chunk_id, score) for chunk_id, score in ranking if chunk_id in allowed][:limit]
 
 
@@ -147,13 +171,40 @@ def match_expression(query: str) -> str:
     return " OR ".join(f'"{term}"' for term in terms)
 
 
-def _reciprocal_rank_fusion(rankings, weights) -> dict[int, tuple[float, dict]]:
-    fused: dict[int, tuple[float, dict]] = {}
+def normalised_scores(rankings: dict[str, list[tuple[int, float]]]) -> dict[int, dict[str, tuple[float, int]]]:
+    """Per chunk, each retriever's min-max normalised score (0..1) and rank.
+
+    The fused score is a convex combination of these. Unlike reciprocal rank fusion it keeps how far
+    ahead a retriever's best hit is, so a confident lexical match is not dragged down by a weak dense
+    ranking (and the reverse); Bruch, Gai and Ingber's comparison of fusion functions (ACM TOIS 2023)
+    found the same.
+    """
+    normalised: dict[int, dict[str, tuple[float, int]]] = {}
     for source, ranking in rankings.items():
-        for rank, (chunk_id, _score) in enumerate(ranking, 1):
-            score, sources = fused.get(chunk_id, (0.0, {}))
-            fused[chunk_id] = (score + weights[source] / (RRF_K + rank), {**sources, source: rank})
-    return fused
+        if not ranking:
+            continue
+        best, worst = ranking[0][1], min(score for _, score in ranking)
+        spread = best - worst
+        for rank, (chunk_id, score) in enumerate(ranking, 1):
+            value = (score - worst) / spread if spread > 0 else 1.0
+            normalised.setdefault(chunk_id, {})[source] = (value, rank)
+    return normalised
+
+
+def _by_unit(normalised, candidates: dict[int, StoredChunk]) -> list[tuple[dict, dict]]:
+    """Candidates grouped by the unit they belong to (parts of a split function share path, symbol and
+    kind): each group's members with their own evidence, and the group's best value per retriever."""
+    units: dict[tuple, tuple[dict, dict]] = {}
+    for chunk_id, evidence in normalised.items():
+        chunk = candidates.get(chunk_id)
+        if chunk is None:
+            continue
+        members, pooled = units.setdefault((chunk.path, chunk.symbol, chunk.kind), ({}, {}))
+        members[chunk] = evidence
+        for source, (value, rank) in evidence.items():
+            if source not in pooled or value > pooled[source][0]:
+                pooled[source] = (value, rank)
+    return list(units.values())
 
 
 def _allowed_ids(store: IndexStore, filters: Filters) -> set[int]:
