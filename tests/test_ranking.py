@@ -1,0 +1,85 @@
+"""Hybrid ranking, filters and output formats, through the CLI on the fixture repository."""
+
+import json
+
+import pytest
+
+from repo_helpers import codesearch, git, make_repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("ranking") / "repo")
+    # A caller that mentions parseConfig many times must not outrank its definition.
+    (repo / "web" / "loader.js").write_text(
+        "const { parseConfig } = require('./config');\n\n"
+        "function loadAll(paths) {\n"
+        "  // parseConfig for each path; parseConfig throws on bad JSON, so parseConfig is wrapped\n"
+        "  return paths.map((p) => { try { return parseConfig(p); } catch (e) { return null; } });\n"
+        "}\n\nmodule.exports = { loadAll };\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "loader")
+    codesearch("index", str(repo), "--model", "minilm", check=True)
+    return repo
+
+
+def results(repo, *args):
+    result = codesearch("query", *args, "--json", cwd=repo)
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)["results"]
+
+
+def test_an_identifier_query_finds_the_definition_first(repo):
+    for mode in ("hybrid", "lexical"):
+        first = results(repo, "parseConfig", "--mode", mode)[0]
+        assert (first["path"], first["symbol"]) == ("web/config.js", "parseConfig"), mode
+
+
+def test_a_paraphrase_finds_a_function_whose_name_it_does_not_share(repo):
+    first = results(repo, "hash the payload so unchanged files are not sent twice")[0]
+    assert first["symbol"] == "compute_checksum"
+
+
+def test_tests_rank_below_the_code_they_test(repo):
+    symbols = [r["symbol"] for r in results(repo, "compute_checksum hex digest", "--mode", "lexical")]
+    assert symbols.index("compute_checksum") < symbols.index("test_compute_checksum_is_hex")
+
+
+def test_no_two_results_overlap_in_one_file(repo):
+    found = results(repo, "upload queue retry", "-k", "20")
+    for i, a in enumerate(found):
+        for b in found[i + 1:]:
+            assert a["path"] != b["path"] or a["end_line"] < b["start_line"] or b["end_line"] < a["start_line"]
+
+
+def test_lang_filter_applies_before_the_cut_to_k(repo):
+    found = results(repo, "parse the config file", "--lang", "go", "-k", "2")
+    assert found and all(r["language"] == "go" for r in found) and len(found) == 2
+
+
+def test_path_globs_include_and_exclude_before_the_cut(repo):
+    found = results(repo, "compute checksum", "--path", "!uploads.py", "-k", "3")
+    assert found and all(r["path"] != "uploads.py" for r in found)
+    found = results(repo, "retry", "--path", "server/*", "-k", "1", "--mode", "lexical")
+    assert [r["path"] for r in found] in ([], ["server/server.go"])
+    found = results(repo, "wait for requests", "--path", "server/*", "-k", "1")
+    assert [r["path"] for r in found] == ["server/server.go"]
+
+
+def test_a_glob_that_matches_nothing_finds_nothing(repo):
+    result = codesearch("query", "anything", "--path", "nowhere/*", "--json", cwd=repo)
+    assert result.returncode == 1 and json.loads(result.stdout)["results"] == []
+
+
+def test_vimgrep_files_only_and_context_formats(repo):
+    lines = codesearch("query", "sha256 digest of a payload", "--mode", "lexical", "--format", "vimgrep", "-k", "1", cwd=repo).stdout
+    assert lines.strip() == "uploads.py:27:1: compute_checksum"
+    files = codesearch("query", "sha256 digest of a payload", "--mode", "lexical", "--files-only", "-k", "3", cwd=repo).stdout.split()
+    assert files[0] == "uploads.py" and len(files) == len(set(files))
+    shown = codesearch("query", "sha256 digest of a payload", "--mode", "lexical", "-k", "1", "-C", "2", cwd=repo).stdout
+    assert "25" in shown and "31" in shown  # two lines around 27-29
+
+
+def test_semantic_and_lexical_modes_can_be_chosen(repo):
+    assert results(repo, "wait for open requests to finish", "--mode", "semantic")[0]["symbol"] == "Server.Shutdown"
+    assert results(repo, "zzzz qqqq", "--mode", "lexical") == []
