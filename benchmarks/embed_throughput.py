@@ -15,7 +15,7 @@ FLOPs (about 1 % at these lengths) are left out, as are padded tokens: padding i
 
     python benchmarks/embed_throughput.py                           # whole distribution, CUDA if present
     python benchmarks/embed_throughput.py --layers 2 --limit 200    # CPU smoke run
-    python benchmarks/embed_throughput.py --write-lengths /work/evalcorpus/*   # recompute the data file
+    python benchmarks/embed_throughput.py --write-lengths ../evalcorpus/*   # recompute the data file
 """
 
 from __future__ import annotations

@@ -94,8 +94,6 @@ def query(
     filters = Filters(tuple(lang), tuple(g for g in path_globs if not g.startswith("!")),
                       tuple(g[1:] for g in path_globs if g.startswith("!")))
 
-    from codesearch.indexing import open_index, query_model
-    from codesearch.search import search
     from codesearch.serve import QueryRequest, try_server
 
     served = try_server(repo, QueryRequest(queries, k, mode, filters.languages, filters.include_globs,
@@ -103,6 +101,9 @@ def query(
     if verbose:
         _stderr().print(f"codesearch: answered by the running server for {served.repository}" if served
                         else "codesearch: answered in-process (no server running for this repository)")
+    if not served:  # imported only now: a served query needs none of the in-process machinery
+        from codesearch.indexing import open_index, query_model
+        from codesearch.search import search
     root, store = (served.repository, None) if served else open_index(repo)
     try:
         vectors = [None] * len(queries)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field, replace
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from codesearch.store import IndexStore, StoredChunk, code_terms
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MODES = ("hybrid", "semantic", "lexical")
 CANDIDATES = 100
@@ -64,7 +66,7 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
     weights = {"dense": dense_weight, "lexical": 1.0 - dense_weight} if len(rankings) == 2 else dict.fromkeys(rankings, 1.0)
     names = identifiers_in(query)
     scored = []
-    for members, evidence in _by_unit(normalised_scores(rankings), candidates):
+    for members, evidence in _by_unit(normalised_scores(rankings), candidates, store):
         # Parts of one function pool their evidence: each retriever's best part counts.
         score = sum(weights[source] * value for source, (value, _) in evidence.items())
         best = max(members, key=lambda chunk: sum(weights[source] * value for source, (value, _)
@@ -86,20 +88,27 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
 
 def whole_unit(store: IndexStore, chunk: StoredChunk) -> StoredChunk:
     """A function split into parts for the model is answered whole: its best part stands for it."""
-    parts = store.db.execute(
-        "SELECT id, path, start_line, end_line, symbol, kind, language, context, text FROM chunks "
-        "WHERE path = ? AND symbol = ? AND kind = ? ORDER BY start_line", (chunk.path, chunk.symbol, chunk.kind))
-    run: list[StoredChunk] = []
-    for part in map(lambda row: StoredChunk(*row), parts):
-        if run and part.start_line != run[-1].end_line + 1:
-            if any(piece.id == chunk.id for piece in run):
-                break
-            run = []
-        run.append(part)
-    if len(run) <= 1 or not any(piece.id == chunk.id for piece in run):
+    run = next(run for run in _unit_runs(store, chunk) if any(part.id == chunk.id for part in run))
+    if len(run) <= 1:
         return chunk
     return replace(chunk, start_line=run[0].start_line, end_line=run[-1].end_line,
-                   text="\n".join(piece.text for piece in run))
+                   text="\n".join(part.text for part in run))
+
+
+def _unit_runs(store: IndexStore, chunk: StoredChunk) -> list[list[StoredChunk]]:
+    """The chunks sharing this chunk's path, symbol and kind, in runs of adjacent lines: the parts of one
+    split unit are adjacent, while overloads (Swift's `color(fromHex:)` beside `color(fromRGB:)`) and
+    same-named functions elsewhere in the file are apart and stay separate units."""
+    rows = store.db.execute(
+        "SELECT id, path, start_line, end_line, symbol, kind, language, context, text FROM chunks "
+        "WHERE path = ? AND symbol = ? AND kind = ? ORDER BY start_line", (chunk.path, chunk.symbol, chunk.kind))
+    runs: list[list[StoredChunk]] = []
+    for part in (StoredChunk(*row) for row in rows):
+        if runs and part.start_line == runs[-1][-1].end_line + 1:
+            runs[-1].append(part)
+        else:
+            runs.append([part])
+    return runs or [[chunk]]
 
 
 _TEST_PATH = re.compile(r"(^|/)(tests?|spec|specs|__tests__|testing)/|(^|/)test_[^/]*$|_test\.[^/]+$|"
@@ -140,6 +149,7 @@ def _defines(chunk: StoredChunk, names: set[str]) -> bool:
 
 def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allowed: set[int] | None):
     import faiss
+    import numpy as np
 
     index = store.vector_index()
     if index.ntotal == 0:
@@ -191,15 +201,28 @@ def normalised_scores(rankings: dict[str, list[tuple[int, float]]]) -> dict[int,
     return normalised
 
 
-def _by_unit(normalised, candidates: dict[int, StoredChunk]) -> list[tuple[dict, dict]]:
-    """Candidates grouped by the unit they belong to (parts of a split function share path, symbol and
-    kind): each group's members with their own evidence, and the group's best value per retriever."""
-    units: dict[tuple, tuple[dict, dict]] = {}
+def _by_unit(normalised, candidates: dict[int, StoredChunk], store: IndexStore) -> list[tuple[dict, dict]]:
+    """Candidates grouped by the unit they belong to (adjacent parts of a split function): each group's
+    members with their own evidence, and the group's best value per retriever."""
+    namesakes: dict[tuple, list[StoredChunk]] = {}
+    for chunk_id in normalised:
+        if chunk_id in candidates:
+            chunk = candidates[chunk_id]
+            namesakes.setdefault((chunk.path, chunk.symbol, chunk.kind), []).append(chunk)
+    unit_of: dict[int, int] = {}
+    for group in namesakes.values():
+        if len(group) == 1:
+            unit_of[group[0].id] = group[0].id
+            continue
+        for run in _unit_runs(store, group[0]):
+            for part in run:
+                unit_of[part.id] = run[0].id
+    units: dict[int, tuple[dict, dict]] = {}
     for chunk_id, evidence in normalised.items():
         chunk = candidates.get(chunk_id)
         if chunk is None:
             continue
-        members, pooled = units.setdefault((chunk.path, chunk.symbol, chunk.kind), ({}, {}))
+        members, pooled = units.setdefault(unit_of.get(chunk_id, chunk_id), ({}, {}))
         members[chunk] = evidence
         for source, (value, rank) in evidence.items():
             if source not in pooled or value > pooled[source][0]:

@@ -17,6 +17,18 @@ def repo(tmp_path_factory):
         "  // parseConfig for each path; parseConfig throws on bad JSON, so parseConfig is wrapped\n"
         "  return paths.map((p) => { try { return parseConfig(p); } catch (e) { return null; } });\n"
         "}\n\nmodule.exports = { loadAll };\n")
+    # Overloads share a symbol path; each is its own answer, not parts of one function.
+    (repo / "Palette.swift").write_text(
+        "extension Palette {\n"
+        "    static func color(fromRGB value: Int) -> Color {\n"
+        "        return Color(red: (value >> 16) & 0xff, green: (value >> 8) & 0xff, blue: value & 0xff)\n"
+        "    }\n\n"
+        "    static func color(fromHex text: String) -> Color? {\n"
+        "        let digits = text.hasPrefix(\"#\") ? String(text.dropFirst()) : text\n"
+        "        guard digits.count == 6, let value = Int(digits, radix: 16) else { return nil }\n"
+        "        return color(fromRGB: value)\n"
+        "    }\n"
+        "}\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "loader")
     codesearch("index", str(repo), "--model", "minilm", check=True)
@@ -38,6 +50,13 @@ def test_an_identifier_query_finds_the_definition_first(repo):
 def test_a_paraphrase_finds_a_function_whose_name_it_does_not_share(repo):
     first = results(repo, "hash the payload so unchanged files are not sent twice")[0]
     assert first["symbol"] == "compute_checksum"
+
+
+def test_overloads_are_separate_answers(repo):
+    found = [r for r in results(repo, "color from hex digits", "--mode", "lexical", "-k", "5")
+             if r["path"] == "Palette.swift"]
+    spans = sorted((r["start_line"], r["end_line"]) for r in found)
+    assert spans == [(2, 4), (6, 10)], found
 
 
 def test_tests_rank_below_the_code_they_test(repo):
