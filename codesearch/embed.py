@@ -179,11 +179,33 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]), reverse=True)
         with torch.inference_mode():
             for batch in _batches_under_budget(order, token_ids, self.token_budget):
-                vectors = self._forward([token_ids[i] for i in batch])
-                output[batch] = vectors
+                output[batch] = self._forward_within_memory([token_ids[i] for i in batch])
                 if progress is not None:
                     progress(len(batch))
         return output
+
+    def _forward_within_memory(self, batch_ids: list[list[int]]) -> np.ndarray:
+        """One batch; on out-of-memory, halve it (and the budget of later calls) and go on.
+
+        The CUDA budget suits a large card; a smaller one, or one shared with other work, runs out.
+        """
+        import numpy as np
+
+        import torch
+
+        try:
+            return self._forward(batch_ids)
+        except torch.OutOfMemoryError:
+            if len(batch_ids) == 1:
+                raise CodesearchError(
+                    f"out of {self.device} memory embedding one chunk of {len(batch_ids[0])} tokens; "
+                    "free the device or lower the model's max length") from None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        self.token_budget = max(1, self.token_budget // 2)
+        half = len(batch_ids) // 2
+        return np.concatenate([self._forward_within_memory(batch_ids[:half]),
+                               self._forward_within_memory(batch_ids[half:])])
 
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
         import torch

@@ -77,6 +77,36 @@ def test_outputs_come_back_in_input_order_after_length_sorting(embedder, small_b
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
 
 
+def test_out_of_memory_halves_the_batch_and_the_budget_and_gives_the_same_vectors(embedder, monkeypatch):
+    import torch
+
+    expected = embedder.encode_documents(TEXTS)
+    forward, sizes = embedder._forward, []
+
+    def small_device(batch_ids):  # a device that holds at most 2 inputs at a time
+        sizes.append(len(batch_ids))
+        if len(batch_ids) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(batch_ids)
+
+    monkeypatch.setattr(embedder, "token_budget", 100_000)
+    monkeypatch.setattr(embedder, "_forward", small_device)
+    np.testing.assert_allclose(embedder.encode_documents(TEXTS), expected, atol=1e-5)
+    assert sizes[0] == len(TEXTS) and max(sizes[1:]) <= len(TEXTS) // 2 + 1
+    assert embedder.token_budget < 100_000, "later batches start from the smaller budget"
+
+
+def test_out_of_memory_on_a_single_input_is_a_clear_error(embedder, monkeypatch):
+    import torch
+
+    def no_memory(batch_ids):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(embedder, "_forward", no_memory)
+    with pytest.raises(CodesearchError, match="out of cpu memory"):
+        embedder.encode_documents(TEXTS[:3])
+
+
 def test_every_input_ends_with_exactly_one_eos(embedder):
     eos = embedder.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     assert embedder._eos_id == eos
