@@ -87,7 +87,10 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
 
 
 def whole_unit(store: IndexStore, chunk: StoredChunk) -> StoredChunk:
-    """A function split into parts for the model is answered whole: its best part stands for it."""
+    """A function split into parts for the model is answered whole: its best part stands for it.
+    Module and class leftovers (imports, fields, declarations) are no unit: each part answers alone."""
+    if chunk.kind in LEFTOVER_KINDS:
+        return chunk
     run = next(run for run in _unit_runs(store, chunk) if any(part.id == chunk.id for part in run))
     if len(run) <= 1:
         return chunk
@@ -206,7 +209,7 @@ def _by_unit(normalised, candidates: dict[int, StoredChunk], store: IndexStore) 
     members with their own evidence, and the group's best value per retriever."""
     namesakes: dict[tuple, list[StoredChunk]] = {}
     for chunk_id in normalised:
-        if chunk_id in candidates:
+        if chunk_id in candidates and candidates[chunk_id].kind not in LEFTOVER_KINDS:
             chunk = candidates[chunk_id]
             namesakes.setdefault((chunk.path, chunk.symbol, chunk.kind), []).append(chunk)
     unit_of: dict[int, int] = {}

@@ -29,6 +29,9 @@ def repo(tmp_path_factory):
         "        return color(fromRGB: value)\n"
         "    }\n"
         "}\n")
+    # A long run of module-level constants is cut into parts; each part answers alone.
+    (repo / "limits.py").write_text("def limit_named(name):\n    return globals()[name]\n\n\n" + "".join(f"LIMIT_{number} = {number}\n" for number in range(200))
+                                    + "UPLOAD_BACKOFF_CEILING_SECONDS = 300\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "loader")
     codesearch("index", str(repo), "--model", "minilm", check=True)
@@ -57,6 +60,12 @@ def test_overloads_are_separate_answers(repo):
              if r["path"] == "Palette.swift"]
     spans = sorted((r["start_line"], r["end_line"]) for r in found)
     assert spans == [(2, 4), (6, 10)], found
+
+
+def test_module_leftovers_answer_part_by_part(repo):
+    first = results(repo, "UPLOAD_BACKOFF_CEILING_SECONDS", "--mode", "lexical", "-k", "1")[0]
+    assert first["path"] == "limits.py" and first["kind"] == "module"
+    assert first["start_line"] <= 205 <= first["end_line"] and first["end_line"] - first["start_line"] < 100, first
 
 
 def test_tests_rank_below_the_code_they_test(repo):
