@@ -235,3 +235,12 @@ def _wait_until_idle(repo: Path) -> None:
     while json.loads(codesearch(repo, "hook", "status", "--json").stdout)["refresh_running"]:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_the_pre_commit_framework_accepts_our_hook_manifest():
+    """`.pre-commit-hooks.yaml` is valid for the framework, and its entry is a command we ship."""
+    manifest = Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml"
+    result = subprocess.run([sys.executable, "-m", "pre_commit", "validate-manifest", str(manifest)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "entry: codesearch hook refresh" in manifest.read_text(encoding="utf-8")
