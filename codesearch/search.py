@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -35,12 +36,10 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.languages or self.include_globs or self.exclude_globs)
 
-    def allows(self, chunk_path: str, language: str) -> bool:
-        if self.languages and language not in self.languages:
+    def allows_path(self, path: str) -> bool:
+        if self.include_globs and not any(_glob_match(path, glob) for glob in self.include_globs):
             return False
-        if self.include_globs and not any(_glob_match(chunk_path, glob) for glob in self.include_globs):
-            return False
-        return not any(_glob_match(chunk_path, glob) for glob in self.exclude_globs)
+        return not any(_glob_match(path, glob) for glob in self.exclude_globs)
 
 
 @dataclass
@@ -234,8 +233,19 @@ def _by_unit(normalised, candidates: dict[int, StoredChunk], store: IndexStore) 
 
 
 def _allowed_ids(store: IndexStore, filters: Filters) -> set[int]:
-    rows = store.db.execute("SELECT id, path, language FROM chunks")
-    return {chunk_id for chunk_id, path, language in rows if filters.allows(path, language)}
+    """The chunk ids the filters let through: globs are matched once per file, not once per chunk."""
+    conditions, parameters = [], []
+    if filters.include_globs or filters.exclude_globs:
+        paths = [path for (path,) in store.db.execute("SELECT path FROM files") if filters.allows_path(path)]
+        if not paths:
+            return set()
+        conditions.append("path IN (SELECT value FROM json_each(?))")
+        parameters.append(json.dumps(paths))
+    if filters.languages:
+        conditions.append(f"language IN ({', '.join('?' * len(filters.languages))})")
+        parameters.extend(filters.languages)
+    rows = store.db.execute(f"SELECT id FROM chunks WHERE {' AND '.join(conditions)}", parameters)
+    return {chunk_id for (chunk_id,) in rows}
 
 
 def _glob_match(path: str, glob: str) -> bool:
