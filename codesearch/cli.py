@@ -185,16 +185,22 @@ def mcp_command(
 def chunks(
     files: List[Path] = typer.Argument(..., help="Source files to cut."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per chunk."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Cut as for this model's window (default: bge-code-v1's)."),
 ):
     """Show how files are cut into chunks (path, lines, symbol, kind, language)."""
-    from codesearch.chunk import chunk_file
+    from codesearch.chunk import PartBudget, chunk_file
 
+    budget = None
+    if model is not None:
+        from codesearch.embed import resolve_model
+
+        budget = PartBudget.for_window(resolve_model(model).max_length)
     for file in files:
         try:
             data = file.read_bytes()
         except OSError as error:
             raise CodesearchError(f"cannot read {file}: {error.strerror or error}") from None
-        for piece in chunk_file(file.as_posix(), data):
+        for piece in chunk_file(file.as_posix(), data, budget=budget):
             if as_json:
                 print(json.dumps({"path": piece.path, "start_line": piece.start_line, "end_line": piece.end_line,
                                   "symbol": piece.symbol, "kind": piece.kind, "language": piece.language}))

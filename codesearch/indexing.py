@@ -111,7 +111,8 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     removed = [path for path in known if path not in current]
     to_read = [source for source in files if known.get(source.path) != source.fingerprint]
 
-    changed = {source.path: (source.fingerprint, _chunks_of(root, source)) for source in to_read}
+    budget = chunking.PartBudget.for_window(spec.max_length)
+    changed = {source.path: (source.fingerprint, _chunks_of(root, source, budget)) for source in to_read}
     keys_by_path = {path: [_embedding_key(spec, chunk) for chunk in chunks] for path, (_, chunks) in changed.items()}
     all_keys = sorted({key for keys in keys_by_path.values() for key in keys})
     cached = set(store.cached_vectors(all_keys)) if all_keys else set()
@@ -168,7 +169,7 @@ def query_model(manifest: dict, requested: str | None = None, instruction: str |
     return spec
 
 
-def _chunks_of(root: Path, source: SourceFile) -> list[chunking.Chunk]:
+def _chunks_of(root: Path, source: SourceFile, budget: chunking.PartBudget) -> list[chunking.Chunk]:
     try:
         data = (root / source.path).read_bytes()
     except OSError:
@@ -176,7 +177,7 @@ def _chunks_of(root: Path, source: SourceFile) -> list[chunking.Chunk]:
     data = _as_utf8(data)
     if data is None or looks_binary(data) or _looks_minified(data):
         return []
-    return chunking.chunk_file(source.path, data)
+    return chunking.chunk_file(source.path, data, budget=budget)
 
 
 def _as_utf8(data: bytes) -> bytes | None:

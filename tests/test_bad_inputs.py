@@ -283,12 +283,12 @@ def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch):
     (repo / "shifting.py").write_text(_function("shifting_before"), encoding="utf-8")
     original = indexing._chunks_of
 
-    def racing_chunks_of(root, source):
+    def racing_chunks_of(root, source, budget):
         if source.path == "doomed.py":
             (root / "doomed.py").unlink()
         elif source.path == "shifting.py":
             (root / "shifting.py").write_text(_function("shifting_after") + "\n# grown\n", encoding="utf-8")
-        return original(root, source)
+        return original(root, source, budget)
 
     monkeypatch.setattr(indexing, "_chunks_of", racing_chunks_of)
     indexing.index_repository(repo, model="minilm", embedder_factory=lambda spec: FakeEmbedder())

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codesearch.chunk import MAX_CHUNK_LINES, chunk_file
+from codesearch.chunk import MAX_CHUNK_LINES, PartBudget, chunk_file
 from codesearch.languages import LANGUAGES
 
 
@@ -158,6 +158,27 @@ def test_a_unit_too_large_is_split_into_parts_that_fit_and_cover_it():
     assert all(c.end_line - c.start_line + 1 <= MAX_CHUNK_LINES for c in chunks)
     assert chunks[0].start_line == 1 and chunks[-1].end_line == 203
     assert all(later.start_line == earlier.end_line + 1 for earlier, later in zip(chunks, chunks[1:]))
+
+
+def test_parts_fit_the_window_of_the_model_that_reads_them():
+    source = "".join(f"    total += compute_value_{i}(items[{i}], weights[{i}])\n" for i in range(60))
+    source = f"def weighted_total(items, weights):\n    total = 0\n{source}    return total\n".encode()
+    small = PartBudget.for_window(256)  # MiniLM's window
+    assert PartBudget.for_window(1024) == PartBudget()  # bge-code-v1's: the default cut
+    assert 500 <= small.chars <= 700 and small.lines < MAX_CHUNK_LINES
+    default, fitted = chunk_file("total.py", source), chunk_file("total.py", source, budget=small)
+    assert len(fitted) > len(default) and {c.symbol for c in fitted} == {"weighted_total"}
+    assert all(len(c.text) + 1 <= small.chars for c in fitted)
+    assert fitted[0].start_line == 1 and fitted[-1].end_line == 63
+    assert all(later.start_line == earlier.end_line + 1 for earlier, later in zip(fitted, fitted[1:]))
+
+
+def test_a_script_inside_html_is_cut_with_the_same_budget():
+    script = "".join(f"    total += values[{i}] * factors[{i}];\n" for i in range(60))
+    page = f"<html><body>\n<script>\nfunction sumAll(values, factors) {{\n  let total = 0;\n{script}  return total;\n}}\n</script>\n</body></html>\n"
+    small = PartBudget.for_window(256)
+    parts = [c for c in chunk_file("page.html", page.encode(), budget=small) if c.symbol == "sumAll"]
+    assert len(parts) > 1 and all(len(c.text) + 1 <= small.chars for c in parts)
 
 
 def test_a_large_function_made_of_functions_is_cut_at_them():

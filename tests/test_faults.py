@@ -77,12 +77,15 @@ def indexed_state(repo: Path) -> State:
 
 def work_tree_state(repo: Path) -> State:
     """What a complete `codesearch index` of the work tree as it is now would store."""
+    from codesearch.chunk import PartBudget
     from codesearch.discover import discover_files
+    from codesearch.embed import resolve_model
     from codesearch.indexing import _chunks_of
 
     sources = discover_files(repo)
+    budget = PartBudget.for_window(resolve_model("minilm").max_length)
     chunks = [(c.path, c.start_line, c.end_line, c.symbol, _digest(c.text))
-              for source in sources for c in _chunks_of(repo, source)]
+              for source in sources for c in _chunks_of(repo, source, budget)]
     return State(None, tuple(sorted((s.path, s.fingerprint) for s in sources)), tuple(sorted(chunks)))
 
 
