@@ -90,7 +90,7 @@ def whole_unit(store: IndexStore, chunk: StoredChunk) -> StoredChunk:
     Module and class leftovers (imports, fields, declarations) are no unit: each part answers alone."""
     if chunk.kind in LEFTOVER_KINDS:
         return chunk
-    run = next(run for run in _unit_runs(store, chunk) if any(part.id == chunk.id for part in run))
+    run = next((run for run in _unit_runs(store, chunk) if any(part.id == chunk.id for part in run)), [chunk])
     if len(run) <= 1:
         return chunk
     return replace(chunk, start_line=run[0].start_line, end_line=run[-1].end_line,
