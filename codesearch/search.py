@@ -207,18 +207,12 @@ def _by_unit(normalised, candidates: dict[int, StoredChunk], store: IndexStore) 
     """Candidates grouped by the unit they belong to (adjacent parts of a split function): each group's
     members with their own evidence, and the group's best value per retriever."""
     namesakes: dict[tuple, list[StoredChunk]] = {}
-    for chunk_id in normalised:
-        if chunk_id in candidates and candidates[chunk_id].kind not in LEFTOVER_KINDS:
-            chunk = candidates[chunk_id]
+    for chunk in (candidates[chunk_id] for chunk_id in normalised if chunk_id in candidates):
+        if chunk.kind not in LEFTOVER_KINDS:
             namesakes.setdefault((chunk.path, chunk.symbol, chunk.kind), []).append(chunk)
-    unit_of: dict[int, int] = {}
-    for group in namesakes.values():
-        if len(group) == 1:
-            unit_of[group[0].id] = group[0].id
-            continue
-        for run in _unit_runs(store, group[0]):
-            for part in run:
-                unit_of[part.id] = run[0].id
+    # Only names with several candidates need their runs looked up; any other chunk is its own unit.
+    unit_of = {part.id: run[0].id for group in namesakes.values() if len(group) > 1
+               for run in _unit_runs(store, group[0]) for part in run}
     units: dict[int, tuple[dict, dict]] = {}
     for chunk_id, evidence in normalised.items():
         chunk = candidates.get(chunk_id)
