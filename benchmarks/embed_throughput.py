@@ -21,20 +21,26 @@ FLOPs (about 1 % at these lengths) are left out, as are padded tokens: padding i
 from __future__ import annotations
 
 import argparse
+import copy
+import gzip
 import json
 import math
+import os
 import resource
 import sys
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from codesearch.embed import PRESETS, TOKEN_BUDGET, Embedder, load_embedder, resolve_model  # noqa: E402
+from codesearch.embed import (PRESETS, Embedder, _batches_under_budget, default_documents_per_call,  # noqa: E402
+                              default_token_budget, load_embedder,
+                              pool, resolve_model)
 
 LENGTHS_FILE = Path(__file__).with_name("chunk_token_lengths.json")
 # Qwen2.5-Coder's byte-level BPE averages roughly 3.2 characters per token on source code. The real
@@ -56,47 +62,95 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # The length distribution
 
 
-def write_lengths(repositories: list[str], path: Path, max_length: int) -> None:
-    """Chunk every file of the repositories as `codesearch index` would and save the token-length histogram."""
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
+def qwen_tokenizer(vocabulary: Path):
+    """Qwen2.5's tokenizer rebuilt from its BPE ranks (a `qwen.tiktoken` file, e.g. the one the dashscope
+    wheel ships): the same 151,643 byte-level tokens and split pattern, <|endoftext|> = 151643.
+
+    The hub's tokenizer.json cannot be fetched here; this gives real token counts and real tokenizer cost.
+    A saved tokenizer.json (from --save-tokenizer) loads directly.
+    """
+    from tokenizers import Tokenizer, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocabulary.suffix == ".json":
+        backend = Tokenizer.from_file(str(vocabulary))
+    else:
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        backend = TikTokenConverter(vocab_file=str(vocabulary), pattern=QWEN2_PATTERN).converted()
+        backend.normalizer = normalizers.NFC()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>",
+                                        pad_token="<|endoftext|>")
+    assert tokenizer.eos_token_id == QWEN_EOS_ID, tokenizer.eos_token_id
+    return tokenizer
+
+
+def corpus_chunks(repositories: list[str]):
+    """(repository, chunk) for every chunk `codesearch index` would embed (bge-code-v1's cut)."""
     from codesearch.chunk import chunk_file
     from codesearch.discover import discover_files, looks_binary
 
-    histogram: Counter[int] = Counter()
-    per_language: dict[str, list[int]] = {}
-    per_repository: dict[str, int] = {}
     for repository in map(Path, repositories):
         if not repository.is_dir() or repository.name.startswith("."):
             continue
-        count = 0
         for source in discover_files(repository):
             data = (repository / source.path).read_bytes()
-            if looks_binary(data):
-                continue
-            for chunk in chunk_file(source.path, data):
-                # What the model sees (header + code), at most max_length - 1 tokens, then the EOS.
-                tokens = min(math.ceil(len(chunk.embedding_text) / CHARS_PER_TOKEN), max_length - 1) + 1
-                histogram[tokens] += 1
-                per_language.setdefault(chunk.language, []).append(tokens)
-                count += 1
-        per_repository[repository.name] = count
+            if not looks_binary(data):
+                for chunk in chunk_file(source.path, data):
+                    yield repository.name, chunk
+
+
+def write_lengths(repositories: list[str], path: Path, max_length: int, tokenizer=None,
+                  texts_out: Path | None = None) -> None:
+    """Chunk every file of the repositories as `codesearch index` would and save the token-length histogram.
+
+    With a tokenizer the lengths are counted, as Embedder.tokenize counts them; without, estimated.
+    """
+    histogram: Counter[int] = Counter()
+    per_language: dict[str, list[int]] = {}
+    per_repository: Counter[str] = Counter()
+    texts = []
+    for repository, chunk in corpus_chunks(repositories):
+        text = chunk.embedding_text  # what the model sees: header + code
+        if tokenizer is not None:
+            counted = len(tokenizer(text, truncation=True, max_length=max_length - 1,
+                                    split_special_tokens=True)["input_ids"])
+            tokens = counted + 1  # the EOS
+        else:
+            tokens = min(math.ceil(len(text) / CHARS_PER_TOKEN), max_length - 1) + 1
+        histogram[tokens] += 1
+        per_language.setdefault(chunk.language, []).append(tokens)
+        per_repository[repository] += 1
+        texts.append(text)
     lengths = np.repeat(np.array(sorted(histogram)), [histogram[k] for k in sorted(histogram)])
+    characters = sum(map(len, texts))
     data = {
         "about": "Token lengths (EOS included) of the chunks codesearch cuts from real repositories, as the "
                  "embedder sees them (Chunk.embedding_text), truncated at max_length.",
-        "tokens_estimated_as": f"ceil(characters / {CHARS_PER_TOKEN}) + 1: Qwen2.5-Coder's tokenizer averages "
-                               f"about {CHARS_PER_TOKEN} characters per token on code; the real tokenizer is not "
-                               "available offline",
+        "tokens": ("counted with Qwen2.5's vocabulary (BPE ranks of qwen.tiktoken, Qwen2 split pattern)"
+                   if tokenizer is not None else
+                   f"estimated as ceil(characters / {CHARS_PER_TOKEN}) + 1; the real tokenizer was not at hand"),
+        "characters_per_token": round(characters / max(1, int(lengths.sum()) - len(texts)), 2),
         "max_length": max_length,
         "chunks": int(lengths.size),
         "mean": round(float(lengths.mean()), 1),
         "percentiles": {str(p): int(np.percentile(lengths, p)) for p in (10, 25, 50, 75, 90, 99)},
-        "repositories": per_repository,
+        "repositories": dict(sorted(per_repository.items())),
         "languages": {name: {"chunks": len(values), "mean": round(float(np.mean(values)), 1)}
                       for name, values in sorted(per_language.items())},
         "histogram": {str(length): histogram[length] for length in sorted(histogram)},
     }
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {path}: {data['chunks']} chunks, mean {data['mean']} tokens, percentiles {data['percentiles']}")
+    print(f"wrote {path}: {data['chunks']} chunks, mean {data['mean']} tokens, percentiles {data['percentiles']}, "
+          f"{data['characters_per_token']} characters per token")
+    if texts_out is not None:
+        with gzip.open(texts_out, "wt", encoding="utf-8") as handle:
+            json.dump(texts, handle)
+        print(f"wrote {texts_out}: {len(texts)} chunk texts")
 
 
 def sample_lengths(path: Path, limit: int | None, seed: int) -> list[int]:
@@ -135,16 +189,19 @@ class SyntheticTokenizer:
 # Model, ceiling, measurement
 
 
-def build_embedder(args, lengths: list[int]) -> Embedder:
+def build_embedder(args, lengths: list[int], tokenizer=None) -> Embedder:
+    """The product's Embedder over a real folder or a random bge-code-v1; a real tokenizer when one is given."""
     import torch
 
     dtype = getattr(torch, DTYPES[args.dtype])
     if args.model:
         embedder = load_embedder(resolve_model(args.model), device=args.device)
         embedder.model.to(dtype)
-        pad_id = embedder.tokenizer.pad_token_id
-        embedder.tokenizer = SyntheticTokenizer(lengths, embedder.model.config.vocab_size, embedder._eos_id,
-                                                pad_id if pad_id is not None else embedder._eos_id, args.seed)
+        if tokenizer is None:
+            pad_id = embedder.tokenizer.pad_token_id
+            tokenizer = SyntheticTokenizer(lengths, embedder.model.config.vocab_size, embedder._eos_id,
+                                           pad_id if pad_id is not None else embedder._eos_id, args.seed)
+        embedder.tokenizer = tokenizer
     else:
         from transformers import AutoModel, Qwen2Config
 
@@ -157,8 +214,11 @@ def build_embedder(args, lengths: list[int]) -> Embedder:
             model = AutoModel.from_config(config, dtype=dtype, attn_implementation=args.attn)
         model.eval()
         spec = PRESETS["bge-code-v1"]
-        tokenizer = SyntheticTokenizer(lengths, config.vocab_size, QWEN_EOS_ID, QWEN_EOS_ID, args.seed)
-        embedder = Embedder(spec, model, tokenizer, args.device, config.hidden_size, token_budget_for(args), QWEN_EOS_ID)
+        if tokenizer is None:
+            tokenizer = SyntheticTokenizer(lengths, config.vocab_size, QWEN_EOS_ID, QWEN_EOS_ID, args.seed)
+        tokenizer.padding_side = "left"
+        embedder = Embedder(spec, model, tokenizer, args.device, config.hidden_size, token_budget_for(args),
+                            default_documents_per_call(args.device), QWEN_EOS_ID)
     if args.max_length:
         embedder.spec = replace(embedder.spec, max_length=args.max_length)
     embedder.token_budget = token_budget_for(args)
@@ -169,7 +229,7 @@ def token_budget_for(args) -> int:
     """The token budget: as asked, or the product's own choice for the device."""
     if args.token_budget:
         return args.token_budget
-    return TOKEN_BUDGET * 8 if args.device.startswith("cuda") else TOKEN_BUDGET
+    return default_token_budget(args.device)
 
 
 def non_embedding_parameters(model) -> int:
@@ -203,18 +263,14 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(embedder: Embedder, texts: list[str], device: str, slice_size: int = 0) -> dict:
-    """Encode the texts once through the product's encode_documents; count real and padded tokens.
-
-    slice_size > 0 hands the embedder that many chunks per call, as `codesearch index` does (EMBED_SLICE).
-    """
+def measure(embedder: Embedder, encode: Callable[[], np.ndarray], chunks: int, tokens: int, device: str) -> dict:
+    """Run encode() once; count the tokens each forward pass was handed (padding included)."""
     import torch
 
-    shapes = []
+    padded = []
 
-    def record(_module, _args, kwargs):
-        mask = kwargs["attention_mask"]
-        shapes.append((mask.numel(), int(mask.sum())))
+    def record(_module, args, kwargs):
+        padded.append((kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).numel())
 
     hook = embedder.model.register_forward_pre_hook(record, with_kwargs=True)
     if device.startswith("cuda"):
@@ -222,36 +278,268 @@ def measure(embedder: Embedder, texts: list[str], device: str, slice_size: int =
     try:
         synchronize(device)
         started = time.perf_counter()
-        step = slice_size or len(texts)
-        vectors = np.vstack([embedder.encode_documents(texts[start:start + step])
-                             for start in range(0, len(texts), step)])
+        vectors = encode()
         synchronize(device)
         seconds = time.perf_counter() - started
     finally:
         hook.remove()
-    padded = sum(total for total, _ in shapes)
-    real = sum(used for _, used in shapes)
-    assert vectors.shape[0] == len(texts) and np.isfinite(vectors).all()
+    assert vectors.shape[0] == chunks and np.isfinite(vectors).all()
+    total = sum(padded)
     return {
-        "seconds": seconds, "chunks": len(texts), "batches": len(shapes), "tokens": real, "padded_tokens": padded,
-        "tokens_per_s": real / seconds, "chunks_per_s": len(texts) / seconds,
-        "padding_waste_pct": 100.0 * (padded - real) / padded if padded else 0.0,
+        "seconds": seconds, "chunks": chunks, "batches": len(padded), "tokens": tokens, "padded_tokens": total,
+        "tokens_per_s": tokens / seconds, "chunks_per_s": chunks / seconds,
+        "padding_waste_pct": 100.0 * (total - tokens) / total if total else 0.0,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
+        "vectors": vectors,
     }
 
 
-def check_against_fp32(embedder: Embedder, texts: list[str]) -> float:
-    """Smallest cosine between this run's vectors and the same weights' in fp32 (the simple path)."""
-    import copy
+def in_slices(embedder: Embedder, texts: list[str], size: int) -> np.ndarray:
+    """Hand the embedder `size` texts per call, in the given order."""
+    return np.vstack([embedder.encode_documents(texts[start:start + size]) for start in range(0, len(texts), size)])
 
+
+def as_index_calls(embedder: Embedder, texts: list[str], feeder: bool = True, per_call: int | None = None) -> np.ndarray:
+    """What `codesearch index` does: longest text first, embedder.documents_per_call texts per call.
+
+    feeder=True is the product (Embedder.encode_document_slices: the next slice is tokenized in a second
+    thread during this one's forward passes); False tokenizes each slice in line. Results in input order.
+    """
+    per_call = per_call or embedder.documents_per_call
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    slices = [order[start:start + per_call] for start in range(0, len(order), per_call)]
+    output = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    if feeder:
+        parts = embedder.encode_document_slices([[texts[i] for i in part] for part in slices])
+    else:
+        parts = (embedder.encode_documents([texts[i] for i in part]) for part in slices)
+    for part, vectors in zip(slices, parts):
+        output[part] = vectors
+    return output
+
+
+class PackedEmbedder(Embedder):
+    """Padding-free: each batch's sequences laid end to end in rows as wide as its longest one.
+
+    Position ids restart at every sequence and no attention mask is passed, so transformers' masking
+    detects the packing and keeps each sequence to itself (a block-diagonal causal mask).
+    """
+
+    def _forward(self, batch_ids):
+        import torch
+
+        width = max(map(len, batch_ids))
+        rows: list[list[int]] = []  # indices into batch_ids; longest first, so next-fit packs tightly
+        room = 0
+        for index, ids in enumerate(batch_ids):
+            if not rows or len(ids) > room:
+                rows.append([])
+                room = width
+            rows[-1].append(index)
+            room -= len(ids)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        ends = [None] * len(batch_ids)
+        for row, members in enumerate(rows):
+            offset = 0
+            for index in members:
+                ids = batch_ids[index]
+                input_ids[row, offset:offset + len(ids)] = torch.tensor(ids)
+                positions[row, offset:offset + len(ids)] = torch.arange(len(ids))
+                offset += len(ids)
+                ends[index] = (row, offset - 1)
+            positions[row, offset:] = torch.arange(width - offset)  # the tail is a sequence of its own
+        hidden = self.model(input_ids=input_ids.to(self.device), position_ids=positions.to(self.device),
+                            **self._no_cache).last_hidden_state
+        rows_of, columns_of = (torch.tensor(values, device=hidden.device) for values in zip(*ends))
+        pooled = torch.nn.functional.normalize(hidden[rows_of, columns_of].float(), dim=-1)
+        return pooled.cpu().numpy()
+
+
+class PinnedEmbedder(Embedder):
+    """Inputs built in page-locked memory and copied without blocking."""
+
+    def _forward(self, batch_ids):
+        import torch
+
+        width = max(map(len, batch_ids))
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long).pin_memory()
+        attention = torch.zeros((len(batch_ids), width), dtype=torch.long).pin_memory()
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        input_ids = input_ids.to(self.device, non_blocking=True)
+        attention = attention.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention, **self._no_cache).last_hidden_state
+        pooled = torch.nn.functional.normalize(pool(hidden, attention, self.spec.pooling).float(), dim=-1)
+        return pooled.cpu().numpy()
+
+
+class CachingEmbedder(Embedder):
+    """Lets the decoder fill its key/value cache, as a plain model call does by default."""
+
+    _no_cache = {}
+
+
+class OnDeviceEmbedder(Embedder):
+    """Vectors stay on the GPU until the call ends (one copy to the host instead of one per batch)."""
+
+    def encode_token_ids(self, token_ids, progress=None):
+        import torch
+
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
+        parts, placed = [], []
+        with torch.inference_mode():
+            for batch in _batches_under_budget(order, token_ids, self.token_budget):
+                parts.append(self._forward_on_device([token_ids[i] for i in batch]))
+                placed.extend(batch)
+            stacked = torch.cat(parts)
+            output = torch.empty_like(stacked)
+            output[torch.tensor(placed, device=stacked.device)] = stacked
+        return output.cpu().numpy()
+
+    def _forward_on_device(self, batch_ids):
+        import torch
+
+        width = max(map(len, batch_ids))
+        input_ids = torch.full((len(batch_ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention, **self._no_cache).last_hidden_state
+        return torch.nn.functional.normalize(pool(hidden, attention, self.spec.pooling).float(), dim=-1)
+
+
+def as_variant(embedder: Embedder, kind: type, **changes) -> Embedder:
+    """The same loaded model and tokenizer behind another Embedder class or settings."""
+    variant = copy.copy(embedder)
+    variant.__class__ = kind
+    for name, value in changes.items():
+        setattr(variant, name, value)
+    return variant
+
+
+def tokenize_seconds(embedder: Embedder, texts: list[str], parallel: bool) -> float:
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if parallel else "false"
+    started = time.perf_counter()
+    embedder.tokenize(texts)
+    return time.perf_counter() - started
+
+
+def run_suite(args, embedder: Embedder, texts: list[str], log: Callable[[dict], None]) -> None:
+    """Every technique on the same model and chunks, one after another; each row against the product default."""
     import torch
 
-    fast = embedder.encode_documents(texts)
-    reference = copy.copy(embedder)
-    reference.model = copy.deepcopy(embedder.model).to(torch.float32)
-    slow = reference.encode_documents(texts)
-    del reference
-    return float(np.min(np.sum(fast * slow, axis=1)))
+    device, default_budget = args.device, embedder.token_budget
+    token_counts = [len(ids) for ids in embedder.tokenize(texts)]
+    tokens = sum(token_counts)
+    cuda = device.startswith("cuda")
+    flops = matmul_flops(device, args.dtype)
+    parameters = non_embedding_parameters(embedder.model)
+    ceiling = flops / (2 * parameters)
+    log({"row": "ceiling", "matmul_tflops": flops / 1e12, "ceiling_tokens_per_s": ceiling,
+         "non_embedding_parameters": parameters, "chunks": len(texts), "tokens": tokens})
+    for parallel in (False, True):
+        seconds = tokenize_seconds(embedder, texts, parallel)
+        log({"row": f"tokenizer alone, TOKENIZERS_PARALLELISM={str(parallel).lower()}", "seconds": seconds,
+             "tokens_per_s": tokens / seconds})
+    parallelism = "true" if cuda else "false"  # what load_embedder sets
+    os.environ["TOKENIZERS_PARALLELISM"] = parallelism
+
+    reference = None
+
+    def row(name: str, encode: Callable[[], np.ndarray], subject: Embedder = embedder, chunks=texts, count=None):
+        nonlocal reference
+        try:
+            result = measure(subject, encode, len(chunks), count if count is not None else tokens, device)
+        except Exception as error:  # a technique the installed stack cannot run is a finding, not a crash
+            log({"row": name, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
+            if cuda:
+                torch.cuda.empty_cache()
+            return None
+        vectors = result.pop("vectors")
+        if reference is None:
+            reference = vectors
+        if len(vectors) == len(reference):
+            result["min_cosine_to_default"] = float(np.min(np.sum(vectors * reference, axis=1)))
+        result.update(row=name, ceiling_ratio=result["tokens_per_s"] / ceiling)
+        log(result)
+        return vectors
+
+    wanted = set(args.rows.split(","))
+    # An untimed pass first: the first large shapes pay for kernel selection and allocator growth.
+    embedder.encode_documents(texts)
+    row(f"product: as `codesearch index` calls it (longest first, {embedder.documents_per_call} per call, feeder), "
+        f"budget {default_budget}", lambda: as_index_calls(embedder, texts))
+    if "alternate" in wanted:  # feeder or not, 256 or 4096 per call, each twice in turn: order effects show
+        for _ in range(2):
+            for per_call in (256, 4096):
+                for feeder in (True, False):
+                    row(f"  {per_call} per call, {'feeder thread' if feeder else 'tokenized in line'}",
+                        lambda: as_index_calls(embedder, texts, feeder, per_call))
+    if "inline" in wanted:
+        row("  same, each slice tokenized in line (no feeder)", lambda: as_index_calls(embedder, texts, feeder=False))
+    if "serial" in wanted:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        row("  same, no feeder, tokenizer on one thread", lambda: as_index_calls(embedder, texts, feeder=False))
+        os.environ["TOKENIZERS_PARALLELISM"] = parallelism
+    if "onecall" in wanted:
+        row("  one call over everything", lambda: embedder.encode_documents(texts))
+    if "naive" in wanted:
+        row("naive: arrival order, 32 per batch, no budget", lambda: in_slices(embedder, texts, 32))
+    for budget in args.budgets if "budgets" in wanted else []:
+        tuned = as_variant(embedder, Embedder, token_budget=budget)
+        row(f"token budget {budget}", lambda: as_index_calls(tuned, texts), tuned)
+    if "packed" in wanted:
+        packed = as_variant(embedder, PackedEmbedder)
+        row("padding-free packing (position ids, block-diagonal mask)", lambda: as_index_calls(packed, texts), packed)
+    if "pinned" in wanted and cuda:
+        pinned = as_variant(embedder, PinnedEmbedder)
+        row("pinned memory + non-blocking copies", lambda: as_index_calls(pinned, texts), pinned)
+    if "cache" in wanted:
+        caching = as_variant(embedder, CachingEmbedder)
+        row("key/value cache left on (use_cache=True)", lambda: as_index_calls(caching, texts), caching)
+    if "ondevice" in wanted:
+        kept = as_variant(embedder, OnDeviceEmbedder)
+        row("vectors kept on the device until each call ends", lambda: as_index_calls(kept, texts), kept)
+    if "eager" in wanted and args.attn != "eager" and hasattr(embedder.model, "set_attn_implementation"):
+        embedder.model.set_attn_implementation("eager")
+        try:
+            row("eager attention (no SDPA)", lambda: as_index_calls(embedder, texts))
+        finally:
+            embedder.model.set_attn_implementation(args.attn)
+    if "oom" in wanted and cuda:  # a budget far past the card: the product must halve it and finish
+        greedy = as_variant(embedder, Embedder, token_budget=1 << 26)
+        row("out-of-memory backoff from a budget of 2^26 tokens, one call", lambda: greedy.encode_documents(texts),
+            greedy)
+        log({"row": "budget after backoff", "token_budget": greedy.token_budget})
+        torch.cuda.empty_cache()
+    if "compile" in wanted:
+        compiled = as_variant(embedder, Embedder)
+        compiled.model = torch.compile(embedder.model, dynamic=True)
+        started = time.perf_counter()
+        try:
+            as_index_calls(compiled, texts[:512])
+            log({"row": "torch.compile(dynamic=True): first two slices, compiling", "seconds": time.perf_counter() - started})
+            row("torch.compile(dynamic=True)", lambda: as_index_calls(compiled, texts), compiled)
+        except Exception as error:
+            log({"row": "torch.compile", "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
+    # The simple path: the same weights in fp32, on a subset (it is the slow one).
+    subset = texts[: args.check or 512]
+    simple = as_variant(embedder, Embedder)
+    simple.model = copy.deepcopy(embedder.model).to(torch.float32)
+    fast = embedder.encode_documents(subset)
+    subset_tokens = sum(token_counts[: len(subset)])
+    slow = row("fp32 (the simple path), %d chunks" % len(subset), lambda: simple.encode_documents(subset), simple,
+               subset, subset_tokens)
+    if slow is not None:
+        log({"row": "bf16 product vs fp32, min cosine per vector", "chunks": len(subset),
+             "min_cosine": float(np.min(np.sum(fast * slow, axis=1)))})
+    del simple
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -273,41 +561,114 @@ def parse_arguments(argv=None):
     parser.add_argument("--warmup", type=int, default=16, help="chunks embedded before timing")
     parser.add_argument("--check", type=int, default=0, help="compare N vectors with the fp32 path (cosine)")
     parser.add_argument("--lengths", type=Path, default=LENGTHS_FILE, help="the length distribution file")
+    parser.add_argument("--texts", type=Path, help="real chunk texts (from --write-texts) instead of synthetic ids; "
+                                                   "needs --tokenizer")
+    parser.add_argument("--tokenizer", type=Path,
+                        help="Qwen2.5's tokenizer: a qwen.tiktoken ranks file or a tokenizer.json saved from one")
+    parser.add_argument("--save-tokenizer", type=Path, help="save the --tokenizer as tokenizer.json and exit")
+    parser.add_argument("--suite", action="store_true", help="measure every technique in one run (see run_suite)")
+    parser.add_argument("--budgets", default="16384,65536,131072",
+                        help="token budgets the suite compares with the default")
+    parser.add_argument("--rows", default="inline,serial,onecall,naive,budgets,packed,pinned,cache,ondevice,eager,oom",
+                        help="the suite's rows besides the product's (add compile for torch.compile)")
+    parser.add_argument("--out", type=Path, help="write the suite's rows here as JSON lines")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="also print one JSON object per measurement")
     parser.add_argument("--write-lengths", nargs="+", metavar="REPO",
                         help="recompute the length distribution from these repositories and exit")
+    parser.add_argument("--write-texts", type=Path, help="with --write-lengths: also save the chunk texts (.json.gz)")
     return parser.parse_args(argv)
+
+
+def load_texts(path: Path, limit: int | None, seed: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        texts = json.load(handle)
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in (order[:limit] if limit else order)]
+
+
+def print_row(row: dict) -> None:
+    name = row["row"]
+    if "error" in row:
+        print(f"{name}: FAILED {row['error']}")
+    elif "ceiling_tokens_per_s" in row:
+        print(f"{name}: matmul {row['matmul_tflops']:.1f} TFLOP/s over {row['non_embedding_parameters'] / 1e9:.3f} B "
+              f"parameters -> {row['ceiling_tokens_per_s']:,.0f} tokens/s; {row['chunks']} chunks, {row['tokens']} tokens")
+    elif "ceiling_ratio" in row:
+        peak = f", peak {row['peak_gpu_gib']:.1f} GiB" if row.get("peak_gpu_gib") is not None else ""
+        cosine = f", min cos {row['min_cosine_to_default']:.5f}" if "min_cosine_to_default" in row else ""
+        print(f"{name}: {row['tokens_per_s']:,.0f} tokens/s, {row['chunks_per_s']:,.1f} chunks/s, "
+              f"{100 * row['ceiling_ratio']:.1f} % of ceiling, padding {row['padding_waste_pct']:.1f} %, "
+              f"{row['batches']} batches, {row['seconds']:.2f} s{peak}{cosine}")
+    else:
+        print(f"{name}: " + ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                                      for key, value in row.items() if key != "row"))
 
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
+    tokenizer = qwen_tokenizer(args.tokenizer) if args.tokenizer else None
+    if args.save_tokenizer:
+        tokenizer.backend_tokenizer.save(str(args.save_tokenizer))
+        return 0
     if args.write_lengths:
-        write_lengths(args.write_lengths, args.lengths, args.max_length or PRESETS["bge-code-v1"].max_length)
+        write_lengths(args.write_lengths, args.lengths, args.max_length or PRESETS["bge-code-v1"].max_length,
+                      tokenizer, args.write_texts)
         return 0
     import torch
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
-    lengths = sample_lengths(args.lengths, args.limit, args.seed)
-    warmup = sample_lengths(args.lengths, args.warmup, args.seed + 1) if args.warmup else []
+    args.budgets = [int(value) for value in args.budgets.split(",") if value]
+    if args.texts:
+        if tokenizer is None:
+            raise SystemExit("--texts needs --tokenizer")
+        texts = load_texts(args.texts, args.limit, args.seed)
+        warmup_texts = load_texts(args.texts, args.warmup, args.seed + 1) if args.warmup else []
+        lengths = []
+    else:
+        lengths = sample_lengths(args.lengths, args.limit, args.seed)
+        warmup = sample_lengths(args.lengths, args.warmup, args.seed + 1) if args.warmup else []
+        lengths += warmup
     started = time.perf_counter()
-    embedder = build_embedder(args, lengths + warmup)
+    embedder = build_embedder(args, lengths, tokenizer)
     built = time.perf_counter() - started
-    texts, warmup_texts = embedder.tokenizer.texts[: len(lengths)], embedder.tokenizer.texts[len(lengths):]
+    if not args.texts:
+        count = len(lengths) - len(warmup)
+        texts, warmup_texts = embedder.tokenizer.texts[:count], embedder.tokenizer.texts[count:]
     parameters = non_embedding_parameters(embedder.model)
     layers = embedder.model.config.num_hidden_layers
     print(f"model: {args.model or 'random bge-code-v1 architecture'}, {layers} layers, "
-          f"{parameters / 1e9:.3f} B non-embedding parameters, built in {built:.1f} s")
+          f"{parameters / 1e9:.3f} B non-embedding parameters, built in {built:.1f} s; "
+          f"torch {torch.__version__}, {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}")
     print(f"device {args.device}, {args.dtype}, attention {embedder.model.config._attn_implementation}, "
-          f"token budget {embedder.token_budget}, {len(texts)} chunks, {sum(lengths)} tokens"
+          f"token budget {embedder.token_budget}, {len(texts)} chunks"
+          + (" of real text, real tokenizer" if args.texts else ", synthetic ids")
           + (f", {args.slice} chunks per call" if args.slice else ""))
+    if warmup_texts:
+        embedder.encode_documents(warmup_texts)
 
+    if args.suite:
+        out = args.out.open("w", encoding="utf-8") if args.out else None
+
+        def log(row: dict) -> None:
+            print_row(row)
+            if out:
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+
+        run_suite(args, embedder, texts, log)
+        return 0
+
+    tokens = sum(len(ids) for ids in embedder.tokenize(texts))
     for threads in [int(t) for t in args.threads.split(",") if t] or [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         if warmup_texts:
             embedder.encode_documents(warmup_texts)
-        result = measure(embedder, texts, args.device, args.slice)
+        encode = (lambda: in_slices(embedder, texts, args.slice)) if args.slice else \
+            (lambda: embedder.encode_documents(texts))
+        result = measure(embedder, encode, len(texts), tokens, args.device)
+        result.pop("vectors")
         flops = matmul_flops(args.device, args.dtype)
         ceiling = flops / (2 * parameters)
         result.update(threads=threads, matmul_tflops=flops / 1e12, ceiling_tokens_per_s=ceiling,
@@ -323,8 +684,11 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps(result))
     if args.check:
-        cosine = check_against_fp32(embedder, texts[: args.check])
-        print(f"check: smallest cosine to the fp32 path over {min(args.check, len(texts))} chunks: {cosine:.5f}")
+        subset = texts[: args.check]
+        simple = as_variant(embedder, Embedder)
+        simple.model = copy.deepcopy(embedder.model).to(torch.float32)
+        cosine = float(np.min(np.sum(embedder.encode_documents(subset) * simple.encode_documents(subset), axis=1)))
+        print(f"check: smallest cosine to the fp32 path over {len(subset)} chunks: {cosine:.5f}")
     return 0
 
 

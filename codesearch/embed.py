@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 
 from codesearch.errors import CodesearchError
@@ -23,7 +23,7 @@ from codesearch.errors import CodesearchError
 DEFAULT_MODEL = "bge-code-v1"
 BGE_CODE_INSTRUCTION = "Given a question in text, retrieve relevant code that can help answer the question."
 DECODER_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3"})
-TOKEN_BUDGET = 4096  # padded tokens per batch on CPU (smaller batches stay in cache); x32 on a GPU
+TOKEN_BUDGET = 4096  # padded tokens per batch on CPU (smaller batches stay in cache); x8 on a GPU
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,10 @@ class Embedder:
     device: str
     dim: int
     token_budget: int = TOKEN_BUDGET
+    # Texts handed over per call when indexing, between two cache commits. Each call sorts its texts by
+    # token count, so a GPU wants many (4096: padding 6 % instead of 29 % at 256, benchmarks/NOTES.md);
+    # a CPU, ~1000x slower, wants its progress saved more often than every 4096.
+    documents_per_call: int = 256
     _eos_id: int | None = field(default=None, repr=False)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
@@ -150,6 +154,25 @@ class Embedder:
 
     def encode_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return self._encode(list(texts), progress)
+
+    def encode_document_slices(self, slices: Sequence[Sequence[str]],
+                               progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+        """Vectors slice by slice; a second thread tokenizes the next slice while this one runs the model.
+
+        On a GPU, tokenizing in line cost a quarter of the time (benchmarks/NOTES.md); the tokenizer
+        releases the GIL, and so does waiting for the device.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not slices:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as feeder:
+            upcoming = feeder.submit(self.tokenize, list(slices[0]))
+            for number in range(len(slices)):
+                token_ids = upcoming.result()
+                if number + 1 < len(slices):
+                    upcoming = feeder.submit(self.tokenize, list(slices[number + 1]))
+                yield self.encode_token_ids(token_ids, progress)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text, truncated to max_length; decoder inputs end with exactly one EOS."""
@@ -168,15 +191,19 @@ class Embedder:
         return ids
 
     def _encode(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self.encode_token_ids(self.tokenize(texts) if texts else [], progress)
+
+    def encode_token_ids(self, token_ids: list[list[int]],
+                         progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Vectors for already tokenized inputs, in their order: length-sorted batches under the token budget."""
         import numpy as np
 
         import torch
 
-        output = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
+        output = np.zeros((len(token_ids), self.dim), dtype=np.float32)
+        if not token_ids:
             return output
-        token_ids = self.tokenize(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]), reverse=True)
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
         with torch.inference_mode():
             for batch in _batches_under_budget(order, token_ids, self.token_budget):
                 output[batch] = self._forward_within_memory([token_ids[i] for i in batch])
@@ -207,6 +234,11 @@ class Embedder:
         return np.concatenate([self._forward_within_memory(batch_ids[:half]),
                                self._forward_within_memory(batch_ids[half:])])
 
+    @property
+    def _no_cache(self) -> dict:
+        # A decoder otherwise fills a key/value cache for generation: GBs per large batch, never read here.
+        return {"use_cache": False} if self.spec.backend == "decoder" else {}
+
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
         import torch
 
@@ -221,7 +253,7 @@ class Embedder:
             attention[row, span] = 1
         input_ids = input_ids.to(self.device, non_blocking=True)
         attention = attention.to(self.device, non_blocking=True)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        hidden = self.model(input_ids=input_ids, attention_mask=attention, **self._no_cache).last_hidden_state
         pooled = pool(hidden, attention, self.spec.pooling)
         pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
         return pooled.cpu().numpy()
@@ -261,7 +293,6 @@ def _batches_under_budget(order: list[int], token_ids: list[list[int]], budget: 
 def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
     """Load tokenizer and weights; fail within seconds, with a way out, when they cannot be had."""
     source = _local_source(spec)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
@@ -269,6 +300,9 @@ def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # On a GPU the tokenizer would otherwise run on one core while the device waits; on a CPU its
+    # threads would take cores from the model.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if device.startswith("cuda") else "false")
     dtype = torch.float32
     if device.startswith("cuda"):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -285,8 +319,17 @@ def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
     eos_id = tokenizer.eos_token_id
     if spec.backend == "decoder" and eos_id is None:
         raise CodesearchError(f"model {spec.name!r} has no EOS token, which last-token pooling needs")
-    budget = TOKEN_BUDGET * 32 if device.startswith("cuda") else TOKEN_BUDGET
-    return Embedder(spec, model, tokenizer, device, int(model.config.hidden_size), budget, eos_id)
+    return Embedder(spec, model, tokenizer, device, int(model.config.hidden_size), default_token_budget(device),
+                    default_documents_per_call(device), eos_id)
+
+
+def default_documents_per_call(device: str) -> int:
+    return 4096 if device.startswith("cuda") else 256
+
+
+def default_token_budget(device: str) -> int:
+    # 32k tokens: the fastest of 16k-256k on an H200 (benchmarks/NOTES.md); larger batches pad more.
+    return TOKEN_BUDGET * 8 if device.startswith("cuda") else TOKEN_BUDGET
 
 
 def _local_source(spec: ModelSpec) -> str:

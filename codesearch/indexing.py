@@ -20,7 +20,6 @@ from codesearch.embed import Embedder, ModelSpec, load_embedder, resolve_model
 from codesearch.errors import CodesearchError
 from codesearch.store import SCHEMA_VERSION, IndexStore, is_damaged
 
-EMBED_SLICE = 256  # chunks embedded between two cache commits
 MINIFIED_MEAN_LINE = 300
 MINIFIED_LONGEST_LINE = 5000
 
@@ -135,9 +134,10 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
         # Longest first across the whole run, not only within a slice: batches of similar length waste
         # little on padding.
         pending = sorted(texts_by_key.items(), key=lambda item: -len(item[1]))
-        for start in range(0, len(pending), EMBED_SLICE):
-            part = pending[start : start + EMBED_SLICE]
-            vectors = embedder.encode_documents([text for _, text in part], progress=progress.embedded)
+        size = embedder.documents_per_call
+        slices = [pending[start : start + size] for start in range(0, len(pending), size)]
+        texts = [[text for _, text in part] for part in slices]
+        for part, vectors in zip(slices, embedder.encode_document_slices(texts, progress=progress.embedded)):
             store.cache_vectors([key for key, _ in part], vectors)
         dimension = embedder.dim
     else:

@@ -77,6 +77,23 @@ def test_outputs_come_back_in_input_order_after_length_sorting(embedder, small_b
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
 
 
+def test_slices_tokenized_ahead_give_the_vectors_of_one_call(embedder, monkeypatch):
+    import threading
+
+    tokenized_on = []
+    tokenize = embedder.tokenize
+    monkeypatch.setattr(embedder, "tokenize",
+                        lambda texts: tokenized_on.append(threading.current_thread().name) or tokenize(texts))
+    slices = [TEXTS[:2], TEXTS[2:3], TEXTS[3:]]
+    done = []
+    parts = list(embedder.encode_document_slices(slices, progress=done.append))
+    assert [len(part) for part in parts] == [len(texts) for texts in slices]
+    np.testing.assert_allclose(np.vstack(parts), embedder.encode_documents(TEXTS), atol=1e-5)
+    assert sum(done) == len(TEXTS)
+    assert all(name.startswith("tokenize") for name in tokenized_on[:len(slices)]), tokenized_on
+    assert list(embedder.encode_document_slices([])) == []
+
+
 def test_out_of_memory_halves_the_batch_and_the_budget_and_gives_the_same_vectors(embedder, monkeypatch):
     import torch
 

@@ -136,12 +136,17 @@ class FakeEmbedder:
     """Deterministic unit vectors of minilm's width, for in-process runs that must not load a model."""
 
     dim = 384
+    documents_per_call = 256
 
     def encode_documents(self, texts, progress=None):
         vectors = np.stack([np.random.default_rng(int(_digest(t), 16)).standard_normal(self.dim) for t in texts])
         if progress:
             progress(len(texts))
         return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode_document_slices(self, slices, progress=None):
+        for texts in slices:
+            yield self.encode_documents(texts, progress)
 
 
 # -- fixtures ----------------------------------------------------------------------------------
