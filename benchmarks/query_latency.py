@@ -1,7 +1,8 @@
 """Warm search latency on a large index, excluding the query embedding.
 
-Builds an index of N chunks (random unit vectors plus a real FTS5 lexical index over generated
-code-like text) with the product's own store, then times `search()` in each mode.
+Builds an index of N chunks (random unit vectors plus a real BM25 index over generated code-like
+text) with the product's own store, then times `search()` in each mode, and how long writing the
+lexical index takes (every refresh that changes something rewrites it).
 
     python benchmarks/query_latency.py [--chunks 100000] [--dim 1536] [--queries 50]
 """
@@ -9,6 +10,7 @@ code-like text) with the product's own store, then times `search()` in each mode
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import tempfile
@@ -29,12 +31,12 @@ WORDS = ("parse read write config buffer socket retry upload cache token user se
 # Identifiers in real code follow a long-tailed (Zipf-like) distribution: a few words are everywhere,
 # most are rare. A vocabulary of common words plus many rare ones keeps the lexical index honest.
 VOCABULARY = WORDS + [f"{a}{b.capitalize()}" for a in WORDS for b in WORDS]
-WEIGHTS = [1.0 / (rank + 1) for rank in range(len(VOCABULARY))]
+CUMULATIVE_WEIGHTS = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(VOCABULARY))))
 
 
 def fake_function(rng: random.Random, number: int) -> tuple[str, str]:
     def word() -> str:
-        return rng.choices(VOCABULARY, WEIGHTS)[0]
+        return rng.choices(VOCABULARY, cum_weights=CUMULATIVE_WEIGHTS)[0]
 
     name = f"{word()}_{word()}_{number}"
     body = "\n".join(f"    {word()}_{word()} = {word()}({word()}, {word()})" for _ in range(rng.randint(3, 25)))
@@ -86,6 +88,11 @@ def main() -> None:
         store = build(Path(tmp) / ".codesearch", args.chunks, args.dim)
         print(f"built {store.chunk_count()} chunks, dim {args.dim}, in {time.perf_counter() - started:.1f}s")
         store.vector_index()  # load once: the figure is warm latency
+        started = time.perf_counter()
+        lexical = store._build_lexical_index()
+        built = time.perf_counter() - started
+        store._write_lexical(lexical, store.generation)
+        print(f"lexical index: built in {built:.1f}s, written in {time.perf_counter() - started - built:.1f}s")
         print(f"{'mode':<28} {'median ms':>10} {'p95 ms':>10}")
         cases = [("hybrid", Filters()), ("semantic", Filters()), ("lexical", Filters()),
                  ("hybrid --lang go", Filters(languages=("go",))),

@@ -20,7 +20,7 @@ app.add_typer(hook_app, name="hook")
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
 MAX_QUERY_CHARS = 10_000
-CPU_CHUNKS_PER_SECOND = {"decoder": 1.0, "encoder": 10.0}  # measured on 2 cores; see README
+CPU_CHUNKS_PER_SECOND = {"decoder": 0.5, "encoder": 70.0}  # measured on 2 cores: benchmarks/NOTES.md, README
 
 
 def _stderr():
@@ -278,7 +278,7 @@ class _CliProgress:
             if minutes > 2 and spec.backend == "decoder":
                 self.console.print(f"codesearch: no GPU; embedding {to_embed} chunks with {spec.name} on the CPU "
                                    f"will take about {minutes:.0f} minutes (--model minilm builds a CPU index "
-                                   f"about ten times faster)")
+                                   f"about a hundred times faster)")
         if self.quiet or not to_embed:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

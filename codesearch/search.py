@@ -8,23 +8,17 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from codesearch.store import IndexStore, StoredChunk, code_terms
+from codesearch.lexical import query_terms
+from codesearch.store import IndexStore, StoredChunk
 
 if TYPE_CHECKING:
     import numpy as np
 
 MODES = ("hybrid", "semantic", "lexical")
 CANDIDATES = 100
-MAX_QUERY_TERMS = 64
-LEXICAL_WEIGHTS = (4.0, 1.0, 1.0)  # BM25 weight of a term found in the symbol, the path, the body
 PRIOR_LEFTOVER = 0.8  # module and class chunks (imports, fields) rank below functions
 NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition the query names
 LEFTOVER_KINDS = frozenset({"module", "class", "interface", "namespace", "impl", "object", "trait", "extension"})
-_STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from get how i in into is it its me of on or our "
-    "should so that the their them then there these this to use used uses using via was we what "
-    "when where which while who why will with you your".split()
-)
 
 
 @dataclass(frozen=True)
@@ -165,22 +159,10 @@ def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allow
 
 
 def lexical_ranking(store: IndexStore, query: str, limit: int, allowed: set[int] | None):
-    expression = match_expression(query)
-    if allowed is None:
-        return store.lexical_search(expression, limit, LEXICAL_WEIGHTS)
-    # Filters apply before the cut to `limit`: fetch deeper, keep the allowed ones.
-    ranking = store.lexical_search(expression, max(limit * 20, 2000), LEXICAL_WEIGHTS)
-    return [(chunk_id, score) for chunk_id, score in ranking if chunk_id in allowed][:limit]
+    import numpy as np
 
-
-def match_expression(query: str) -> str:
-    """An FTS5 OR-query over the query's code terms (whole identifiers and their parts)."""
-    terms = []
-    for term in code_terms(query):
-        if term not in _STOPWORDS and term not in terms:
-            terms.append(term)
-    terms = terms[:MAX_QUERY_TERMS]
-    return " OR ".join(f'"{term}"' for term in terms)
+    allowed_ids = None if allowed is None else np.fromiter(allowed, dtype=np.int64, count=len(allowed))
+    return store.lexical_index().search(query_terms(query), limit, allowed_ids)
 
 
 def normalised_scores(rankings: dict[str, list[tuple[int, float]]]) -> dict[int, dict[str, tuple[float, int]]]:

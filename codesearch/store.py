@@ -1,18 +1,18 @@
-"""The per-repository index in `.codesearch/`: SQLite for metadata, a lexical index and the
-embedding cache, and a FAISS file for the vectors.
+"""The per-repository index in `.codesearch/`: SQLite for metadata, each chunk's lexical terms and
+the embedding cache; a FAISS file for the vectors and a bm25s folder for BM25, per generation.
 
-SQLite is the source of truth and changes in one transaction per refresh. The FAISS file of
-generation N is written (to a temporary name, then renamed) before the transaction that moves
-the database to generation N commits, so a run that dies at any moment leaves either the old
-pair or the new pair on disk, never a mix; a missing or unreadable FAISS file is rebuilt from
-the vectors the database keeps.
+SQLite is the source of truth and changes in one transaction per refresh. The FAISS file and the
+lexical folder of generation N are written (under temporary names, then renamed) before the
+transaction that moves the database to generation N commits, so a run that dies at any moment
+leaves either the old set or the new set on disk, never a mix; a missing or unreadable file is
+rebuilt from what the database keeps.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,8 +21,9 @@ from typing import Iterable, Sequence
 
 from codesearch.chunk import Chunk
 from codesearch.errors import CodesearchError
+from codesearch.lexical import LexicalIndex, document_terms
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DATABASE_NAME = "index.sqlite"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "lock"
@@ -40,13 +41,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     language TEXT NOT NULL,
     context TEXT NOT NULL,
     text TEXT NOT NULL,
-    embedding_key TEXT NOT NULL
+    embedding_key TEXT NOT NULL,
+    terms TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path);
+CREATE INDEX IF NOT EXISTS chunks_by_language ON chunks(language);
 CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL);
-CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(
-    symbol, path, body, content='', tokenize="porter unicode61 tokenchars '_'"
-);
 """
 
 
@@ -71,6 +71,8 @@ class IndexStore:
         self.db = connection
         self._faiss_index = None
         self._faiss_generation = None
+        self._lexical_index = None
+        self._lexical_generation = None
 
     # -- opening -----------------------------------------------------------------------
 
@@ -85,6 +87,7 @@ class IndexStore:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
+            _upgrade_schema(connection)
             connection.execute("SELECT count(*) FROM chunks").fetchone()
         except sqlite3.DatabaseError as error:
             raise CodesearchError(
@@ -120,6 +123,8 @@ class IndexStore:
             for path in [database, database.with_name(DATABASE_NAME + "-wal"),
                          database.with_name(DATABASE_NAME + "-shm"), *derived]:
                 path.unlink(missing_ok=True)
+            for folder in directory.glob("lexical-*"):
+                shutil.rmtree(folder, ignore_errors=True)
         return True
 
     def close(self) -> None:
@@ -198,14 +203,20 @@ class IndexStore:
         self._faiss_index, self._faiss_generation = index, generation
         return index
 
-    def lexical_search(self, match_expression: str, limit: int, weights=(4.0, 1.0, 1.0)) -> list[tuple[int, float]]:
-        """(chunk id, score) by BM25, higher is better."""
-        if not match_expression:
-            return []
-        rows = self.db.execute(
-            "SELECT rowid, bm25(lexical, ?, ?, ?) AS score FROM lexical WHERE lexical MATCH ? "
-            "ORDER BY score LIMIT ?", (*weights, match_expression, limit))
-        return [(rowid, -score) for rowid, score in rows]
+    def lexical_index(self) -> LexicalIndex:
+        """The BM25 index of the current generation, rebuilt from the stored terms when its folder is
+        missing or unreadable."""
+        generation = self.generation
+        if self._lexical_index is not None and self._lexical_generation == generation:
+            return self._lexical_index
+        if self.manifest().get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise CodesearchError("this index was written by another version of codesearch; "
+                                  "run `codesearch index` to update it")
+        index = LexicalIndex.load(self._lexical_path(generation))
+        if index is None or len(index) != self.chunk_count():
+            index = self._build_lexical_index()
+        self._lexical_index, self._lexical_generation = index, generation
+        return index
 
     # -- writing -------------------------------------------------------------------------
 
@@ -227,27 +238,19 @@ class IndexStore:
             stale_paths = list(changed) + removed
             if rebuild:
                 stale_ids = [row[0] for row in self.db.execute("SELECT id FROM chunks")]
-                self._remove_lexical(stale_ids)
                 self.db.execute("DELETE FROM chunks")
                 self.db.execute("DELETE FROM files")
                 self.db.execute("DELETE FROM meta")
             else:
                 stale_ids = self._chunk_ids_for_paths(stale_paths)
-                self._remove_lexical(stale_ids)
                 self._delete_paths(stale_paths)
             new_ids, new_keys = [], []
             for path, (fingerprint, chunks, keys) in changed.items():
                 self.db.execute("INSERT OR REPLACE INTO files(path, fingerprint, chunks) VALUES (?, ?, ?)",
                                 (path, fingerprint, len(chunks)))
                 for chunk, key in zip(chunks, keys):
-                    cursor = self.db.execute(
-                        "INSERT INTO chunks(path, start_line, end_line, symbol, kind, language, context, text, "
-                        "embedding_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language,
-                         chunk.context, chunk.text, key))
-                    new_ids.append(cursor.lastrowid)
+                    new_ids.append(self._insert_chunk(chunk, key))
                     new_keys.append(key)
-                    self._add_lexical(cursor.lastrowid, chunk.symbol, chunk.path, chunk.text)
             for key, value in {**manifest, "generation": generation}.items():
                 self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
             if old_index is None:
@@ -261,15 +264,18 @@ class IndexStore:
                     index.add_with_ids(np.stack([vectors[key] for key in new_keys]),
                                        np.asarray(new_ids, dtype=np.int64))
             self._write_faiss(index, generation)
+            lexical = self._build_lexical_index()  # reads this transaction's rows
+            self._write_lexical(lexical, generation)
             self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            self._faiss_index = None
+            self._faiss_index = self._lexical_index = None
             raise
         self._faiss_index, self._faiss_generation = index, generation
+        self._lexical_index, self._lexical_generation = lexical, generation
         try:
-            self._remove_other_faiss_files(generation)
+            self._remove_other_generations(generation)
             self._write_manifest_file()
             self._prune_embeddings()
         except (OSError, sqlite3.Error):
@@ -327,10 +333,23 @@ class IndexStore:
         _fsync_file(temporary)
         os.replace(temporary, path)
 
-    def _remove_other_faiss_files(self, generation: int) -> None:
-        keep = self._faiss_path(generation).name
-        for path in self.directory.glob("vectors-*.faiss*"):
-            if path.name != keep:
+    def _lexical_path(self, generation: int) -> Path:
+        return self.directory / f"lexical-{generation}"
+
+    def _build_lexical_index(self) -> LexicalIndex:
+        return LexicalIndex.build(self.db.execute("SELECT id, terms FROM chunks ORDER BY id"))
+
+    def _write_lexical(self, index: LexicalIndex, generation: int) -> None:
+        index.save(self._lexical_path(generation))
+
+    def _remove_other_generations(self, generation: int) -> None:
+        keep = {self._faiss_path(generation).name, self._lexical_path(generation).name}
+        for path in [*self.directory.glob("vectors-*.faiss*"), *self.directory.glob("lexical-*")]:
+            if path.name in keep:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
                 path.unlink(missing_ok=True)
 
     def _write_manifest_file(self) -> None:
@@ -363,15 +382,13 @@ class IndexStore:
             self.db.execute(f"DELETE FROM chunks WHERE path IN ({marks})", part)
             self.db.execute(f"DELETE FROM files WHERE path IN ({marks})", part)
 
-    def _add_lexical(self, chunk_id: int, symbol: str, path: str, text: str) -> None:
-        self.db.execute("INSERT INTO lexical(rowid, symbol, path, body) VALUES (?, ?, ?, ?)",
-                        (chunk_id, *lexical_columns(symbol, path, text)))
-
-    def _remove_lexical(self, chunk_ids: list[int]) -> None:
-        # A contentless FTS5 table forgets a row only when told the exact terms it indexed.
-        for chunk in self.chunks_by_id(chunk_ids).values():
-            self.db.execute("INSERT INTO lexical(lexical, rowid, symbol, path, body) VALUES ('delete', ?, ?, ?, ?)",
-                            (chunk.id, *lexical_columns(chunk.symbol, chunk.path, chunk.text)))
+    def _insert_chunk(self, chunk: Chunk, embedding_key: str) -> int:
+        cursor = self.db.execute(
+            "INSERT INTO chunks(path, start_line, end_line, symbol, kind, language, context, text, embedding_key, "
+            "terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language, chunk.context,
+             chunk.text, embedding_key, document_terms(chunk.symbol, chunk.path, chunk.text)))
+        return cursor.lastrowid
 
 
 def is_damaged(error: BaseException) -> bool:
@@ -403,23 +420,12 @@ class _WriterLock:
         self._lock.release()
 
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
-_CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-
-
-def code_terms(text: str) -> list[str]:
-    """Identifiers as whole words plus their camelCase/snake_case parts, lowercased."""
-    terms = []
-    for identifier in _IDENTIFIER.findall(text):
-        parts = [part for piece in identifier.split("_") for part in _CAMEL_PART.findall(piece)]
-        terms.append(identifier.lower())
-        if len(parts) > 1:
-            terms.extend(part.lower() for part in parts if len(part) > 1)
-    return terms
-
-
-def lexical_columns(symbol: str, path: str, text: str) -> tuple[str, str, str]:
-    return " ".join(code_terms(symbol)), " ".join(code_terms(path)), " ".join(code_terms(text))
+def _upgrade_schema(connection: sqlite3.Connection) -> None:
+    """Let an index of schema 1 (FTS5, no terms column) open; its schema version then asks for a rebuild."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(chunks)")}
+    if "terms" not in columns:
+        connection.execute("ALTER TABLE chunks ADD COLUMN terms TEXT NOT NULL DEFAULT ''")
+    connection.execute("DROP TABLE IF EXISTS lexical")
 
 
 def _fsync_file(path: Path) -> None:

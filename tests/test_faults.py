@@ -389,7 +389,7 @@ def _damage_database(repo: Path, damage: str) -> None:
         database.write_bytes(os.urandom(len(data)))
     else:  # one page in the middle overwritten: the file still opens, some tables do not read
         connection = sqlite3.connect(database)
-        root_page = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'lexical_data'").fetchone()[0]
+        root_page = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chunks'").fetchone()[0]
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
         connection.close()
         with open(database, "r+b") as handle:
@@ -404,7 +404,7 @@ def test_a_damaged_database_names_rebuild_and_rebuild_recovers(repo, damage):
         for args in (["status", str(repo)], ["query", "retry uploads", "--mode", "lexical", "--repo", str(repo)],
                      ["index", str(repo)]):
             assert_one_line_error(codesearch(*args), "codesearch index --rebuild")
-    else:  # the file opens; the damage shows when the lexical index is written
+    else:  # the file opens; the damage shows when the chunks are read
         (repo / "README.md").write_text("# sample\n\nchanged\n", encoding="utf-8")
         assert_one_line_error(codesearch("index", str(repo)), "codesearch index --rebuild")
     if damage == "garbage":  # through the CLI, with the real model (the cached vectors went with the file)
@@ -470,8 +470,9 @@ def another_new_helper(text):
 
 FAILURES = {
     "folder not writable (vector file)": ("_write_faiss", 0, PermissionError(errno.EACCES, "Permission denied")),
-    "folder not writable (database)": ("_add_lexical", 0, sqlite3.OperationalError("attempt to write a readonly database")),
-    "disk full part-way (database)": ("_add_lexical", 1, sqlite3.OperationalError("database or disk is full")),
+    "folder not writable (database)": ("_insert_chunk", 0, sqlite3.OperationalError("attempt to write a readonly database")),
+    "disk full part-way (database)": ("_insert_chunk", 1, sqlite3.OperationalError("database or disk is full")),
+    "disk full part-way (lexical folder)": ("_write_lexical", 0, OSError(errno.ENOSPC, "No space left on device")),
     "disk full part-way (vector file)": ("_write_faiss", 0, OSError(errno.ENOSPC, "No space left on device")),
     "disk full while caching vectors": ("cache_vectors", 0, sqlite3.OperationalError("database or disk is full")),
 }
@@ -547,3 +548,22 @@ def test_a_version_change_rebuilds_with_a_notice(repo, version, notice):
     connection = sqlite3.connect(repo / INDEX / "index.sqlite")
     assert json.loads(connection.execute("SELECT value FROM meta WHERE key = ?", (version,)).fetchone()[0]) != 0
     connection.close()
+
+
+def test_an_index_from_the_fts5_days_asks_for_a_refresh_then_rebuilds(repo):
+    """Schema 1 kept BM25 in an FTS5 table and no terms per chunk: it opens, says what to do, and one
+    `codesearch index` brings it to the current format."""
+    connection = sqlite3.connect(repo / INDEX / "index.sqlite")
+    with connection:
+        connection.execute("ALTER TABLE chunks DROP COLUMN terms")
+        connection.execute("CREATE VIRTUAL TABLE lexical USING fts5(symbol, path, body, content='')")
+        connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    connection.close()
+    for folder in (repo / INDEX).glob("lexical-*"):
+        shutil.rmtree(folder)
+    assert_one_line_error(codesearch("query", "retry uploads", "--mode", "lexical", "--repo", str(repo)),
+                          "codesearch index")
+    result = codesearch("index", str(repo))
+    assert result.returncode == 0 and "the index format changed" in result.stderr, result.stderr
+    assert lexical_hits(repo, ["retry failed uploads"])[0][0] == "retry_failed_uploads"
+    assert same_content(indexed_state(repo), work_tree_state(repo))

@@ -5,7 +5,8 @@ import pytest
 
 from codesearch.chunk import Chunk
 from codesearch.errors import CodesearchError
-from codesearch.store import IndexStore, code_terms
+from codesearch.lexical import code_terms, query_terms
+from codesearch.store import IndexStore
 
 DIM = 8
 MANIFEST = {"model": "test", "dimension": DIM}
@@ -22,6 +23,12 @@ def add_file(store, path, names, seed):
     keys = [f"{path}:{name}:{seed}" for name in names]
     store.cache_vectors(keys, unit_vectors(len(names), seed))
     return {path: (f"fp-{seed}", chunks, keys)}
+
+
+def lexical_symbols(store, query):
+    found = store.lexical_index().search(query_terms(query), 5)
+    chunks = store.chunks_by_id([chunk_id for chunk_id, _ in found])
+    return [chunks[chunk_id].symbol for chunk_id, _ in found]
 
 
 def nearest_symbol(store, vector):
@@ -43,7 +50,7 @@ def test_round_trip(store, tmp_path):
     assert reopened.chunk_count() == 2 and reopened.file_fingerprints() == {"a.py": "fp-1"}
     assert reopened.manifest()["model"] == "test" and reopened.generation == 1
     assert nearest_symbol(reopened, unit_vectors(2, 1)[1]) == "beta"
-    assert [reopened.chunks_by_id([i])[i].symbol for i, _ in reopened.lexical_search('"alpha"', 5)] == ["alpha"]
+    assert lexical_symbols(reopened, "alpha") == ["alpha"]
     reopened.close()
 
 
@@ -51,9 +58,9 @@ def test_replacing_a_file_swaps_its_chunks_everywhere(store):
     store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha", "beta"], seed=1), removed=[])
     store.replace_files(MANIFEST, add_file(store, "a.py", ["gamma"], seed=2), removed=[])
     assert store.chunk_count() == 1 and store.vector_index().ntotal == 1
-    assert store.lexical_search('"alpha"', 5) == []
+    assert lexical_symbols(store, "alpha") == [] and lexical_symbols(store, "gamma") == ["gamma"]
     store.replace_files(MANIFEST, {}, removed=["a.py"])
-    assert store.chunk_count() == 0 and store.vector_index().ntotal == 0 and store.lexical_search('"gamma"', 5) == []
+    assert store.chunk_count() == 0 and store.vector_index().ntotal == 0 and lexical_symbols(store, "gamma") == []
 
 
 def test_a_crash_before_commit_leaves_the_previous_index(store, tmp_path, monkeypatch):
@@ -83,6 +90,69 @@ def test_a_lost_vector_file_is_rebuilt_from_the_database(store, tmp_path):
     reopened = IndexStore.open(tmp_path / ".codesearch")
     assert nearest_symbol(reopened, unit_vectors(2, 3)[0]) == "alpha"
     reopened.close()
+
+
+@pytest.mark.parametrize("step", ["_write_faiss", "_write_lexical"])
+def test_a_crash_after_writing_either_file_leaves_the_previous_pair(store, tmp_path, monkeypatch, step):
+    store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha"], seed=1), removed=[])
+    original = getattr(store, step)
+
+    def write_then_die(index, generation):
+        original(index, generation)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, step, write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        store.replace_files(MANIFEST, add_file(store, "b.py", ["beta"], seed=2), removed=[])
+    store.close()
+    reopened = IndexStore.open(tmp_path / ".codesearch")
+    assert reopened.generation == 1 and lexical_symbols(reopened, "beta") == []
+    assert lexical_symbols(reopened, "alpha") == ["alpha"]
+    reopened.close()
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "other generation"])
+def test_a_lost_lexical_folder_is_rebuilt_from_the_stored_terms(store, tmp_path, damage):
+    import shutil
+
+    store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha", "beta"], seed=3), removed=[])
+    store.replace_files(MANIFEST, add_file(store, "b.py", ["gamma"], seed=4), removed=[])
+    store.close()
+    folder = tmp_path / ".codesearch" / "lexical-2"
+    if damage == "missing":
+        shutil.rmtree(folder)
+    elif damage == "garbage":
+        for path in folder.iterdir():
+            path.write_bytes(b"garbage")
+    else:  # an older generation's folder under this generation's name: its document count is wrong
+        shutil.rmtree(folder)
+        store = IndexStore.open(tmp_path / ".codesearch")
+        store._lexical_index = None
+        index = store._build_lexical_index()
+        index.chunk_ids = index.chunk_ids[:1]
+        index.save(folder)
+        store.close()
+    reopened = IndexStore.open(tmp_path / ".codesearch")
+    assert lexical_symbols(reopened, "gamma") == ["gamma"] and lexical_symbols(reopened, "beta") == ["beta"]
+    reopened.close()
+
+
+def test_lexical_filters_apply_before_the_cut(store):
+    store.replace_files(MANIFEST, add_file(store, "a.py", [f"retry_{i}" for i in range(30)], seed=5), removed=[])
+    ids = sorted(store.chunks_by_id(range(1, 100)))
+    allowed = np.asarray(ids[-2:], dtype=np.int64)
+    found = store.lexical_index().search(query_terms("retry"), 3, allowed)
+    assert sorted(chunk_id for chunk_id, _ in found) == ids[-2:]
+
+
+def test_symbol_terms_outweigh_a_mention_and_stems_match(store):
+    chunks = [Chunk("a.py", 1, 5, "upload_files", "function", "python", "def upload_files():\n    send(all)"),
+              Chunk("b.py", 1, 5, "helper", "function", "python", "def helper():\n    upload_files()")]
+    store.cache_vectors(["k1", "k2"], unit_vectors(2, 6))
+    store.replace_files(MANIFEST, {"a.py": ("f1", chunks[:1], ["k1"]), "b.py": ("f2", chunks[1:], ["k2"])},
+                        removed=[])
+    assert lexical_symbols(store, "uploading files") == ["upload_files", "helper"]
+    assert lexical_symbols(store, "what's the upload's job") == ["upload_files", "helper"]  # "s" stems to ""
 
 
 def test_a_garbage_database_names_rebuild(tmp_path):
