@@ -39,8 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from codesearch.embed import (PRESETS, Embedder, _batches_under_budget, default_documents_per_call,  # noqa: E402
-                              default_token_budget, load_embedder,
-                              pool, resolve_model)
+                              default_token_budget, load_embedder, resolve_model)
 
 LENGTHS_FILE = Path(__file__).with_name("chunk_token_lengths.json")
 # Qwen2.5-Coder's byte-level BPE averages roughly 3.2 characters per token on source code. The real
@@ -358,23 +357,10 @@ class PackedEmbedder(Embedder):
 
 
 class PinnedEmbedder(Embedder):
-    """Inputs built in page-locked memory and copied without blocking."""
+    """Inputs built in page-locked memory, so the product's non-blocking copies really do not block."""
 
-    def _forward(self, batch_ids):
-        import torch
-
-        width = max(map(len, batch_ids))
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long).pin_memory()
-        attention = torch.zeros((len(batch_ids), width), dtype=torch.long).pin_memory()
-        for row, ids in enumerate(batch_ids):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        input_ids = input_ids.to(self.device, non_blocking=True)
-        attention = attention.to(self.device, non_blocking=True)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention, **self._no_cache).last_hidden_state
-        pooled = torch.nn.functional.normalize(pool(hidden, attention, self.spec.pooling).float(), dim=-1)
-        return pooled.cpu().numpy()
+    def _padded(self, batch_ids):
+        return tuple(tensor.pin_memory() for tensor in super()._padded(batch_ids))
 
 
 class CachingEmbedder(Embedder):
@@ -393,25 +379,12 @@ class OnDeviceEmbedder(Embedder):
         parts, placed = [], []
         with torch.inference_mode():
             for batch in _batches_under_budget(order, token_ids, self.token_budget):
-                parts.append(self._forward_on_device([token_ids[i] for i in batch]))
+                parts.append(self._vectors_on_device([token_ids[i] for i in batch]))
                 placed.extend(batch)
             stacked = torch.cat(parts)
             output = torch.empty_like(stacked)
             output[torch.tensor(placed, device=stacked.device)] = stacked
         return output.cpu().numpy()
-
-    def _forward_on_device(self, batch_ids):
-        import torch
-
-        width = max(map(len, batch_ids))
-        input_ids = torch.full((len(batch_ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
-        for row, ids in enumerate(batch_ids):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention, **self._no_cache).last_hidden_state
-        return torch.nn.functional.normalize(pool(hidden, attention, self.spec.pooling).float(), dim=-1)
 
 
 def as_variant(embedder: Embedder, kind: type, **changes) -> Embedder:

@@ -240,6 +240,18 @@ class Embedder:
         return {"use_cache": False} if self.spec.backend == "decoder" else {}
 
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
+        # Vectors leave the device batch by batch: GPU memory stays bounded by the budget.
+        return self._vectors_on_device(batch_ids).cpu().numpy()
+
+    def _vectors_on_device(self, batch_ids: list[list[int]]):
+        import torch
+
+        input_ids, attention = (tensor.to(self.device, non_blocking=True) for tensor in self._padded(batch_ids))
+        hidden = self.model(input_ids=input_ids, attention_mask=attention, **self._no_cache).last_hidden_state
+        return torch.nn.functional.normalize(pool(hidden, attention, self.spec.pooling).float(), dim=-1)
+
+    def _padded(self, batch_ids: list[list[int]]):
+        """(input ids, attention mask) on the host, padded on the left for a decoder, on the right otherwise."""
         import torch
 
         width = max(len(ids) for ids in batch_ids)
@@ -251,12 +263,7 @@ class Embedder:
             span = slice(width - len(ids), width) if left else slice(0, len(ids))
             input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
             attention[row, span] = 1
-        input_ids = input_ids.to(self.device, non_blocking=True)
-        attention = attention.to(self.device, non_blocking=True)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention, **self._no_cache).last_hidden_state
-        pooled = pool(hidden, attention, self.spec.pooling)
-        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return pooled.cpu().numpy()
+        return input_ids, attention
 
 
 def pool(hidden, attention, pooling: str):
