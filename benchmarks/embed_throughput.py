@@ -396,6 +396,15 @@ def as_variant(embedder: Embedder, kind: type, **changes) -> Embedder:
     return variant
 
 
+def fp32_twin(embedder: Embedder) -> Embedder:
+    """The simple path to compare with: the same weights, in fp32."""
+    import torch
+
+    twin = as_variant(embedder, Embedder)
+    twin.model = copy.deepcopy(embedder.model).to(torch.float32)
+    return twin
+
+
 def tokenize_seconds(embedder: Embedder, texts: list[str], parallel: bool) -> float:
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if parallel else "false"
     started = time.perf_counter()
@@ -503,8 +512,7 @@ def run_suite(args, embedder: Embedder, texts: list[str], log: Callable[[dict], 
             log({"row": "torch.compile", "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"})
     # The simple path: the same weights in fp32, on a subset (it is the slow one).
     subset = texts[: args.check or 512]
-    simple = as_variant(embedder, Embedder)
-    simple.model = copy.deepcopy(embedder.model).to(torch.float32)
+    simple = fp32_twin(embedder)
     fast = embedder.encode_documents(subset)
     subset_tokens = sum(token_counts[: len(subset)])
     slow = row("fp32 (the simple path), %d chunks" % len(subset), lambda: simple.encode_documents(subset), simple,
@@ -658,8 +666,7 @@ def main(argv=None) -> int:
             print(json.dumps(result))
     if args.check:
         subset = texts[: args.check]
-        simple = as_variant(embedder, Embedder)
-        simple.model = copy.deepcopy(embedder.model).to(torch.float32)
+        simple = fp32_twin(embedder)
         cosine = float(np.min(np.sum(embedder.encode_documents(subset) * simple.encode_documents(subset), axis=1)))
         print(f"check: smallest cosine to the fp32 path over {len(subset)} chunks: {cosine:.5f}")
     return 0

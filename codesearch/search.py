@@ -47,7 +47,7 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
            dense_weight: float = 0.5, filters: Filters = Filters()) -> list[Hit]:
     """The k best chunks, no two overlapping in one file; filters apply before the cut to k."""
     allowed = _allowed_ids(store, filters) if filters else None
-    if allowed is not None and not allowed:
+    if allowed is not None and not len(allowed):
         return []
     pool = max(CANDIDATES, 4 * k)
     rankings: dict[str, list[tuple[int, float]]] = {}
@@ -143,7 +143,7 @@ def _defines(chunk: StoredChunk, names: set[str]) -> bool:
     return re.split(r"::|\.|#|->|\s", chunk.symbol)[-1].lower() in names
 
 
-def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allowed: set[int] | None):
+def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allowed: np.ndarray | None):
     import faiss
     import numpy as np
 
@@ -152,17 +152,14 @@ def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allow
         return []
     parameters = None
     if allowed is not None:
-        parameters = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.fromiter(allowed, dtype=np.int64)))
+        parameters = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
     scores, ids = index.search(query_vector.reshape(1, -1).astype(np.float32), min(limit, index.ntotal),
                                params=parameters)
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
 
-def lexical_ranking(store: IndexStore, query: str, limit: int, allowed: set[int] | None):
-    import numpy as np
-
-    allowed_ids = None if allowed is None else np.fromiter(allowed, dtype=np.int64, count=len(allowed))
-    return store.lexical_index().search(query_terms(query), limit, allowed_ids)
+def lexical_ranking(store: IndexStore, query: str, limit: int, allowed: np.ndarray | None):
+    return store.lexical_index().search(query_terms(query), limit, allowed)
 
 
 def normalised_scores(rankings: dict[str, list[tuple[int, float]]]) -> dict[int, dict[str, tuple[float, int]]]:
@@ -208,20 +205,22 @@ def _by_unit(normalised, candidates: dict[int, StoredChunk], store: IndexStore) 
     return list(units.values())
 
 
-def _allowed_ids(store: IndexStore, filters: Filters) -> set[int]:
+def _allowed_ids(store: IndexStore, filters: Filters) -> np.ndarray:
     """The chunk ids the filters let through: globs are matched once per file, not once per chunk."""
+    import numpy as np
+
     conditions, parameters = [], []
     if filters.include_globs or filters.exclude_globs:
         paths = [path for (path,) in store.db.execute("SELECT path FROM files") if filters.allows_path(path)]
         if not paths:
-            return set()
+            return np.zeros(0, dtype=np.int64)
         conditions.append("path IN (SELECT value FROM json_each(?))")
         parameters.append(json.dumps(paths))
     if filters.languages:
         conditions.append(f"language IN ({', '.join('?' * len(filters.languages))})")
         parameters.extend(filters.languages)
     rows = store.db.execute(f"SELECT id FROM chunks WHERE {' AND '.join(conditions)}", parameters)
-    return {chunk_id for (chunk_id,) in rows}
+    return np.fromiter((chunk_id for (chunk_id,) in rows), dtype=np.int64)
 
 
 def _glob_match(path: str, glob: str) -> bool:
