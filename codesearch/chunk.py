@@ -65,6 +65,20 @@ class Chunk:
         return f"{header}\n{self.text}"
 
 
+# Kinds that declare rather than act: the left-over lines of a scope (imports, fields; a leftover takes
+# its scope's kind) and type declarations. They form no unit, so each of their parts answers alone.
+DECLARATION_KINDS = frozenset({"module", "class", "interface", "namespace", "impl", "object", "trait", "extension",
+                               "protocol", "type", "struct", "union", "enum", "table", "supports", "media"})
+
+
+def continues_unit(previous, part) -> bool:
+    """Whether chunk `part` is the next part of the split unit that chunk `previous` ends. A unit's parts are
+    adjacent and share path, symbol and kind; overloads (Swift's `color(fromHex:)` beside `color(fromRGB:)`)
+    and same-named functions elsewhere in the file are apart, so they stay separate units."""
+    return (part.kind not in DECLARATION_KINDS and part.start_line == previous.end_line + 1
+            and (part.path, part.symbol, part.kind) == (previous.path, previous.symbol, previous.kind))
+
+
 @dataclass
 class _Definition:
     node: object

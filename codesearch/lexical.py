@@ -1,10 +1,13 @@
-"""BM25 over code terms, with bm25s: scores are precomputed per (term, chunk) when an index generation
+"""BM25 over code terms, with bm25s: scores are precomputed per (term, unit) when an index generation
 is written, so a query only adds up a few sparse rows (about 1 ms at 100,000 chunks, where SQLite
 FTS5 scored every chunk matching any query word: 205 ms).
 
-A chunk's terms are its identifiers, whole and split at camelCase/snake_case, Porter-stemmed; the terms
-of its symbol count SYMBOL_WEIGHT times, so a chunk named after the query outranks one that only
-mentions it. The index is rebuilt from the terms SQLite keeps whenever a generation is written.
+A document is a whole unit (a function, however many parts the model needed), the thing an answer
+shows: a question's words often sit in the doc comment of a function's first part and its identifiers
+in another, and scoring each part alone missed that. Its terms are its identifiers, whole and split at
+camelCase/snake_case, Porter-stemmed; the terms of its symbol count SYMBOL_WEIGHT times, so a unit named
+after the query outranks one that only mentions it. SQLite keeps each part's terms, so the index is
+rebuilt without re-parsing whenever a generation is written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
 SYMBOL_WEIGHT = 4
 MAX_QUERY_TERMS = 64
-_FORMAT = 1  # of the folder this module writes; another value is rebuilt, not read
+_FORMAT = 2  # of the folder this module writes; another value is rebuilt, not read
 _STOPWORDS = frozenset(
     "a an and are as at be by can do does for from get how i in into is it its me of on or our "
     "should so that the their them then there these this to use used uses using via was we what "
@@ -43,10 +46,18 @@ def code_terms(text: str) -> list[str]:
     return terms
 
 
-def document_terms(symbol: str, path: str, text: str) -> str:
-    """What a chunk is indexed under, space-separated (kept in SQLite, so rebuilds need no re-parsing)."""
+def text_terms(text: str) -> str:
+    """A part's stemmed code terms, space-separated: what SQLite keeps per chunk."""
+    return " ".join(_stemmer().stemWords(code_terms(text)))
+
+
+def unit_document(symbol: str, path: str, part_terms: Iterable[str]) -> list[str]:
+    """What a unit is indexed under: its name's terms (weighted), its path's, and those of its parts."""
     stem = _stemmer().stemWords
-    return " ".join(stem(code_terms(symbol)) * SYMBOL_WEIGHT + stem(code_terms(path)) + stem(code_terms(text)))
+    document = stem(code_terms(symbol)) * SYMBOL_WEIGHT + stem(code_terms(path))
+    for terms in part_terms:
+        document.extend(terms.split())
+    return document
 
 
 def query_terms(query: str) -> list[str]:
@@ -66,34 +77,36 @@ def _stemmer():
 
 
 class LexicalIndex:
-    """BM25 scores of one generation's chunks; documents are numbered in chunk-id order."""
+    """BM25 scores of one generation's units; each unit is known by the id of its first chunk."""
 
-    def __init__(self, retriever, chunk_ids: np.ndarray):
-        self.retriever = retriever  # None when there are no chunks
-        self.chunk_ids = chunk_ids
+    def __init__(self, retriever, unit_ids: np.ndarray, chunks: int):
+        self.retriever = retriever  # None when there are no units
+        self.unit_ids = unit_ids
+        self.chunks = chunks  # how many chunks the units hold: a stale folder is told apart by it
 
     def __len__(self) -> int:
-        return len(self.chunk_ids)
+        return len(self.unit_ids)
 
     @classmethod
-    def build(cls, rows: Iterable[tuple[int, str]]) -> "LexicalIndex":
-        """From (chunk id, document_terms) rows."""
+    def build(cls, units: Iterable[tuple[int, list[str]]], chunks: int) -> "LexicalIndex":
+        """From (first chunk id, unit_document) pairs."""
         import numpy as np
 
         ids, documents = [], []
-        for chunk_id, terms in rows:
-            ids.append(chunk_id)
-            documents.append(terms.split())
-        chunk_ids = np.asarray(ids, dtype=np.int64)
+        for unit_id, document in units:
+            ids.append(unit_id)
+            documents.append(document)
+        unit_ids = np.asarray(ids, dtype=np.int64)
         if not documents:
-            return cls(None, chunk_ids)
+            return cls(None, unit_ids, chunks)
         bm25s = _bm25s()
         retriever = bm25s.BM25(k1=1.2, b=0.75)  # Lucene's variant: the idf of a common term stays positive
         retriever.index(documents, show_progress=False)
-        return cls(retriever, chunk_ids)
+        return cls(retriever, unit_ids, chunks)
 
     def search(self, terms: list[str], limit: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """(chunk id, score) of the best `limit` chunks that contain a term; `allowed` (chunk ids) filters first."""
+        """(first chunk id, score) of the best `limit` units that contain a term; `allowed` (chunk ids) filters
+        first (a unit's parts share path and language, so its first chunk stands for all of them)."""
         import numpy as np
 
         if self.retriever is None or not terms:
@@ -103,12 +116,12 @@ class LexicalIndex:
             return []
         scores = self.retriever.get_scores_from_ids(term_ids)
         if allowed is not None:
-            scores = np.where(np.isin(self.chunk_ids, allowed), scores, 0)
+            scores = np.where(np.isin(self.unit_ids, allowed), scores, 0)
         matching = np.flatnonzero(scores > 0)
         if len(matching) > limit:
             matching = matching[np.argpartition(-scores[matching], limit - 1)[:limit]]
         ranked = matching[np.argsort(-scores[matching], kind="stable")]
-        return [(int(self.chunk_ids[i]), float(scores[i])) for i in ranked]
+        return [(int(self.unit_ids[i]), float(scores[i])) for i in ranked]
 
     # -- files: one folder per generation, written whole under a temporary name, then renamed ---------
 
@@ -120,8 +133,9 @@ class LexicalIndex:
         temporary.mkdir(parents=True)
         if self.retriever is not None:
             self.retriever.save(str(temporary))
-        np.save(temporary / "chunk_ids.npy", self.chunk_ids)
-        (temporary / "format.json").write_text(json.dumps({"format": _FORMAT, "documents": len(self)}))
+        np.save(temporary / "unit_ids.npy", self.unit_ids)
+        (temporary / "format.json").write_text(json.dumps({"format": _FORMAT, "documents": len(self),
+                                                           "chunks": self.chunks}))
         for path in temporary.iterdir():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -137,14 +151,15 @@ class LexicalIndex:
             header = json.loads((folder / "format.json").read_text())
             if header.get("format") != _FORMAT:
                 return None
-            chunk_ids = np.load(folder / "chunk_ids.npy", allow_pickle=False)
-            retriever = _bm25s().BM25.load(str(folder), mmap=False) if len(chunk_ids) else None
+            unit_ids = np.load(folder / "unit_ids.npy", allow_pickle=False)
+            retriever = _bm25s().BM25.load(str(folder), mmap=False) if len(unit_ids) else None
+            chunks = int(header["chunks"])
         except (OSError, ValueError, KeyError, TypeError, EOFError):
             return None
-        if header.get("documents") != len(chunk_ids) or (retriever is not None and
-                                                         retriever.scores["num_docs"] != len(chunk_ids)):
+        if header.get("documents") != len(unit_ids) or (retriever is not None and
+                                                        retriever.scores["num_docs"] != len(unit_ids)):
             return None
-        return cls(retriever, chunk_ids)
+        return cls(retriever, unit_ids, chunks)
 
 
 def _bm25s():

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from codesearch.chunk import DECLARATION_KINDS, continues_unit
 from codesearch.lexical import query_terms
 from codesearch.store import IndexStore, StoredChunk
 
@@ -16,9 +17,8 @@ if TYPE_CHECKING:
 
 MODES = ("hybrid", "semantic", "lexical")
 CANDIDATES = 100
-PRIOR_LEFTOVER = 0.8  # module and class chunks (imports, fields) rank below functions
+PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
 NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition the query names
-LEFTOVER_KINDS = frozenset({"module", "class", "interface", "namespace", "impl", "object", "trait", "extension"})
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,15 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
         rankings["lexical"] = lexical_ranking(store, query, pool, allowed)
     candidates = store.chunks_by_id({chunk_id for ranking in rankings.values() for chunk_id, _ in ranking})
     weights = {"dense": dense_weight, "lexical": 1.0 - dense_weight} if len(rankings) == 2 else dict.fromkeys(rankings, 1.0)
-    names = identifiers_in(query)
+    names = names_in(query)
     scored = []
     for members, evidence in _by_unit(normalised_scores(rankings), candidates, store):
-        # Parts of one function pool their evidence: each retriever's best part counts.
+        # Parts of one function pool their evidence: each retriever's best part counts (BM25 scores whole
+        # units already, and speaks through the first part).
         score = sum(weights[source] * value for source, (value, _) in evidence.items())
         best = max(members, key=lambda chunk: sum(weights[source] * value for source, (value, _)
                                                    in members[chunk].items()))
-        if names and _defines(best, names):
+        if names.defined_by(best):
             score += NAME_MATCH_BONUS
         sources = {source: rank for source, (_, rank) in evidence.items()}
         scored.append((score * prior(best), best.id, best, sources))
@@ -81,8 +82,8 @@ def search(store: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
 
 def whole_unit(store: IndexStore, chunk: StoredChunk) -> StoredChunk:
     """A function split into parts for the model is answered whole: its best part stands for it.
-    Module and class leftovers (imports, fields, declarations) are no unit: each part answers alone."""
-    if chunk.kind in LEFTOVER_KINDS:
+    Declarations (imports, fields, types) are no unit: each part answers alone."""
+    if chunk.kind in DECLARATION_KINDS:
         return chunk
     run = next((run for run in _unit_runs(store, chunk) if any(part.id == chunk.id for part in run)), [chunk])
     if len(run) <= 1:
@@ -92,15 +93,13 @@ def whole_unit(store: IndexStore, chunk: StoredChunk) -> StoredChunk:
 
 
 def _unit_runs(store: IndexStore, chunk: StoredChunk) -> list[list[StoredChunk]]:
-    """The chunks sharing this chunk's path, symbol and kind, in runs of adjacent lines: the parts of one
-    split unit are adjacent, while overloads (Swift's `color(fromHex:)` beside `color(fromRGB:)`) and
-    same-named functions elsewhere in the file are apart and stay separate units."""
+    """The chunks sharing this chunk's path, symbol and kind, in runs that each make one unit."""
     rows = store.db.execute(
         "SELECT id, path, start_line, end_line, symbol, kind, language, context, text FROM chunks "
         "WHERE path = ? AND symbol = ? AND kind = ? ORDER BY start_line", (chunk.path, chunk.symbol, chunk.kind))
     runs: list[list[StoredChunk]] = []
     for part in (StoredChunk(*row) for row in rows):
-        if runs and part.start_line == runs[-1][-1].end_line + 1:
+        if runs and continues_unit(runs[-1][-1], part):
             runs[-1].append(part)
         else:
             runs.append([part])
@@ -120,27 +119,47 @@ def prior(chunk: StoredChunk) -> float:
         weight *= PRIOR_NOT_CODE
     if _TEST_PATH.search(chunk.path):
         weight *= PRIOR_TEST
-    if chunk.kind in LEFTOVER_KINDS:
-        weight *= PRIOR_LEFTOVER
+    if chunk.kind in DECLARATION_KINDS:
+        weight *= PRIOR_DECLARATION
     return weight
 
 
 _IDENTIFIER_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:::|\.|#|->)[A-Za-z_][A-Za-z0-9_]*)*")
+_QUALIFIER = re.compile(r"::|\.|#|->|\s")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def identifiers_in(query: str) -> set[str]:
-    """Words of the query that look like code names (parseConfig, snake_case, Foo::bar), lowercased."""
+@dataclass(frozen=True)
+class QueryNames:
+    """The definitions a query names, lowercased: code-looking words (parseConfig, snake_case, the `bar`
+    of Foo::bar), and a container and member written apart (`KeyValueStore subscript`, as people write
+    Foo.bar in prose) where one of the two looks like code."""
+
+    names: frozenset[str] = frozenset()
+    qualified: frozenset[tuple[str, str]] = frozenset()
+
+    def defined_by(self, chunk: StoredChunk) -> bool:
+        path = [part.lower() for part in _QUALIFIER.split(chunk.symbol) if part]
+        if not path:
+            return False
+        return path[-1] in self.names or (len(path) >= 2 and (path[-2], path[-1]) in self.qualified)
+
+
+def names_in(query: str) -> QueryNames:
     names = set()
     for token in _IDENTIFIER_LIKE.findall(query):
-        last = re.split(r"::|\.|#|->", token)[-1]
-        looks_like_code = "_" in token or re.search(r"[a-z][A-Z]", token) or token != last
-        if looks_like_code and len(last) >= 3:
+        last = _QUALIFIER.split(token)[-1]
+        if _looks_like_code(token) and len(last) >= 3:
             names.add(last.lower())
-    return names
+    words = query.split()
+    qualified = {(container.lower(), member.lower()) for container, member in zip(words, words[1:])
+                 if _WORD.fullmatch(container) and _WORD.fullmatch(member)
+                 and (_looks_like_code(container) or _looks_like_code(member))}
+    return QueryNames(frozenset(names), frozenset(qualified))
 
 
-def _defines(chunk: StoredChunk, names: set[str]) -> bool:
-    return re.split(r"::|\.|#|->|\s", chunk.symbol)[-1].lower() in names
+def _looks_like_code(token: str) -> bool:
+    return "_" in token or re.search(r"[a-z][A-Z]", token) is not None or _QUALIFIER.search(token) is not None
 
 
 def dense_ranking(store: IndexStore, query_vector: np.ndarray, limit: int, allowed: np.ndarray | None):
@@ -187,7 +206,7 @@ def _by_unit(normalised, candidates: dict[int, StoredChunk], store: IndexStore) 
     members with their own evidence, and the group's best value per retriever."""
     namesakes: dict[tuple, list[StoredChunk]] = {}
     for chunk in (candidates[chunk_id] for chunk_id in normalised if chunk_id in candidates):
-        if chunk.kind not in LEFTOVER_KINDS:
+        if chunk.kind not in DECLARATION_KINDS:
             namesakes.setdefault((chunk.path, chunk.symbol, chunk.kind), []).append(chunk)
     # Only names with several candidates need their runs looked up; any other chunk is its own unit.
     unit_of = {part.id: run[0].id for group in namesakes.values() if len(group) > 1

@@ -17,13 +17,13 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
-from codesearch.chunk import Chunk
+from codesearch.chunk import Chunk, continues_unit
 from codesearch.errors import CodesearchError
-from codesearch.lexical import LexicalIndex, document_terms
+from codesearch.lexical import LexicalIndex, text_terms, unit_document
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: chunks.terms holds a part's text terms only; BM25 documents are whole units
 DATABASE_NAME = "index.sqlite"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "lock"
@@ -213,7 +213,7 @@ class IndexStore:
             raise CodesearchError("this index was written by another version of codesearch; "
                                   "run `codesearch index` to update it")
         index = LexicalIndex.load(self._lexical_path(generation))
-        if index is None or len(index) != self.chunk_count():
+        if index is None or index.chunks != self.chunk_count():
             index = self._build_lexical_index()
         self._lexical_index, self._lexical_generation = index, generation
         return index
@@ -337,7 +337,18 @@ class IndexStore:
         return self.directory / f"lexical-{generation}"
 
     def _build_lexical_index(self) -> LexicalIndex:
-        return LexicalIndex.build(self.db.execute("SELECT id, terms FROM chunks ORDER BY id"))
+        """One BM25 document per unit: the parts of a split function are gathered again."""
+        rows = self.db.execute("SELECT id, path, start_line, end_line, symbol, kind, terms FROM chunks "
+                               "ORDER BY path, symbol, kind, start_line")
+        units: list[tuple[_PartTerms, _PartTerms, list[str]]] = []  # first part, last part, each part's terms
+        for part in map(_PartTerms._make, rows):
+            if units and continues_unit(units[-1][1], part):
+                first, _, terms = units[-1]
+                units[-1] = (first, part, terms + [part.terms])
+            else:
+                units.append((part, part, [part.terms]))
+        documents = ((first.id, unit_document(first.symbol, first.path, terms)) for first, _, terms in units)
+        return LexicalIndex.build(documents, chunks=sum(len(terms) for *_, terms in units))
 
     def _write_lexical(self, index: LexicalIndex, generation: int) -> None:
         index.save(self._lexical_path(generation))
@@ -387,8 +398,18 @@ class IndexStore:
             "INSERT INTO chunks(path, start_line, end_line, symbol, kind, language, context, text, embedding_key, "
             "terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language, chunk.context,
-             chunk.text, embedding_key, document_terms(chunk.symbol, chunk.path, chunk.text)))
+             chunk.text, embedding_key, text_terms(chunk.text)))
         return cursor.lastrowid
+
+
+class _PartTerms(NamedTuple):
+    id: int
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str
+    kind: str
+    terms: str
 
 
 def is_damaged(error: BaseException) -> bool:

@@ -332,6 +332,21 @@ def test_no_code_of_the_indexed_repository_runs(strange):
     assert strange["index"].returncode == 0 and not strange["ran"].exists()
 
 
+def test_python_dash_m_inside_a_repository_imports_nothing_from_it(tmp_path):
+    """`python -m` puts the working directory first on sys.path: a repository's json.py or queue.py would
+    shadow the standard library and run."""
+    repo = make_repo(tmp_path / "repo")
+    ran = tmp_path / "code-ran"
+    for name in ("json.py", "queue.py", "typing_extensions.py", "numpy.py"):
+        (repo / name).write_text(_runs_code_marker(ran))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "shadows")
+    for args in (["index", "--model", "minilm"], ["query", "retry uploads", "--mode", "lexical", "--json"]):
+        result = codesearch(*args, cwd=repo)
+        assert result.returncode == 0, result.stderr
+    assert not ran.exists()
+
+
 def test_remote_code_stays_off_unless_asked():
     from codesearch.embed import resolve_model
 

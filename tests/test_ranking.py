@@ -32,6 +32,13 @@ def repo(tmp_path_factory):
     # A long run of module-level constants is cut into parts; each part answers alone.
     (repo / "limits.py").write_text("def limit_named(name):\n    return globals()[name]\n\n\n" + "".join(f"LIMIT_{number} = {number}\n" for number in range(200))
                                     + "UPLOAD_BACKOFF_CEILING_SECONDS = 300\n")
+    # A type whose name a query gives beside a member's: the member is the answer, not the declaration.
+    (repo / "queue.go").write_text(
+        "package uploads\n\n"
+        "// UploadQueue holds uploads waiting to be sent: Add appends one, Drain empties the queue.\n"
+        "type UploadQueue struct {\n\titems []string\n\tlimit int\n}\n\n"
+        "func (q *UploadQueue) Add(item string) {\n\tq.items = append(q.items, item)\n}\n\n"
+        "func (q *UploadQueue) Drain() []string {\n\tdrained := q.items\n\tq.items = nil\n\treturn drained\n}\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "loader")
     codesearch("index", str(repo), "--model", "minilm", check=True)
@@ -53,6 +60,26 @@ def test_an_identifier_query_finds_the_definition_first(repo):
 def test_a_paraphrase_finds_a_function_whose_name_it_does_not_share(repo):
     first = results(repo, "hash the payload so unchanged files are not sent twice")[0]
     assert first["symbol"] == "compute_checksum"
+
+
+def test_a_member_named_after_its_class_with_a_space_is_the_definition(repo):
+    for mode in ("hybrid", "lexical"):
+        first = results(repo, "UploadQueue Add", "--mode", mode)[0]
+        assert (first["path"], first["symbol"]) == ("queue.go", "UploadQueue.Add"), mode
+
+
+def test_qualified_names_in_prose_need_a_code_looking_word():
+    from codesearch.search import names_in
+    from codesearch.store import StoredChunk
+
+    def defines(query, symbol):
+        return names_in(query).defined_by(StoredChunk(1, "a.rs", 1, 2, symbol, "method", "rust", "", ""))
+
+    assert defines("KeyValueStore subscript get set", "KeyValueStore.subscript")
+    assert defines("parser valueFloat underscores", "parser.valueFloat")
+    assert defines("Foo::bar_baz", "Foo::bar_baz") and defines("parseConfig", "config.parseConfig")
+    assert not defines("resolve the url path", "Url::path")  # plain words are not a qualified name
+    assert not defines("UploadQueue, add", "UploadQueue.add")  # punctuation parts them
 
 
 def test_overloads_are_separate_answers(repo):

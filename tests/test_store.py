@@ -124,12 +124,12 @@ def test_a_lost_lexical_folder_is_rebuilt_from_the_stored_terms(store, tmp_path,
     elif damage == "garbage":
         for path in folder.iterdir():
             path.write_bytes(b"garbage")
-    else:  # an older generation's folder under this generation's name: its document count is wrong
+    else:  # an older generation's folder under this generation's name: it holds another number of chunks
         shutil.rmtree(folder)
         store = IndexStore.open(tmp_path / ".codesearch")
         store._lexical_index = None
         index = store._build_lexical_index()
-        index.chunk_ids = index.chunk_ids[:1]
+        index.chunks -= 1
         index.save(folder)
         store.close()
     reopened = IndexStore.open(tmp_path / ".codesearch")
@@ -153,6 +153,23 @@ def test_symbol_terms_outweigh_a_mention_and_stems_match(store):
                         removed=[])
     assert lexical_symbols(store, "uploading files") == ["upload_files", "helper"]
     assert lexical_symbols(store, "what's the upload's job") == ["upload_files", "helper"]  # "s" stems to ""
+
+
+def test_bm25_scores_a_split_function_as_one_document(store):
+    """The words of a question often sit in different parts of one long function (doc comment first,
+    code later): the unit matches both, where each part alone would tie with functions that match one."""
+    parts = [Chunk("a.py", 1, 20, "sync_folder", "function", "python", "def sync_folder():\n    # checksum every file"),
+             Chunk("a.py", 21, 40, "sync_folder", "function", "python", "    retry(upload)\n    return done"),
+             Chunk("b.py", 1, 5, "push", "function", "python", "def push():\n    retry(upload)"),
+             Chunk("c.py", 1, 5, "digest", "function", "python", "def digest():\n    return checksum(data)")]
+    keys = [f"k{i}" for i in range(4)]
+    store.cache_vectors(keys, unit_vectors(4, 8))
+    store.replace_files(MANIFEST, {"a.py": ("f1", parts[:2], keys[:2]), "b.py": ("f2", parts[2:3], keys[2:3]),
+                                   "c.py": ("f3", parts[3:], keys[3:])}, removed=[])
+    found = store.lexical_index().search(query_terms("checksum and retry the upload"), 5)
+    chunks = store.chunks_by_id([chunk_id for chunk_id, _ in found])
+    assert [(chunks[i].symbol, chunks[i].start_line) for i, _ in found][0] == ("sync_folder", 1)
+    assert len(found) == 3  # one document per unit, known by its first part
 
 
 def test_a_garbage_database_names_rebuild(tmp_path):
