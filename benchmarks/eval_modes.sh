@@ -6,6 +6,7 @@ corpus=$(cd "$1" && pwd); out=$(mkdir -p "$2" && cd "$2" && pwd); model=${3:-min
 here=$(cd "$(dirname "$0")/.." && pwd)
 evaldir="$here/../shared/eval"
 python=${PYTHON:-python}
+[[ $python == */* ]] && python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python")  # the script changes folder
 cs="$python -m codesearch"
 cd "$evaldir/.."
 "$python" eval/score.py --corpus "$corpus" --split dev --baseline functions --out "$out/bm25-functions.json" "$@" \

@@ -1,7 +1,7 @@
 """Warm search latency on a large index, excluding the query embedding.
 
-Builds an index of N chunks (random unit vectors plus a real BM25 index over generated code-like
-text) with the product's own store, then times `search()` in each mode, and how long writing the
+Builds an index of about N chunks (random unit vectors plus a real BM25 index over generated code-like
+text, long functions in two parts) with the product's own store, then times `search()` in each mode, and how long writing the
 lexical index takes (every refresh that changes something rewrites it).
 
     python benchmarks/query_latency.py [--chunks 100000] [--dim 1536] [--queries 50]
@@ -47,16 +47,23 @@ def build(directory: Path, chunks: int, dim: int, seed: int = 0) -> IndexStore:
     rng = random.Random(seed)
     vectors_rng = np.random.default_rng(seed)
     store = IndexStore.open(directory, create=True)
-    changed, per_file = {}, 50
-    for file_number in range(chunks // per_file):
+    changed, per_file = {}, 34  # functions per file: with the long ones in two parts, about 50 chunks
+    for file_number in range(chunks // 50):
         path = f"pkg{file_number % 97}/module_{file_number}.py"
         file_chunks, keys = [], []
         for i in range(per_file):
             name, text = fake_function(rng, file_number * per_file + i)
-            file_chunks.append(Chunk(path, i * 30 + 1, i * 30 + 28, name, "function",
-                                     "python" if file_number % 4 else "go", text))
-            keys.append(f"{path}:{i}")
-        vectors = vectors_rng.normal(size=(per_file, dim)).astype(np.float32)
+            language = "python" if file_number % 4 else "go"
+            lines = text.split("\n")
+            # Long functions come in two parts, as the chunker cuts them for the model's window.
+            halves = [lines] if len(lines) <= 16 else [lines[:len(lines) // 2], lines[len(lines) // 2:]]
+            start = i * 30 + 1
+            for half in halves:
+                file_chunks.append(Chunk(path, start, start + len(half) - 1, name, "function", language,
+                                         "\n".join(half)))
+                keys.append(f"{path}:{start}")
+                start += len(half)
+        vectors = vectors_rng.normal(size=(len(file_chunks), dim)).astype(np.float32)
         store.cache_vectors(keys, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
         changed[path] = (f"fp{file_number}", file_chunks, keys)
     store.replace_files({"model": "random", "dimension": dim}, changed, removed=[])
