@@ -17,7 +17,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 from codesearch.chunk import Chunk, continues_unit
 from codesearch.errors import CodesearchError
@@ -338,17 +338,19 @@ class IndexStore:
 
     def _build_lexical_index(self) -> LexicalIndex:
         """One BM25 document per unit: the parts of a split function are gathered again."""
-        rows = self.db.execute("SELECT id, path, start_line, end_line, symbol, kind, terms FROM chunks "
-                               "ORDER BY path, symbol, kind, start_line")
-        units: list[tuple[_PartTerms, _PartTerms, list[str]]] = []  # first part, last part, each part's terms
-        for part in map(_PartTerms._make, rows):
-            if units and continues_unit(units[-1][1], part):
-                first, _, terms = units[-1]
-                units[-1] = (first, part, terms + [part.terms])
+        rows = self.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', terms "
+                               "FROM chunks ORDER BY path, symbol, kind, start_line")  # terms, not the text
+        units: list[tuple[StoredChunk, list[str]]] = []  # first part, each part's terms
+        previous = None
+        for *columns, terms in rows:
+            part = StoredChunk(*columns)
+            if previous is not None and continues_unit(previous, part):
+                units[-1][1].append(terms)
             else:
-                units.append((part, part, [part.terms]))
-        documents = ((first.id, unit_document(first.symbol, first.path, terms)) for first, _, terms in units)
-        return LexicalIndex.build(documents, chunks=sum(len(terms) for *_, terms in units))
+                units.append((part, [terms]))
+            previous = part
+        documents = ((first.id, unit_document(first.symbol, first.path, terms)) for first, terms in units)
+        return LexicalIndex.build(documents, chunks=sum(len(terms) for _, terms in units))
 
     def _write_lexical(self, index: LexicalIndex, generation: int) -> None:
         index.save(self._lexical_path(generation))
@@ -400,16 +402,6 @@ class IndexStore:
             (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language, chunk.context,
              chunk.text, embedding_key, text_terms(chunk.text)))
         return cursor.lastrowid
-
-
-class _PartTerms(NamedTuple):
-    id: int
-    path: str
-    start_line: int
-    end_line: int
-    symbol: str
-    kind: str
-    terms: str
 
 
 def is_damaged(error: BaseException) -> bool:
