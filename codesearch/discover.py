@@ -4,6 +4,11 @@ Git decides what belongs to the repository (tracked files plus untracked files i
 ignore). A tracked file that git reports clean is fingerprinted by its blob id, so an
 unchanged repository is recognised without reading a single file; anything else by size
 and modification time.
+
+Every path comes from git, and a repository is someone else's input: a tracked file whose folder
+was replaced by a link leading out of the work tree is skipped, and a name that is not UTF-8 is
+stored with its odd bytes written `\\xNN`, so that it prints, embeds and stores as text and still
+leads back to its file.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from codesearch.errors import CodesearchError
 
@@ -31,10 +37,28 @@ _BINARY_SUFFIXES = frozenset(
 )
 
 
+# fsmonitor is a command named in the repository's config; git would run it for `git status`.
+GIT = ("git", "-c", "core.fsmonitor=false")
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
 @dataclass(frozen=True)
 class SourceFile:
-    path: str  # repository-relative, POSIX separators
+    path: str  # repository-relative, POSIX separators, as stored_path() writes it
     fingerprint: str
+
+
+def stored_path(name: str) -> str:
+    """git's name of a file (bytes that are not UTF-8 as surrogates) as codesearch stores and prints it:
+    those bytes written `\\xNN`."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def file_name(path: str) -> str:
+    """The name on disk of a stored path: stored_path() undone."""
+    if "\\x" not in path:
+        return path
+    return _ESCAPED_BYTE.sub(lambda match: chr(0xDC00 + int(match.group(1), 16)), path)
 
 
 def repository_root(path: str | os.PathLike) -> Path:
@@ -44,7 +68,7 @@ def repository_root(path: str | os.PathLike) -> Path:
     if not target.exists():
         raise CodesearchError(f"path does not exist: {target}")
     try:
-        result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=target if target.is_dir() else target.parent,
+        result = subprocess.run([*GIT, "rev-parse", "--show-toplevel"], cwd=target if target.is_dir() else target.parent,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True)
     except OSError as error:
         raise CodesearchError(f"cannot run git: {error.strerror or error}") from None
@@ -56,42 +80,79 @@ def repository_root(path: str | os.PathLike) -> Path:
                           f"point codesearch at a working tree")
 
 
-def git_path(root: Path, name: str) -> Path:
+def git_path(root: Path, name: str, resolve: bool = True) -> Path:
     """Where git keeps `name` (e.g. "info/exclude", "hooks") for the work tree at root; linked
-    worktrees and core.hooksPath taken into account."""
+    worktrees and core.hooksPath taken into account. Links resolved unless `resolve` is False."""
     try:
-        result = subprocess.run(["git", "rev-parse", "--git-path", name], cwd=root, stdin=subprocess.DEVNULL,
+        result = subprocess.run([*GIT, "rev-parse", "--git-path", name], cwd=root, stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True)
     except OSError as error:
         raise CodesearchError(f"cannot run git: {error.strerror or error}") from None
     if result.returncode != 0:
         raise CodesearchError(f"git cannot locate {name} for {root}: {result.stderr.strip()}")
-    return (root / result.stdout.rstrip("\n")).resolve()
+    path = root / result.stdout.rstrip("\n")
+    return path.resolve() if resolve else Path(os.path.normpath(path))
 
 
-def discover_files(root: Path) -> list[SourceFile]:
+def tracked_paths(root: Path, path: str) -> list[str]:
+    """What git tracks at or under `path` (relative to root, taken literally, not as a glob)."""
+    listing = _finish_git(_start_git(root, "--literal-pathspecs", "ls-files", "-z", "--", path))
+    return [name for name in listing.split("\0") if name]
+
+
+def discover_files(root: Path, notice: Callable[[str], None] | None = None) -> list[SourceFile]:
     """Indexable files under root, sorted by path.
 
     This is the whole cost of a refresh that finds nothing to do, so it stays close to what
     `git status` costs: both git commands run at once, and each file costs one lstat and a
-    few string operations (pathlib here cost five times as much).
+    few string operations (pathlib here cost five times as much); each folder costs one lstat
+    more, to skip those that are links leading out of the work tree.
     """
     staged, dirty = _git_listings(root)
     base = os.path.join(os.fspath(root), "")
+    folder_inside: dict[str, bool] = {"": True}
+    ambiguous = []
     files = []
-    for path in sorted(staged.keys() | dirty):
-        if not is_indexable_path(path):
+    for name in sorted(staged.keys() | dirty):
+        if not is_indexable_path(name):
+            continue
+        path = name if name.isascii() else stored_path(name)
+        if "\\x" in path and file_name(path) != name:
+            ambiguous.append(path)  # spelled like another name's escaped bytes: it would not lead back here
+            continue
+        if not _folder_inside(base, name.rpartition("/")[0], folder_inside):
             continue
         try:
-            info = os.lstat(base + path)
+            info = os.lstat(base + name)
         except OSError:
             continue  # deleted in the work tree
         if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= MAX_FILE_BYTES:
             continue  # symlinks, submodules, empty and oversized files
-        blob = None if path in dirty else staged.get(path)
+        blob = None if name in dirty else staged.get(name)
         fingerprint = f"blob:{blob}" if blob else f"stat:{info.st_size}:{info.st_mtime_ns}"
         files.append(SourceFile(path, fingerprint))
+    if ambiguous and notice:
+        notice(f"skipped {len(ambiguous)} file(s) whose name reads like escaped bytes and would be confused "
+               f"with another name: {ambiguous[0]}")
     return files
+
+
+def _folder_inside(base: str, folder: str, known: dict[str, bool]) -> bool:
+    """Whether a repository folder stays inside the work tree: no folder on its way is a link leading out.
+    One lstat per folder per run (a realpath only for folders that are links)."""
+    inside = known.get(folder)
+    if inside is None:
+        inside = _folder_inside(base, folder.rpartition("/")[0], known)
+        if inside:
+            try:
+                is_link = stat.S_ISLNK(os.lstat(base + folder).st_mode)
+            except OSError:
+                is_link = False  # gone: its files fail their own lstat
+            if is_link:
+                real_root = os.path.join(os.path.realpath(base), "")
+                inside = os.path.join(os.path.realpath(base + folder), "").startswith(real_root)
+        known[folder] = inside
+    return inside
 
 
 def is_indexable_path(path: str) -> bool:
@@ -121,7 +182,7 @@ def _start_git(root: Path, *arguments: str) -> subprocess.Popen:
     try:
         # --no-optional-locks: `git status` would otherwise rewrite .git/index, and take index.lock
         # from under a git command the user runs at the same time.
-        return subprocess.Popen(["git", "--no-optional-locks", *arguments], cwd=root, stdin=subprocess.DEVNULL,
+        return subprocess.Popen([*GIT, "--no-optional-locks", *arguments], cwd=root, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as error:
         raise CodesearchError(f"cannot run git: {error.strerror or error}") from None

@@ -3,9 +3,13 @@
 The hooks are small shell scripts, so a commit pays nothing for them: each one runs the hook
 that was there before (moved aside to `<hook>.codesearch-original`, and put back by uninstall),
 keeps that hook's exit status, and then starts `codesearch hook refresh` with the interpreter
-that installed it. By default the refresh is started detached (nohup, output to
-.codesearch/hook.log) so a commit never waits for it; with --sync it runs inline. Either way
-our part of the script cannot fail the commit: its status is thrown away.
+that installed it. By default the refresh is started detached (nohup, appending its report to
+.codesearch/hook.log itself, never through the shell, which would follow a link there) so a
+commit never waits for it; with --sync it runs inline. Either way our part of the script cannot
+fail the commit: its status is thrown away.
+
+Hooks are never installed into a folder git tracks (a husky-style `core.hooksPath`) unless asked
+with --force, and a tracked file is never changed: it is left as it is, with a message.
 
 The refresh is a fresh process, never a fork of this one: a child forked after torch or faiss
 started their OpenMP threads hangs. It runs with `python -P`, so a `codesearch/` folder in the
@@ -27,9 +31,11 @@ import typer
 
 from codesearch.discover import INDEX_DIR
 from codesearch.errors import CodesearchError
+from codesearch.trust import PrivateLock, open_private, read_regular_file, write_private_file
 
 HOOK_NAMES = ("pre-commit", "post-checkout", "post-merge")
 MARKER = "# codesearch-hook"
+SCRIPT_VERSION = 2  # 2: the background refresh writes hook.log itself (1 redirected the shell into it)
 ORIGINAL_SUFFIX = ".codesearch-original"
 LOG_NAME = "hook.log"
 REFRESH_LOCK_NAME = "hook.lock"
@@ -39,7 +45,7 @@ LOG_KEEP_BYTES = 256_000  # hook.log is cut back to its tail past twice this
 hook_app = typer.Typer(no_args_is_help=True, help="Git hooks that refresh the index after commits, checkouts and merges.")
 
 _SCRIPT = """#!/bin/sh
-{marker} {hook} mode={mode}
+{marker} {hook} mode={mode} version={version}
 # Installed by `codesearch hook install`; `codesearch hook uninstall` puts back the hook that was here.
 # The hook that was here before runs first and its exit status is kept; the refresh never fails git.
 original="$(dirname "$0")/{hook}{suffix}"
@@ -66,7 +72,7 @@ fi
 exit $status
 """
 _LAUNCH = {
-    "background": '            nohup "$python" -P -m codesearch hook refresh >>{log} 2>&1 </dev/null &',
+    "background": '            nohup "$python" -P -m codesearch hook refresh --log >/dev/null 2>&1 </dev/null &',
     "sync": '            "$python" -P -m codesearch hook refresh </dev/null',
 }
 
@@ -78,37 +84,74 @@ class HookState:
     state: str  # "installed", "absent" or "foreign" (a hook codesearch did not write)
     mode: str = ""  # background or sync, when installed
     chained: bool = False  # an original hook runs first
+    outdated: bool = False  # written by an earlier codesearch: `codesearch hook install` renews it
+    tracked: bool = False  # git tracks the file, so codesearch leaves it as it is
 
     def as_json(self) -> dict:
         return {"hook": self.name, "path": str(self.path), "state": self.state, "mode": self.mode,
-                "chained": self.chained}
+                "chained": self.chained, "outdated": self.outdated, "tracked": self.tracked}
 
 
 # -- the library ------------------------------------------------------------------------
 
 
 def hooks_directory(root: Path) -> Path:
-    """Where git looks for hooks here, honouring core.hooksPath and linked worktrees."""
+    """Where git looks for hooks here, honouring core.hooksPath and linked worktrees (links on the way
+    kept, so that tracked_hooks can see them)."""
     from codesearch.discover import git_path
 
-    return git_path(root, "hooks")
+    return git_path(root, "hooks", resolve=False)
 
 
 def hook_script(hook: str, mode: str, python: str = sys.executable) -> str:
-    log = shlex.quote(f"{INDEX_DIR}/{LOG_NAME}")
-    return _SCRIPT.format(marker=MARKER, hook=hook, mode=mode, suffix=ORIGINAL_SUFFIX, python=shlex.quote(python),
-                          index_dir=shlex.quote(INDEX_DIR), launch=_LAUNCH[mode].format(log=log))
+    return _SCRIPT.format(marker=MARKER, hook=hook, mode=mode, version=SCRIPT_VERSION, suffix=ORIGINAL_SUFFIX,
+                          python=shlex.quote(python), index_dir=shlex.quote(INDEX_DIR), launch=_LAUNCH[mode])
 
 
-def install_hooks(root: Path, mode: str = "background", python: str = sys.executable) -> list[HookState]:
-    """Write our hooks, moving any other hook aside so ours runs it first. Installing twice updates ours."""
+def tracked_hooks(root: Path, directory: Path) -> set[str]:
+    """The names git tracks in a hooks folder that lies in the work tree, as git names it or once its links
+    are resolved ("." for the folder itself, tracked as a link or a submodule). A folder in the work tree
+    reached through a link is refused: the repository could point that link anywhere."""
+    from codesearch.discover import tracked_paths
+
+    real_root = os.path.realpath(root)
+    named = os.path.normpath(os.path.join(real_root, os.path.relpath(directory, root)))
+    names = set()
+    for path in {named, os.path.realpath(named)}:
+        relative = os.path.relpath(path, real_root)
+        if relative == ".." or relative.startswith("../") or relative.split("/")[0] == ".git":
+            continue  # outside the work tree: .git/hooks, or a folder of the user's
+        if path != os.path.realpath(named):
+            raise CodesearchError(f"the hooks folder {directory} is reached through a link in the work tree; "
+                                  f"codesearch will not install hooks there")
+        prefix = "" if relative == "." else relative + "/"
+        names.update("." if name == relative else name[len(prefix):] for name in tracked_paths(real_root, relative))
+    return names
+
+
+def install_hooks(root: Path, mode: str = "background", python: str = sys.executable,
+                  force: bool = False) -> list[HookState]:
+    """Write our hooks, moving any other hook aside so ours runs it first. Installing twice updates ours.
+
+    A hooks folder git tracks is refused unless `force`; even then a tracked hook file is left as it is.
+    """
     if mode not in _LAUNCH:
         raise CodesearchError(f"unknown hook mode {mode!r}; use background or sync")
     directory = hooks_directory(root)
+    tracked = tracked_hooks(root, directory)
+    if "." in tracked:
+        raise CodesearchError(f"the hooks folder {directory} is itself tracked by git (a submodule or a file); "
+                              f"codesearch will not write into it")
+    if tracked and not force:
+        raise CodesearchError(f"the hooks folder {directory} is part of the repository (git tracks "
+                              f"{sorted(tracked)[0]}); codesearch will not edit or add files there (--force adds "
+                              f"its hooks beside the tracked ones and leaves those alone)")
     directory.mkdir(parents=True, exist_ok=True)
     for hook in HOOK_NAMES:
         path = directory / hook
         original = _original_path(path)
+        if hook in tracked or original.name in tracked:
+            continue  # never changed: the user chains `codesearch hook refresh` from it by hand
         if os.path.lexists(path) and not _is_ours(path):
             if os.path.lexists(original):
                 raise CodesearchError(f"both {path} and {original} exist and neither was written by codesearch; "
@@ -122,11 +165,13 @@ def install_hooks(root: Path, mode: str = "background", python: str = sys.execut
 
 
 def uninstall_hooks(root: Path) -> list[HookState]:
-    """Remove our hooks and put back, byte for byte, the ones they chained. Other hooks are left alone."""
+    """Remove our hooks and put back, byte for byte, the ones they chained. Other hooks, and files git
+    tracks, are left alone."""
     directory = hooks_directory(root)
+    tracked = tracked_hooks(root, directory)
     for hook in HOOK_NAMES:
         path = directory / hook
-        if not os.path.lexists(path) or not _is_ours(path):
+        if not os.path.lexists(path) or not _is_ours(path) or {hook, _original_path(path).name} & tracked:
             continue
         original = _original_path(path)
         if os.path.lexists(original):
@@ -138,17 +183,20 @@ def uninstall_hooks(root: Path) -> list[HookState]:
 
 def hook_states(root: Path) -> list[HookState]:
     directory = hooks_directory(root)
+    tracked = tracked_hooks(root, directory)
     states = []
     for hook in HOOK_NAMES:
         path = directory / hook
         if not os.path.lexists(path):
             states.append(HookState(hook, path, "absent"))
         elif not _is_ours(path):
-            states.append(HookState(hook, path, "foreign"))
+            states.append(HookState(hook, path, "foreign", tracked=hook in tracked))
         else:
             first_lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[:2]
             mode = "sync" if any("mode=sync" in line for line in first_lines) else "background"
-            states.append(HookState(hook, path, "installed", mode, os.path.lexists(_original_path(path))))
+            outdated = not any(f"version={SCRIPT_VERSION}" in line for line in first_lines)
+            states.append(HookState(hook, path, "installed", mode, os.path.lexists(_original_path(path)),
+                                    outdated=outdated, tracked=hook in tracked))
     return states
 
 
@@ -160,15 +208,17 @@ def refresh_for_hook(path: Path) -> str:
     """
     try:
         from codesearch.discover import repository_root
-        from codesearch.store import DATABASE_NAME
+        from codesearch.indexing import index_dir
+        from codesearch.store import DATABASE_NAME, checked_directory
 
         root = repository_root(path)
-        directory = root / INDEX_DIR
-        if not (directory / DATABASE_NAME).exists():
+        directory = index_dir(root)
+        if not os.path.lexists(directory / DATABASE_NAME):
             return f"skipped: {root} has no index yet; run `codesearch index` there once"
-        _trim_log(directory / LOG_NAME)
+        checked_directory(directory)
         pending = directory / PENDING_NAME
-        pending.touch()  # before trying the lock, so a holder that is just finishing still sees it
+        # Before trying the lock, so a holder that is just finishing still sees it.
+        os.close(open_private(pending, os.O_WRONLY | os.O_CREAT))
         reports = []
         while pending.exists():
             outcome = _refresh_once(root, directory / REFRESH_LOCK_NAME, pending)
@@ -181,14 +231,10 @@ def refresh_for_hook(path: Path) -> str:
 
 
 def _refresh_once(root: Path, lock_path: Path, pending: Path) -> Optional[str]:
-    from filelock import FileLock, Timeout
-
     from codesearch.indexing import index_repository
 
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = PrivateLock(lock_path)
+    if not lock.acquire(timeout=0):
         return None
     try:
         pending.unlink(missing_ok=True)
@@ -202,27 +248,61 @@ def _refresh_once(root: Path, lock_path: Path, pending: Path) -> Optional[str]:
 
 
 def refresh_running(root: Path) -> bool:
-    from filelock import FileLock, Timeout
-
-    lock_path = root / INDEX_DIR / REFRESH_LOCK_NAME
-    if not lock_path.exists():
+    directory = _own_index_directory(root)
+    if directory is None or not os.path.lexists(directory / REFRESH_LOCK_NAME):
         return False
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = PrivateLock(directory / REFRESH_LOCK_NAME)
+    if not lock.acquire(timeout=0):
         return True
     lock.release()
     return False
 
 
 def last_log_line(root: Path) -> str:
-    log = root / INDEX_DIR / LOG_NAME
+    directory = _own_index_directory(root)
     try:
-        lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        text = read_regular_file(directory / LOG_NAME).decode("utf-8", "replace") if directory else ""
     except OSError:
         return ""
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def append_to_log(path: Path, line: str) -> bool:
+    """Add a line to the repository's hook.log, cut back to its tail past twice LOG_KEEP_BYTES; False when
+    the index folder is missing or not codesearch's own (nothing is written then)."""
+    from codesearch.discover import repository_root
+
+    try:
+        directory = _own_index_directory(repository_root(path))
+        if directory is None:
+            return False
+        data = (line + "\n").encode("utf-8", "replace")
+        descriptor = open_private(directory / LOG_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        try:
+            size = os.fstat(descriptor).st_size
+            if size + len(data) <= 2 * LOG_KEEP_BYTES:
+                os.write(descriptor, data)
+                return True
+            tail = os.pread(descriptor, LOG_KEEP_BYTES, size - LOG_KEEP_BYTES)
+        finally:
+            os.close(descriptor)
+        write_private_file(directory / LOG_NAME, tail[tail.find(b"\n") + 1:] + data)
+        return True
+    except (OSError, CodesearchError):
+        return False
+
+
+def _own_index_directory(root: Path) -> Optional[Path]:
+    """root/.codesearch when it exists and is codesearch's own (see indexing.index_dir); None otherwise."""
+    from codesearch.indexing import index_dir
+    from codesearch.store import checked_directory
+
+    try:
+        directory = index_dir(root)
+        return checked_directory(directory) if os.path.lexists(directory) else None
+    except CodesearchError:
+        return None
 
 
 def _is_ours(path: Path) -> bool:
@@ -243,19 +323,6 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _trim_log(log: Path) -> None:
-    """Keep hook.log bounded; the detached refresh appends to it through its own O_APPEND handle."""
-    try:
-        if log.stat().st_size <= 2 * LOG_KEEP_BYTES:
-            return
-        with open(log, "rb") as handle:
-            handle.seek(-LOG_KEEP_BYTES, os.SEEK_END)
-            tail = handle.read()
-        log.write_bytes(tail[tail.find(b"\n") + 1:])
-    except OSError:
-        pass
-
-
 # -- the commands -----------------------------------------------------------------------
 
 PathArgument = typer.Argument(Path("."), help="A directory inside the git repository.")
@@ -266,6 +333,8 @@ def install(
     path: Path = PathArgument,
     background: bool = typer.Option(True, "--background/--sync",
                                     help="Refresh detached in the background (default), or inline before git goes on."),
+    force: bool = typer.Option(False, "--force",
+                               help="Install into a hooks folder git tracks; its tracked files are still left alone."),
 ):
     """Install pre-commit, post-checkout and post-merge hooks that refresh the index.
 
@@ -274,8 +343,12 @@ def install(
     from codesearch.discover import repository_root
 
     root = repository_root(path)
-    states = install_hooks(root, "background" if background else "sync")
+    states = install_hooks(root, "background" if background else "sync", force=force)
     for state in states:
+        if state.tracked:
+            print(f"left {state.path} as it is: git tracks it (call `codesearch hook refresh` from it to chain "
+                  f"codesearch)")
+            continue
         chained = f" (runs the previous hook first: {state.path.name}{ORIGINAL_SUFFIX})" if state.chained else ""
         print(f"installed {state.path}{chained}")
     if not (root / INDEX_DIR).is_dir():
@@ -307,8 +380,10 @@ def status(path: Path = PathArgument, as_json: bool = typer.Option(False, "--jso
                           "last_refresh": last}))
         return
     for state in states:
-        detail = {"installed": f"installed, {state.mode}" + (", chains the previous hook" if state.chained else ""),
-                  "absent": "not installed", "foreign": "another hook (not codesearch's)"}[state.state]
+        detail = {"installed": f"installed, {state.mode}" + (", chains the previous hook" if state.chained else "")
+                  + (", outdated: run `codesearch hook install` again" if state.outdated else ""),
+                  "absent": "not installed", "foreign": "another hook (not codesearch's)"
+                  + (", tracked by git: codesearch leaves it alone" if state.tracked else "")}[state.state]
         print(f"{state.name:<14}{detail}  {state.path}")
     print(f"{'refresh':<14}{'running now' if running else 'idle'}")
     if last:
@@ -316,7 +391,13 @@ def status(path: Path = PathArgument, as_json: bool = typer.Option(False, "--jso
 
 
 @hook_app.command()
-def refresh(path: Path = PathArgument):
+def refresh(
+    path: Path = PathArgument,
+    log: bool = typer.Option(False, "--log", help=f"Append the report to {INDEX_DIR}/{LOG_NAME} (as background hooks "
+                                                  f"do) instead of printing it."),
+):
     """Refresh the index as the hooks do: never fails, skips if a refresh is already running."""
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    print(f"{started} codesearch hook refresh: {refresh_for_hook(path)}", file=sys.stderr)
+    line = f"{started} codesearch hook refresh: {refresh_for_hook(path)}"
+    if not (log and append_to_log(path, line)):
+        print(line, file=sys.stderr)

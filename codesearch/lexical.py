@@ -130,13 +130,14 @@ class LexicalIndex:
 
         temporary = folder.with_name(folder.name + f".tmp{os.getpid()}")
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
+        temporary.mkdir(0o700)
         if self.retriever is not None:
             self.retriever.save(str(temporary))
         np.save(temporary / "unit_ids.npy", self.unit_ids)
         (temporary / "format.json").write_text(json.dumps({"format": _FORMAT, "documents": len(self),
                                                            "chunks": self.chunks}))
-        for path in temporary.iterdir():
+        for path in temporary.iterdir():  # written by bm25s and numpy, under the umask
+            os.chmod(path, 0o600, follow_symlinks=False)
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         shutil.rmtree(folder, ignore_errors=True)

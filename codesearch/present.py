@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from codesearch.errors import CodesearchError
 from codesearch.search import Hit
 
 _LEXERS = {"bash": "bash", "csharp": "csharp", "cpp": "cpp", "tsx": "tsx", "text": "text"}
@@ -62,11 +63,22 @@ def print_hits(console, hits: list[Hit], root: Path, context: int = 0, max_lines
 
 
 def _shown_code(chunk, root: Path, context: int) -> tuple[int, str]:
-    """The chunk's lines, widened by `context` lines from the file on disk when they still match."""
+    """The chunk's lines, widened by `context` lines from the file on disk when they still match.
+
+    The file is read only when its real path lies inside the repository: the index names it, and
+    a path leading elsewhere (a `..`, a link) means the index is damaged or not this repository's.
+    """
+    from codesearch.discover import file_name
+    from codesearch.trust import read_regular_file, resolve_inside
+
     if context <= 0:
         return chunk.start_line, chunk.text
+    real_path = resolve_inside(root, file_name(chunk.path))
+    if real_path is None:
+        raise CodesearchError(f"the index of {root} is damaged or out of date: {chunk.path!r} leads outside the "
+                              f"repository; run `codesearch index --rebuild`")
     try:
-        lines = (root / chunk.path).read_text(encoding="utf-8", errors="replace").split("\n")
+        lines = read_regular_file(real_path).decode("utf-8", errors="replace").split("\n")
     except OSError:
         return chunk.start_line, chunk.text
     start = max(1, chunk.start_line - context)

@@ -98,7 +98,7 @@ def _unit_runs(store: IndexStore, chunk: StoredChunk) -> list[list[StoredChunk]]
         "SELECT id, path, start_line, end_line, symbol, kind, language, context, text FROM chunks "
         "WHERE path = ? AND symbol = ? AND kind = ? ORDER BY start_line", (chunk.path, chunk.symbol, chunk.kind))
     runs: list[list[StoredChunk]] = []
-    for part in (StoredChunk(*row) for row in rows):
+    for part in map(store.stored_chunk, rows):
         if runs and continues_unit(runs[-1][-1], part):
             runs[-1].append(part)
         else:

@@ -6,14 +6,20 @@ lexical folder of generation N are written (under temporary names, then renamed)
 transaction that moves the database to generation N commits, so a run that dies at any moment
 leaves either the old set or the new set on disk, never a mix; a missing or unreadable file is
 rebuilt from what the database keeps.
+
+The folder is codesearch's alone (`trust.py`): a real folder of this user, closed to others and
+holding no links, checked each time an index is opened. Every file in it is opened without
+following a link, and only names this module writes are ever deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +28,17 @@ from typing import Iterable, Sequence
 from codesearch.chunk import Chunk, continues_unit
 from codesearch.errors import CodesearchError
 from codesearch.lexical import LexicalIndex, text_terms, unit_document
+from codesearch.trust import (PrivateLock, is_repository_path, open_private, private_directory, read_regular_file,
+                              refuse_links, write_private_file)
 
 SCHEMA_VERSION = 3  # 3: chunks.terms holds a part's text terms only; BM25 documents are whole units
 DATABASE_NAME = "index.sqlite"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "lock"
+MANIFEST_LIMIT_BYTES = 1_000_000
+# The only names this module deletes: generations it wrote, and its temporary files of killed runs.
+_OWN_GENERATION = re.compile(r"(?:vectors-(\d+)\.faiss|lexical-(\d+))(?:\.tmp\d+)?")
+_OWN_TEMPORARY = re.compile(re.escape(MANIFEST_NAME) + r"\.tmp\d+")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,11 +90,21 @@ class IndexStore:
 
     @classmethod
     def open(cls, directory: Path, create: bool = False) -> "IndexStore":
+        """Open (or create) the index in `directory`, once it is known to be codesearch's own.
+
+        SQLite opens its files by name and follows links; that is safe here because the check just
+        made lstat-ed the database, its -wal and -shm, and found no link in a folder that only this
+        user can write into: no other user can put one there before SQLite opens them.
+        """
         database = directory / DATABASE_NAME
-        if not database.exists() and not create:
+        if not create and not os.path.lexists(directory):
+            raise CodesearchError(f"no index in {directory.parent}; run `codesearch index` first")
+        checked_directory(directory, create=create)
+        if not create and not os.path.lexists(database):
             raise CodesearchError(f"no index in {directory.parent}; run `codesearch index` first")
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            if create:
+                os.close(open_private(database, os.O_RDWR | os.O_CREAT))  # 0600, and SQLite gives -wal and -shm its mode
             connection = sqlite3.connect(database, timeout=30, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -104,7 +126,10 @@ class IndexStore:
         A healthy database is kept: its embedding cache spares the rebuild most of the embedding.
         """
         database = directory / DATABASE_NAME
-        if not database.exists():
+        if not os.path.lexists(directory):
+            return False
+        checked_directory(directory)
+        if not os.path.lexists(database):
             return False
         with _writer_lock(directory, timeout=10.0):
             try:
@@ -119,13 +144,22 @@ class IndexStore:
                 healthy = False
             if healthy:
                 return False
-            derived = [directory / MANIFEST_NAME, *directory.glob("vectors-*.faiss*")]
-            for path in [database, database.with_name(DATABASE_NAME + "-wal"),
-                         database.with_name(DATABASE_NAME + "-shm"), *derived]:
-                path.unlink(missing_ok=True)
-            for folder in directory.glob("lexical-*"):
-                shutil.rmtree(folder, ignore_errors=True)
+            for name in (DATABASE_NAME, DATABASE_NAME + "-wal", DATABASE_NAME + "-shm", MANIFEST_NAME):
+                (directory / name).unlink(missing_ok=True)
+            _remove_own_files(directory, keep=set())
         return True
+
+    @classmethod
+    def recorded_model(cls, directory: Path) -> str | None:
+        """The model named in `manifest.json`, the copy that outlives a damaged database; None when it
+        names none. Only a name comes from it, and resolve_model still judges that name."""
+        try:
+            checked_directory(directory)
+            manifest = json.loads(read_regular_file(directory / MANIFEST_NAME, MANIFEST_LIMIT_BYTES))
+        except (OSError, ValueError, CodesearchError):
+            return None
+        model = manifest.get("model") if isinstance(manifest, dict) else None
+        return model if isinstance(model, str) and 0 < len(model) <= 4096 and model.isprintable() else None
 
     def close(self) -> None:
         self.db.close()
@@ -162,8 +196,16 @@ class IndexStore:
             rows = self.db.execute(
                 f"SELECT id, path, start_line, end_line, symbol, kind, language, context, text FROM chunks "
                 f"WHERE id IN ({','.join('?' * len(part))})", part)
-            found.update({row[0]: StoredChunk(*row) for row in rows})
+            found.update({row[0]: self.stored_chunk(row) for row in rows})
         return found
+
+    def stored_chunk(self, row: Sequence) -> StoredChunk:
+        """A chunk read back from the database, whose path must still name a file inside the repository."""
+        chunk = StoredChunk(*row)
+        if not is_repository_path(chunk.path):
+            raise CodesearchError(f"the index in {self.directory} is damaged: it names a file outside the repository "
+                                  f"({chunk.path!r}); run `codesearch index --rebuild`")
+        return chunk
 
     def cached_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         import numpy as np
@@ -191,13 +233,14 @@ class IndexStore:
         generation = self.generation
         if self._faiss_index is not None and self._faiss_generation == generation:
             return self._faiss_index
-        path = self._faiss_path(generation)
         index = None
-        if path.exists():
-            try:
-                index = faiss.read_index(str(path))
-            except RuntimeError:
-                index = None
+        try:
+            with os.fdopen(open_private(self._faiss_path(generation), os.O_RDONLY), "rb") as handle:
+                reader = faiss.PyCallbackIOReader(handle.read)
+                index = faiss.read_index(reader)
+                del reader  # before the file closes
+        except (OSError, RuntimeError):
+            index = None
         if index is None or index.ntotal != self.chunk_count():
             index = self._rebuild_vector_index()
         self._faiss_index, self._faiss_generation = index, generation
@@ -245,6 +288,9 @@ class IndexStore:
                 stale_ids = self._chunk_ids_for_paths(stale_paths)
                 self._delete_paths(stale_paths)
             new_ids, new_keys = [], []
+            for path in [*changed, *removed]:
+                if not is_repository_path(path):
+                    raise CodesearchError(f"refusing to index {path!r}: not a path inside the repository")
             for path, (fingerprint, chunks, keys) in changed.items():
                 self.db.execute("INSERT OR REPLACE INTO files(path, fingerprint, chunks) VALUES (?, ?, ?)",
                                 (path, fingerprint, len(chunks)))
@@ -329,8 +375,13 @@ class IndexStore:
 
         path = self._faiss_path(generation)
         temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-        faiss.write_index(index, str(temporary))
-        _fsync_file(temporary)
+        temporary.unlink(missing_ok=True)  # a leftover of a killed run that had this process id
+        with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
+            writer = faiss.PyCallbackIOWriter(handle.write)
+            faiss.write_index(index, writer)
+            del writer  # flushes its buffer into the file
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
 
     def _lexical_path(self, generation: int) -> Path:
@@ -356,21 +407,12 @@ class IndexStore:
         index.save(self._lexical_path(generation))
 
     def _remove_other_generations(self, generation: int) -> None:
-        keep = {self._faiss_path(generation).name, self._lexical_path(generation).name}
-        for path in [*self.directory.glob("vectors-*.faiss*"), *self.directory.glob("lexical-*")]:
-            if path.name in keep:
-                continue
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        _remove_own_files(self.directory, keep={self._faiss_path(generation).name, self._lexical_path(generation).name})
 
     def _write_manifest_file(self) -> None:
         """A human-readable copy of the manifest; the database holds the authoritative one."""
-        path = self.directory / MANIFEST_NAME
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        text = json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n"
+        write_private_file(self.directory / MANIFEST_NAME, text.encode("utf-8"))
 
     def _prune_embeddings(self) -> None:
         """Keep the cache bounded: vectors no chunk uses are dropped once they outnumber the used ones."""
@@ -410,23 +452,41 @@ def is_damaged(error: BaseException) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
-def _writer_lock(directory: Path, timeout: float) -> "_WriterLock":
-    from filelock import FileLock
+def checked_directory(directory: Path, create: bool = False) -> Path:
+    """`directory` once it is codesearch's own: a real folder of this user, closed to others (created 0700
+    when `create`), with no link anywhere in it."""
+    private_directory(directory, create=create)
+    refuse_links(directory)
+    return directory
 
-    return _WriterLock(FileLock(str(directory / LOCK_NAME)), timeout)
+
+def _remove_own_files(directory: Path, keep: set[str]) -> None:
+    """Delete the generations and temporary files codesearch wrote in `directory`, but those in `keep`:
+    exact names it makes, never a pattern's other matches."""
+    for name in os.listdir(directory):
+        if name in keep or not (_OWN_GENERATION.fullmatch(name) or _OWN_TEMPORARY.fullmatch(name)):
+            continue
+        path = directory / name
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                shutil.rmtree(path, ignore_errors=True)  # never follows a link inside
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _writer_lock(directory: Path, timeout: float) -> "_WriterLock":
+    return _WriterLock(PrivateLock(directory / LOCK_NAME), timeout)
 
 
 class _WriterLock:
-    def __init__(self, lock, timeout: float):
+    def __init__(self, lock: PrivateLock, timeout: float):
         self._lock, self._timeout = lock, timeout
 
     def __enter__(self):
-        from filelock import Timeout
-
-        try:
-            self._lock.acquire(timeout=self._timeout)
-        except Timeout:
-            raise CodesearchError("another codesearch run is updating this index; try again when it finishes") from None
+        if not self._lock.acquire(self._timeout):
+            raise CodesearchError("another codesearch run is updating this index; try again when it finishes")
         return self
 
     def __exit__(self, *exc):
@@ -440,7 +500,3 @@ def _upgrade_schema(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE chunks ADD COLUMN terms TEXT NOT NULL DEFAULT ''")
     connection.execute("DROP TABLE IF EXISTS lexical")
 
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())

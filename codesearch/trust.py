@@ -65,3 +65,111 @@ def open_private(path: Path, flags: int, mode: int = 0o600) -> int:
             raise UntrustedPath(f"{path} is a symbolic link; codesearch will not open it") from None
         raise
 
+
+
+def refuse_links(directory: Path) -> None:
+    """Refuse a private folder that holds a symbolic link, or a hard link to a file elsewhere, anywhere below it.
+
+    codesearch never makes either, so one is planted (an unpacked archive, a copied folder) and would
+    send a write, a truncation or a deletion to a file outside the folder.
+    """
+    for folder, subfolders, names in os.walk(directory):  # os.walk lists links to folders without entering them
+        for name in subfolders + names:
+            path = os.path.join(folder, name)
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue  # a generation another run just tidied away
+            if stat.S_ISLNK(info.st_mode):
+                raise UntrustedPath(f"{path} is a symbolic link; codesearch makes none in {directory} and will not "
+                                    f"use the folder (delete the link, or the folder)")
+            if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
+                raise UntrustedPath(f"{path} has other names (a hard link); codesearch makes none in {directory} "
+                                    f"and will not use the folder (delete the file, or the folder)")
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` at once (a temporary file, then a rename), readable by its owner only."""
+    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        os.unlink(temporary)  # a leftover of a killed run that had this process id
+    except FileNotFoundError:
+        pass
+    descriptor = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def read_regular_file(path: str | Path, limit: int = -1) -> bytes:
+    """The bytes of a regular file, opened without following a link at `path` and never blocking on a fifo."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        return handle.read(limit)
+
+
+def resolve_inside(root: Path, relative: str) -> str | None:
+    """The real path of root/relative, or None when a link (of any component) leads outside root."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, relative))
+    return real if real.startswith(os.path.join(real_root, "")) else None
+
+
+def is_repository_path(path: object) -> bool:
+    """A path as codesearch stores it: relative, POSIX, printable as it is (no NUL, no lone surrogate), and
+    with no `..`, `.` or empty part, so joined to the root it names a file under it."""
+    if not isinstance(path, str) or not path or "\0" in path or path.startswith("/"):
+        return False
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+class PrivateLock:
+    """An exclusive flock on a file opened without following links (filelock takes a path and, in the
+    versions this project accepts, may open it following a link and truncate it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._descriptor: int | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds (0: try once); True once held."""
+        import fcntl
+        import time
+
+        descriptor = open_private(self.path, os.O_RDWR | os.O_CREAT)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(descriptor)
+                    return False
+                time.sleep(0.05)
+                continue
+            except BaseException:
+                os.close(descriptor)
+                raise
+            self._descriptor = descriptor
+            return True
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the only descriptor releases the flock
+            self._descriptor = None
