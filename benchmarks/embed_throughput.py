@@ -40,52 +40,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from codesearch.embed import (PRESETS, Embedder, _batches_under_budget, default_documents_per_call,  # noqa: E402
                               default_token_budget, load_embedder, resolve_model)
+from codesearch.qwen_vocab import BGE_CODE_V1_VOCAB_SIZE, QWEN_EOS_ID, qwen_tokenizer  # noqa: E402
 
 LENGTHS_FILE = Path(__file__).with_name("chunk_token_lengths.json")
 # Qwen2.5-Coder's byte-level BPE averages roughly 3.2 characters per token on source code. The real
 # tokenizer cannot be fetched offline, so chunk lengths in characters are converted with this ratio.
 CHARS_PER_TOKEN = 3.2
 
-# BAAI/bge-code-v1 = Qwen2.5-Coder-1.5B: its config.json, minus what does not change the compute.
+# BAAI/bge-code-v1 = Qwen2.5-Coder-1.5B: its config.json, minus what does not change the compute (vocab_size
+# 151667: Qwen2.5's 151,643 ranks and 22 added tokens, then <instruct> and <query>; codesearch/qwen_vocab.py).
 BGE_CODE_V1_ARCHITECTURE = dict(
     hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-    intermediate_size=8960, vocab_size=151646, rope_theta=1_000_000.0, tie_word_embeddings=True,
+    intermediate_size=8960, vocab_size=BGE_CODE_V1_VOCAB_SIZE, rope_theta=1_000_000.0, tie_word_embeddings=True,
     max_position_embeddings=32768, rms_norm_eps=1e-6, hidden_act="silu",
     bos_token_id=151643, eos_token_id=151643, pad_token_id=151643,
 )
-QWEN_EOS_ID = 151643  # "<|endoftext|>"; also Qwen2.5's pad token
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The length distribution
-
-
-QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
-
-
-def qwen_tokenizer(vocabulary: Path):
-    """Qwen2.5's tokenizer rebuilt from its BPE ranks (a `qwen.tiktoken` file, e.g. the one the dashscope
-    wheel ships): the same 151,643 byte-level tokens and split pattern, <|endoftext|> = 151643.
-
-    The hub's tokenizer.json cannot be fetched here; this gives real token counts and real tokenizer cost.
-    A saved tokenizer.json (from --save-tokenizer) loads directly.
-    """
-    from tokenizers import Tokenizer, normalizers
-    from transformers import PreTrainedTokenizerFast
-
-    if vocabulary.suffix == ".json":
-        backend = Tokenizer.from_file(str(vocabulary))
-    else:
-        from transformers.convert_slow_tokenizer import TikTokenConverter
-
-        backend = TikTokenConverter(vocab_file=str(vocabulary), pattern=QWEN2_PATTERN).converted()
-        backend.normalizer = normalizers.NFC()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>",
-                                        pad_token="<|endoftext|>")
-    assert tokenizer.eos_token_id == QWEN_EOS_ID, tokenizer.eos_token_id
-    return tokenizer
 
 
 def corpus_chunks(repositories: list[str]):
@@ -178,7 +152,7 @@ class SyntheticTokenizer:
         self.pad_token_id = pad_id
 
     def __call__(self, texts, truncation=True, max_length=None, **_):
-        ids = [self.ids[text] for text in texts]
+        ids = [self.ids.get(text, []) for text in texts]  # any other text (the embedder's probe): no ids
         if truncation and max_length:
             ids = [token_ids[:max_length] for token_ids in ids]
         return {"input_ids": ids}

@@ -1,8 +1,9 @@
 """Turn text into unit vectors: queries with the model's instruction, code as it is.
 
 Two backends behind one interface:
-  decoder  last-token pooling over a causal LM (BAAI/bge-code-v1 and its Qwen2/Qwen3 kin):
-           left padding, an EOS token closing every input, L2 normalisation;
+  decoder  last-token pooling over a causal LM (BAAI/bge-code-v1 and its Qwen2/Qwen3 kin): queries in
+           BAAI's template with its markers as the tokens they are (or the prompts a model declares),
+           left padding, one EOS token closing every input, L2 normalisation;
   encoder  the pooling a sentence-transformers folder declares (mean or CLS).
 torch and transformers are imported only when a model is loaded.
 """
@@ -13,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -21,9 +23,27 @@ from typing import Callable, Iterator, Sequence
 from codesearch.errors import CodesearchError
 
 DEFAULT_MODEL = "bge-code-v1"
-BGE_CODE_INSTRUCTION = "Given a question in text, retrieve relevant code that can help answer the question."
+# BAAI's own instructions for bge-code-v1, quoted exactly: FlagEmbedding's
+# research/BGE_Coder/evaluation/coir_eval/prompts.py (its CoIR evaluation), also listed in
+# research/BGE_Coder/README.md "Instructions for Evaluation" and the CodeR paper's Table 8.
+# A question in words: CoIR's CosQA ("cosqa"), web search queries answered by code, the task
+# closest to a developer's question (also the training task "Web Query to Code Retrieval").
+BGE_CODE_TEXT_INSTRUCTION = "Given a web search query, retrieve relevant code that can help answer the query."
+# A pasted snippet: CoIR's "codetrans-dl" (the training task "Similar Code Retrieval"), the one
+# code-to-code instruction that names no language ("codetrans-contest" is Python to C++, and
+# "CodeSearchNet-ccr" asks for the code that continues the snippet, not code like it).
+BGE_CODE_CODE_INSTRUCTION = "Given a piece of code, retrieve code that is semantically equivalent to the input code."
+# The query template of FlagEmbedding's eval.sh (CoIR and CodeRAG) and model_mapping.py; documents get none.
+# <instruct> and <query> are tokens of their own in bge-code-v1's tokenizer (Embedder.tokenize_queries).
+BGE_CODE_QUERY_FORMAT = "<instruct>{instruction}\n<query>{query}"
+# BAAI evaluates bge-code-v1 with query and passage max length 2048 (eval.sh of CoIR and CodeRAG).
+BGE_CODE_MAX_LENGTH = 2048
 DECODER_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3"})
 TOKEN_BUDGET = 4096  # padded tokens per batch on CPU (smaller batches stay in cache); x8 on a GPU
+# How a text becomes token ids beyond the model's own files (an EOS appended after truncation, literal
+# special tokens in a text read as text, a tokenizer's BOS kept): part of every embedding key, so a
+# change here that changes the ids of a document must change this too.
+TOKENIZATION_RECIPE = "eos-after-truncation/split-special/v2"
 
 
 @dataclass(frozen=True)
@@ -32,30 +52,120 @@ class ModelSpec:
     source: str  # hub id or local directory handed to transformers
     backend: str  # "decoder" or "encoder"
     pooling: str  # "last_token", "mean" or "cls"
+    # The instruction for a query in words; `query_format` places it and the query ("{instruction}",
+    # "{query}"). No instruction: the query goes in bare, as FlagEmbedding does with none.
     query_instruction: str | None = None
-    query_format: str = "<instruct>{instruction}\n<query>{query}"
+    query_format: str = "{instruction}{query}"  # a prefix, as sentence-transformers puts a prompt
     max_length: int = 512
     revision: str | None = None
     # The dense ranking's share (0..1) when fused with the lexical one; the rest goes to BM25.
     dense_weight: float = 0.5
     trust_remote_code: bool = False
+    # The instruction for a query that is code (looks_like_code); None: the same as query_instruction.
+    code_query_instruction: str | None = None
+    # Text put before every document: a model's declared "document" prompt; bge-code has none.
+    document_prompt: str = ""
+    # Where the template and instructions come from: "bge-code" (BAAI's), "model" (the prompts the model
+    # declares in config_sentence_transformers.json) or "none".
+    prompt_source: str = "none"
+    # Set by pin_model before indexing: the weights' identity and the dtype vectors are computed in.
+    weights: str = ""
+    dtype: str = ""
+
+    def instruction_for(self, query: str) -> str | None:
+        if self.code_query_instruction and looks_like_code(query):
+            return self.code_query_instruction
+        return self.query_instruction
+
+    def query_parts(self, query: str) -> tuple[str, str]:
+        """The template's text before and after the query, its instruction filled in ("" and "": bare)."""
+        instruction = self.instruction_for(query)
+        if not instruction and "{instruction}" in self.query_format:
+            return "", ""
+        before, _, after = self.query_format.replace("{instruction}", instruction or "").partition("{query}")
+        return before, after
 
     def format_query(self, query: str) -> str:
-        if not self.query_instruction:
-            return query
-        return self.query_format.format(instruction=self.query_instruction, query=query)
+        before, after = self.query_parts(query)
+        return before + query + after
+
+    def prompt_record(self) -> dict:
+        """The query template and instructions, as the manifest records them and `status` shows them."""
+        return {"source": self.prompt_source, "format": self.query_format, "text": self.query_instruction,
+                "code": self.code_query_instruction, "document": self.document_prompt}
+
+    def with_prompts(self, record: dict | None) -> "ModelSpec":
+        """This spec with the template and instructions a manifest recorded (documents' prompt aside)."""
+        if not isinstance(record, dict) or not isinstance(record.get("format"), str):
+            return self
+        text, code = record.get("text"), record.get("code")
+        return replace(self, query_format=record["format"], query_instruction=text if isinstance(text, str) else None,
+                       code_query_instruction=code if isinstance(code, str) else None,
+                       prompt_source=str(record.get("source") or self.prompt_source))
 
     @property
     def fingerprint(self) -> str:
-        """Identifies every setting that changes a document vector; part of the embedding cache key."""
-        parts = [self.name, self.revision or "", self.backend, self.pooling, str(self.max_length)]
+        """Identifies everything that changes a document vector; part of the embedding cache key.
+
+        The weights (a hub commit or a local folder's digest) and the dtype are in it once pin_model has
+        run, as it does before indexing. Query instructions are not: documents get none, so changing
+        them re-embeds nothing (the manifest records them).
+        """
+        parts = [self.name, self.revision or "", self.backend, self.pooling, str(self.max_length),
+                 self.document_prompt, self.weights, self.dtype, TOKENIZATION_RECIPE]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
+
+# A query is code when it has two or more non-blank lines, ends like a statement or block (; { }),
+# opens with a declaration (def f(, class A:, func (s, function f(, fn f(, ...), is an SQL statement,
+# or has at least 3 of ; { } ( ) [ ] = < > making up at least 12 % of its non-space characters.
+_DECLARATION = re.compile(
+    r"^\s*(?:(?:async\s+)?def|class|interface|struct|enum|trait|impl|fn|func|function|sub|proc)\s*"
+    r"[A-Za-z_$(][\w$]*\s*[(<{:\[]")
+_SQL = re.compile(r"^\s*(?:SELECT\s.+\sFROM\s|INSERT\s+INTO\s|DELETE\s+FROM\s|UPDATE\s+\S+\s+SET\s|CREATE\s+"
+                  r"(?:TABLE|INDEX|VIEW)\s)")
+_CODE_PUNCTUATION = frozenset(";{}()[]=<>")
+
+
+def looks_like_code(text: str) -> bool:
+    """Whether a query is a pasted snippet rather than a question: simple and deterministic (rules above)."""
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if sum(1 for line in stripped.splitlines() if line.strip()) >= 2:
+        return True
+    if stripped.endswith((";", "{", "}")) or _DECLARATION.match(stripped) or _SQL.match(stripped):
+        return True
+    visible = [char for char in stripped if not char.isspace()]
+    punctuation = sum(1 for char in visible if char in _CODE_PUNCTUATION)
+    return punctuation >= 3 and punctuation >= 0.12 * len(visible)
+
+
+_BGE_CODE_PROMPTS = dict(query_format=BGE_CODE_QUERY_FORMAT, query_instruction=BGE_CODE_TEXT_INSTRUCTION,
+                         code_query_instruction=BGE_CODE_CODE_INSTRUCTION, prompt_source="bge-code")
+
+
+def describe_prompts(record: dict | None) -> str:
+    """One line for `codesearch status`: where the query template comes from, and its instructions."""
+    if not isinstance(record, dict):
+        return "not recorded (an index from before prompts were recorded; `codesearch index` records them)"
+    source = {"bge-code": "bge-code's template", "model": "the model's declared prompts"}.get(record.get("source"),
+                                                                                          "none")
+    parts = [source]
+    if "{instruction}" in str(record.get("format")) and record.get("source") == "bge-code":
+        parts.append(json.dumps(record.get("format")))
+    if record.get("text"):
+        parts.append(f"question: {json.dumps(record['text'])}")
+    if record.get("code"):
+        parts.append(f"code: {json.dumps(record['code'])}")
+    if record.get("document"):
+        parts.append(f"documents: {json.dumps(record['document'])}")
+    return "; ".join(parts) if len(parts) > 1 or source != "none" else "none (queries and documents as they are)"
 
 PRESETS: dict[str, ModelSpec] = {
     "bge-code-v1": ModelSpec(
         name="bge-code-v1", source="BAAI/bge-code-v1", backend="decoder", pooling="last_token",
-        query_instruction=BGE_CODE_INSTRUCTION, max_length=1024,
+        max_length=BGE_CODE_MAX_LENGTH, **_BGE_CODE_PROMPTS,
         # A state-of-the-art code retriever (CoIR, arXiv 2505.12697) leads; BM25 stays for exact names.
         dense_weight=0.7,
     ),
@@ -69,21 +179,26 @@ PRESETS: dict[str, ModelSpec] = {
 
 def resolve_model(name: str | None, *, instruction: str | None = None, max_length: int | None = None,
                   trust_remote_code: bool = False) -> ModelSpec:
-    """A ModelSpec for a preset name, a local model directory or a hub id (not loaded yet)."""
+    """A ModelSpec for a preset name, a local model directory or a hub id (not loaded yet).
+
+    `instruction` replaces every query instruction ("" for none: queries go in bare).
+    """
     name = name or os.environ.get("CODESEARCH_MODEL") or DEFAULT_MODEL
     if name == "minilm":
         spec = replace(PRESETS["minilm"], source=str(_minilm_directory()))
     elif name in PRESETS:
         spec = PRESETS[name]
     elif Path(name).is_dir():
-        spec = _spec_from_directory(name, Path(name))
+        spec = _spec_from_directory(str(Path(name).resolve()), Path(name))
     elif Path(name).exists() or name.startswith((".", "/", "~")):
         raise CodesearchError(f"model path is not a directory: {name}")
     else:
-        spec = ModelSpec(name=name, source=name, backend="decoder", pooling="last_token",
-                         query_instruction=BGE_CODE_INSTRUCTION)
+        snapshot = _cached_snapshot(name)  # its files tell pooling and prompts; without them, bge-code's recipe
+        spec = (_spec_from_directory(name, snapshot, source=name) if snapshot is not None else
+                ModelSpec(name=name, source=name, backend="decoder", pooling="last_token",
+                          max_length=BGE_CODE_MAX_LENGTH, **_BGE_CODE_PROMPTS))
     if instruction is not None:
-        spec = replace(spec, query_instruction=instruction or None)
+        spec = replace(spec, query_instruction=instruction or None, code_query_instruction=None)
     if max_length is not None:
         spec = replace(spec, max_length=max_length)
     if trust_remote_code:
@@ -101,16 +216,50 @@ def _minilm_directory() -> Path:
     return Path(next(iter(package.submodule_search_locations))) / "model"
 
 
-def _spec_from_directory(name: str, directory: Path) -> ModelSpec:
+def _spec_from_directory(name: str, directory: Path, source: str | None = None) -> ModelSpec:
     pooling = _declared_pooling(directory)
     config = _read_json(directory / "config.json")
     model_type = config.get("model_type", "")
     if pooling == "last_token" or (pooling is None and model_type in DECODER_MODEL_TYPES):
-        return ModelSpec(name=str(directory.resolve()), source=str(directory), backend="decoder",
-                         pooling="last_token", query_instruction=BGE_CODE_INSTRUCTION)
-    max_length = _read_json(directory / "sentence_bert_config.json").get("max_seq_length", 512)
-    return ModelSpec(name=str(directory.resolve()), source=str(directory), backend="encoder",
-                     pooling=pooling or "mean", max_length=max_length)
+        spec = ModelSpec(name=name, source=source or str(directory), backend="decoder", pooling="last_token",
+                         max_length=BGE_CODE_MAX_LENGTH, **_BGE_CODE_PROMPTS)
+    else:
+        max_length = _read_json(directory / "sentence_bert_config.json").get("max_seq_length", 512)
+        spec = ModelSpec(name=name, source=source or str(directory), backend="encoder",
+                         pooling=pooling or "mean", max_length=max_length)
+    declared = _declared_prompts(directory)
+    if declared is None:
+        return spec
+    query, document = declared
+    # sentence-transformers puts a prompt before the text; --instruction replaces it like an instruction.
+    return replace(spec, query_format="{instruction}{query}", query_instruction=query or None,
+                   code_query_instruction=None, document_prompt=document, prompt_source="model")
+
+
+def _declared_prompts(directory: Path) -> tuple[str, str] | None:
+    """(query prompt, document prompt) from config_sentence_transformers.json; None when it declares none.
+
+    The query's is "query" (else the default prompt); the documents' "document", "passage" or "corpus"
+    (else the default prompt, else none).
+    """
+    config = _read_json(directory / "config_sentence_transformers.json")
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(prompts, dict) or not prompts:
+        return None
+    prompts = {key: value for key, value in prompts.items() if isinstance(value, str)}
+    default = prompts.get(config.get("default_prompt_name") or "", "")
+    document = next((prompts[key] for key in ("document", "passage", "corpus") if key in prompts), default)
+    return prompts.get("query", default), document
+
+
+def _cached_snapshot(source: str, revision: str | None = None) -> Path | None:
+    """The hub model's folder in the local cache, if it is there (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, a malformed id, no hub client: resolved without files
+        return None
 
 
 def _declared_pooling(directory: Path) -> str | None:
@@ -148,9 +297,12 @@ class Embedder:
     # a CPU, ~1000x slower, wants its progress saved more often than every 4096.
     documents_per_call: int = 256
     _eos_id: int | None = field(default=None, repr=False)
+    # Per tokenizer object: what it adds around a text itself, and its added tokens (see _layout).
+    _layouts: dict = field(default_factory=dict, repr=False)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        return self._encode([self.spec.format_query(query) for query in queries])
+        queries = list(queries)
+        return self.encode_token_ids(self.tokenize_queries(queries) if queries else [])
 
     def encode_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return self._encode(list(texts), progress)
@@ -175,20 +327,85 @@ class Embedder:
                 yield self.encode_token_ids(token_ids, progress)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per text, truncated to max_length; decoder inputs end with exactly one EOS."""
+        """Token ids of documents, truncated to max_length; a decoder's end with exactly one EOS."""
+        prompt = self.spec.document_prompt
         if self.spec.backend != "decoder":
-            encoded = self.tokenizer(list(texts), truncation=True, max_length=self.spec.max_length)
-            return encoded["input_ids"]
-        # split_special_tokens: a literal "<|endoftext|>" in a code chunk is text, not a second EOS.
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.spec.max_length - 1,
-                                 add_special_tokens=True, split_special_tokens=True)
+            texts = [prompt + text for text in texts] if prompt else list(texts)
+            return self.tokenizer(texts, truncation=True, max_length=self.spec.max_length)["input_ids"]
+        return self._decoder_ids([(prompt, text, "") for text in texts])
+
+    def tokenize_queries(self, queries: Sequence[str]) -> list[list[int]]:
+        """Token ids of queries in the model's template: its markers as the tokens they are, the query as text."""
+        if self.spec.backend != "decoder":
+            texts = [self.spec.format_query(query) for query in queries]
+            return self.tokenizer(texts, truncation=True, max_length=self.spec.max_length)["input_ids"]
+        parts = [self.spec.query_parts(query) for query in queries]
+        return self._decoder_ids([(before, query, after) for query, (before, after) in zip(queries, parts)])
+
+    def _decoder_ids(self, items: list[tuple[str, str, str]]) -> list[list[int]]:
+        """Each item is (template text before, the text, template text after). The template's added tokens
+        (bge-code's <instruct>, <query>) become their ids; the text is tokenized with split_special_tokens, so
+        a file or a query cannot smuggle in a control token: a literal "<|endoftext|>" in code is text, never
+        a second EOS, and "<query>" in a query is text, never the marker. Text between two added tokens is
+        tokenized as one piece, as the tokenizer does with a whole string. Then: the tokenizer's own
+        prefix (a BOS), the ids cut to max_length, and exactly one EOS, appended after truncation so the
+        token the model pools on is never cut off (also when the tokenizer adds an EOS itself).
+        """
+        prefix, suffix, markers = self._layout()
+        budget = max(0, self.spec.max_length - len(prefix) - len(suffix) - 1)
+        plans, segments = [], []
+        for before, text, after in items:
+            plan: list = []
+            for piece in [*self._split_markers(before, markers), text, *self._split_markers(after, markers)]:
+                if isinstance(piece, str) and plan and isinstance(plan[-1], str):
+                    plan[-1] += piece
+                elif piece != "":
+                    plan.append(piece)
+            for piece in plan:
+                if isinstance(piece, str):
+                    segments.append(piece)
+            plans.append(plan)
+        encoded = iter(self.tokenizer(segments, add_special_tokens=False, split_special_tokens=True, truncation=True,
+                                      max_length=max(1, budget))["input_ids"] if segments else [])
         ids = []
-        for token_ids in encoded["input_ids"]:
-            # Appended after truncation, so the EOS the model was trained to pool on is never cut off.
-            if not token_ids or token_ids[-1] != self._eos_id:
-                token_ids = token_ids + [self._eos_id]
-            ids.append(token_ids)
+        for plan in plans:
+            body: list[int] = []
+            for piece in plan:
+                body.extend(next(encoded) if isinstance(piece, str) else [piece])
+            ids.append(prefix + body[:budget] + suffix + [self._eos_id])
         return ids
+
+    @staticmethod
+    def _split_markers(text: str, markers) -> list:
+        """Template text as text pieces and the ids of the added tokens in it."""
+        if not text or markers is None:
+            return [text]
+        pattern, ids = markers
+        pieces, at = [], 0
+        for found in pattern.finditer(text):
+            pieces += [text[at:found.start()], ids[found.group()]]
+            at = found.end()
+        return pieces + [text[at:]]
+
+    def _layout(self) -> tuple[list[int], list[int], tuple | None]:
+        """What the tokenizer puts around a text by itself (a BOS before; its EOS after is left to
+        _decoder_ids), and a pattern for its added tokens. Found by asking it, once per tokenizer."""
+        tokenizer = self.tokenizer
+        layout = self._layouts.get(id(tokenizer))
+        if layout is None or layout[0] is not tokenizer:
+            bare = tokenizer(["a"], add_special_tokens=False)["input_ids"][0]
+            full = tokenizer(["a"], add_special_tokens=True)["input_ids"][0]
+            at = next((i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare), None)
+            prefix, suffix = (list(full[:at]), list(full[at + len(bare):])) if bare and at is not None else ([], [])
+            if suffix and suffix[-1] == self._eos_id:
+                suffix = suffix[:-1]
+            added = getattr(tokenizer, "get_added_vocab", dict)() or {}
+            markers = None
+            if added:
+                alternatives = sorted(added, key=len, reverse=True)
+                markers = (re.compile("|".join(map(re.escape, alternatives))), dict(added))
+            layout = self._layouts[id(tokenizer)] = (tokenizer, prefix, suffix, markers)
+        return layout[1], layout[2], layout[3]
 
     def _encode(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return self.encode_token_ids(self.tokenize(texts) if texts else [], progress)
@@ -297,6 +514,96 @@ def _batches_under_budget(order: list[int], token_ids: list[list[int]], budget: 
     return batches
 
 
+def pin_model(spec: ModelSpec) -> ModelSpec:
+    """The spec with what its document vectors depend on besides its settings: which weights, which dtype.
+
+    Run before indexing (both are in the embedding key). A local folder is identified by folder_digest; a
+    hub model by the commit of its snapshot in the local cache, fetched first when it is not there yet,
+    as loading it would be (and failing the same way when it cannot be had). The dtype is the one
+    load_embedder will use on this machine: bf16 on a GPU (fp16 where bf16 is unsupported), fp32 on a CPU.
+    """
+    if Path(spec.source).is_dir():
+        weights = "folder:" + folder_digest(Path(spec.source))
+    else:
+        weights = "hub:" + Path(_local_source(spec)).name  # the hub cache's snapshots/<commit>
+    return replace(spec, weights=weights, dtype=spec.dtype or planned_dtype())
+
+
+_MODEL_FILE_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".py", ".safetensors", ".bin", ".pt", ".pth")
+_WHOLE_FILE_BYTES = 16 << 20
+_HEAD_BYTES = 1 << 20  # a safetensors header (every tensor's name, dtype, shape and offset) and more
+_SAMPLES, _SAMPLE_BYTES = 32, 32 << 10
+
+
+def folder_digest(directory: Path) -> str:
+    """What a model folder's vectors depend on, read cheaply: config, tokenizer, sentence-transformers and
+    code files whole; each larger file (the weights) by its size, its first MiB and 32 samples of 32 KiB
+    spread over the rest, so a fine-tune of the same shapes changes it too. About 2 MiB per weight file,
+    never the GBs. README and hidden files do not count; folders two deep (1_Pooling/) do."""
+    digest = hashlib.sha256()
+    for path in _model_files(directory):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(directory).as_posix()}\0{size}\0".encode("utf-8", "surrogatepass"))
+        with open(path, "rb") as handle:
+            if size <= _WHOLE_FILE_BYTES:
+                digest.update(handle.read())
+                continue
+            digest.update(handle.read(_HEAD_BYTES))
+            for number in range(1, _SAMPLES + 1):
+                handle.seek(_HEAD_BYTES + (size - _HEAD_BYTES - _SAMPLE_BYTES) * number // _SAMPLES)
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:16]
+
+
+def _model_files(directory: Path, depth: int = 2) -> list[Path]:
+    found = []
+    for folder, subfolders, files in os.walk(directory):
+        level = len(Path(folder).relative_to(directory).parts)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".") and level + 1 < depth]
+        found += [Path(folder) / name for name in files if not name.startswith(".")
+                  and name.endswith(_MODEL_FILE_SUFFIXES) and (Path(folder) / name).is_file()]
+    return sorted(found)
+
+
+def default_device() -> str:
+    """cuda when torch can use a GPU here, else cpu. A plainly GPU-less machine is told without importing
+    torch (seconds): a CPU build of torch, CUDA_VISIBLE_DEVICES hiding every GPU, or (Linux) no GPU driver."""
+    if _no_gpu_here():
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _no_gpu_here() -> bool:
+    import sys
+    from importlib import metadata
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return True
+    try:
+        if "+cpu" in metadata.version("torch"):
+            return True
+    except metadata.PackageNotFoundError:
+        pass
+    if sys.platform == "darwin":
+        return True  # no CUDA on macOS
+    if sys.platform.startswith("linux"):
+        drivers = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
+        return not any(os.path.exists(path) for path in drivers)
+    return False
+
+
+def planned_dtype(device: str | None = None) -> str:
+    """The dtype vectors are computed in on `device` (default: this machine's)."""
+    device = device or default_device()
+    if not device.startswith("cuda"):
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
 def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
     """Load tokenizer and weights; fail within seconds, with a way out, when they cannot be had."""
     source = _local_source(spec)
@@ -306,13 +613,12 @@ def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     # On a GPU the tokenizer would otherwise run on one core while the device waits; on a CPU its
     # threads would take cores from the model.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if device.startswith("cuda") else "false")
-    dtype = torch.float32
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # The dtype pin_model put in the embedding key, when indexing; else this device's.
+    dtype = getattr(torch, spec.dtype or planned_dtype(device))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision,
                                                   trust_remote_code=spec.trust_remote_code)

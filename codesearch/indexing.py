@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, replace
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from codesearch import chunk as chunking
-from codesearch.discover import INDEX_DIR, SourceFile, discover_files, git_path, looks_binary, repository_root
-from codesearch.embed import Embedder, ModelSpec, load_embedder, resolve_model
+from codesearch.discover import (INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary,
+                                 repository_root, tracked_paths)
+from codesearch.embed import Embedder, ModelSpec, load_embedder, pin_model, resolve_model
 from codesearch.errors import CodesearchError
 from codesearch.store import SCHEMA_VERSION, IndexStore, is_damaged
+from codesearch.trust import UntrustedPath, read_regular_file, resolve_inside
 
 MINIFIED_MEAN_LINE = 300
 MINIFIED_LONGEST_LINE = 5000
@@ -52,6 +55,14 @@ class Progress:
 
 
 def index_dir(root: Path) -> Path:
+    """root/.codesearch, refused when git tracks anything there: a cloned repository could commit an
+    index whose paths lead elsewhere, or a link in the folder's place or in it. (IndexStore.open checks
+    the rest: a private folder of this user, holding no links.) One git call, on the query path too."""
+    tracked = tracked_paths(root, INDEX_DIR)
+    if tracked:
+        raise UntrustedPath(f"{root / INDEX_DIR} is part of the repository (git tracks {tracked[0]}); codesearch "
+                            f"keeps only its own index there: remove it from git (`git rm -r --cached {INDEX_DIR}`) "
+                            f"and delete it")
     return root / INDEX_DIR
 
 
@@ -62,20 +73,29 @@ def open_index(path: str | Path, create: bool = False) -> tuple[Path, IndexStore
 
 def _open_store(root: Path, create: bool) -> IndexStore:
     directory = index_dir(root)
-    if create and not directory.exists():
+    if create and not os.path.lexists(directory):
         _exclude_from_git(root)
     return IndexStore.open(directory, create=create)
 
 
 def index_repository(path: str | Path, model: str | None = None, rebuild: bool = False,
-                     progress: Progress | None = None, embedder_factory: Callable[[ModelSpec], Embedder] = load_embedder,
+                     progress: Progress | None = None, embedder_factory: Callable[[ModelSpec], Embedder] | None = None,
                      **model_options) -> IndexReport:
     progress = progress or Progress()
+    embedder_factory = embedder_factory or load_embedder
     started = time.perf_counter()
     root = repository_root(path)
-    if rebuild and IndexStore.discard_if_damaged(index_dir(root)):
-        progress.notice("the old index was damaged; building a new one from scratch")
-    store = _open_store(root, create=True)
+    directory = index_dir(root)
+    if rebuild:
+        # Read before the damaged index goes: without --model, the rebuild keeps the model it was built with.
+        recorded = IndexStore.recorded_model(directory) if model is None else None
+        if IndexStore.discard_if_damaged(directory):
+            model = model or recorded
+            progress.notice("the old index was damaged; building a new one from scratch"
+                            + (f" with the model it was built with, {model}" if recorded else ""))
+    if not os.path.lexists(directory):
+        _exclude_from_git(root)
+    store = IndexStore.open(directory, create=True)
     try:
         with store.lock():
             return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options)
@@ -97,14 +117,15 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
         raise CodesearchError(
             f"this index was built with model {manifest.get('model')!r}; "
             f"pass --rebuild to re-index with {model!r}")
-    spec = resolve_model(model or manifest.get("model"), **model_options)
+    # Pinned: the weights' identity and this machine's dtype are part of every embedding key.
+    spec = pin_model(resolve_model(model or manifest.get("model"), **model_options))
     reason = _rebuild_reason(manifest, spec)
     if reason and not rebuild:
         progress.notice(f"rebuilding the index: {reason}")
         rebuild = True
     report = IndexReport(model=spec.name, rebuilt_because=reason)
 
-    files = discover_files(root)
+    files = discover_files(root, notice=progress.notice)
     known = {} if rebuild else store.file_fingerprints()
     current = {source.path: source for source in files}
     removed = [path for path in known if path not in current]
@@ -143,7 +164,8 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     else:
         dimension = store.manifest().get("dimension") or 0
 
-    if changed or removed or rebuild:
+    # New query prompts (they change no document vector) are recorded by a generation step of their own.
+    if changed or removed or rebuild or manifest.get("prompts", spec.prompt_record()) != spec.prompt_record():
         if not dimension:
             raise CodesearchError(f"nothing to index in {root}: no source files found")
         store.replace_files(
@@ -164,14 +186,17 @@ def query_model(manifest: dict, requested: str | None = None, instruction: str |
     if requested and resolve_model(requested).name != spec.name:
         raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
                               f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")
-    if instruction is None and manifest.get("query_instruction") is not None:
-        spec = replace(spec, query_instruction=manifest["query_instruction"])
+    if instruction is None:  # the query template and instructions the index recorded (older indexes: today's)
+        spec = spec.with_prompts(manifest.get("prompts"))
     return spec
 
 
 def _chunks_of(root: Path, source: SourceFile, budget: chunking.PartBudget) -> list[chunking.Chunk]:
+    real_path = resolve_inside(root, file_name(source.path))
     try:
-        data = (root / source.path).read_bytes()
+        if real_path is None:
+            return []  # a link took it out of the repository since discovery
+        data = read_regular_file(real_path)
     except OSError:
         return []  # deleted or unreadable since discovery: indexed as absent
     data = _as_utf8(data)
@@ -207,6 +232,7 @@ def _manifest(spec: ModelSpec, dimension: int) -> dict:
         "model": spec.name, "model_source": spec.source if not Path(spec.source).is_dir() else spec.name,
         "backend": spec.backend, "pooling": spec.pooling, "dimension": dimension,
         "query_instruction": spec.query_instruction, "max_length": spec.max_length,
+        "prompts": spec.prompt_record(), "weights": spec.weights, "dtype": spec.dtype,
         "model_fingerprint": spec.fingerprint, "chunker_version": chunking.CHUNKER_VERSION,
         "schema_version": SCHEMA_VERSION, "updated_at": time.time(),
     }
