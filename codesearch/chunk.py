@@ -15,7 +15,6 @@ files that are C++ (languages.spec_for_source).
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from codesearch.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
@@ -106,38 +105,29 @@ class PartBudget:
         return cls(lines=max(10, min(MAX_CHUNK_LINES, chars // 16)), chars=chars)
 
 
-_budget: ContextVar[PartBudget] = ContextVar("part_budget", default=PartBudget())
-
-
 def chunk_file(path: str, source: bytes, language: str | None = None,
                budget: PartBudget | None = None) -> list[Chunk]:
     """Chunks of one file; never raises on any input. Without a budget, parts fit 80 lines or 2,400
-    characters (bge-code-v1's window with room to spare)."""
-    token = _budget.set(budget or _budget.get())  # a nested call (a <script> body) keeps the outer budget
-    try:
-        return _chunk_file(path, source, language)
-    finally:
-        _budget.reset(token)
-
-
-def _chunk_file(path: str, source: bytes, language: str | None) -> list[Chunk]:
+    characters (bge-code-v1's window with room to spare). The budget is handed down to every step
+    that cuts, code embedded in the file (a <script> body) included."""
+    budget = budget or PartBudget()
     text = source.decode("utf-8", errors="replace")
     spec = spec_by_name(language) if language is not None else spec_for_source(path, source)
     chunks: list[Chunk] = []
     if spec is not None:
         try:
-            chunks = _structured_chunks(path, source, text, spec)
+            chunks = _structured_chunks(path, source, text, spec, budget)
         except Exception:  # noqa: BLE001 - a file the chunker cannot read structurally still gets windows
             chunks = []
     return chunks or line_windows(path, text, spec.name if spec else "text")
 
 
-def _structured_chunks(path: str, source: bytes, text: str, spec: LanguageSpec) -> list[Chunk]:
+def _structured_chunks(path: str, source: bytes, text: str, spec: LanguageSpec, budget: PartBudget) -> list[Chunk]:
     if spec.template_macros and JINJA_MACRO_START.search(text):
-        return _jinja_chunks(path, text, spec)
+        return _jinja_chunks(path, text, spec, budget)
     if load_language(spec) is None:
         return []
-    return _chunk_with_grammar(path, source, text, spec)
+    return _chunk_with_grammar(path, source, text, spec, budget)
 
 
 def line_windows(path: str, text: str, language: str, first_line: int = 1) -> list[Chunk]:
@@ -174,7 +164,7 @@ class _Unit:
     group: bool = False  # several tiny units merged
 
 
-def _chunk_with_grammar(path: str, source: bytes, text: str, spec: LanguageSpec) -> list[Chunk]:
+def _chunk_with_grammar(path: str, source: bytes, text: str, spec: LanguageSpec, budget: PartBudget) -> list[Chunk]:
     from tree_sitter import Parser, QueryCursor
 
     language, query = load_language(spec)
@@ -182,17 +172,17 @@ def _chunk_with_grammar(path: str, source: bytes, text: str, spec: LanguageSpec)
     matches = QueryCursor(query).matches(tree.root_node)
     definitions = _collect_definitions(matches, source, spec.separator)
     lines = text.split("\n")
-    injected = _injected_chunks(path, source, matches)
+    injected = _injected_chunks(path, source, matches, budget)
     if not definitions and not injected:
         return []
     _link_parents(definitions)
-    _open_oversized_units(definitions, lines)
+    _open_oversized_units(definitions, lines, budget)
     units = [_unit_of(definition, spec) for definition in definitions
              if definition.category == "unit" and not _inside_unit(definition)]
-    return _assemble(path, lines, _merge_tiny_neighbours(units, lines), definitions, spec, injected)
+    return _assemble(path, lines, _merge_tiny_neighbours(units, lines), definitions, spec, budget, injected)
 
 
-def _assemble(path, lines, units, definitions, spec, injected=()) -> list[Chunk]:
+def _assemble(path, lines, units, definitions, spec, budget: PartBudget, injected=()) -> list[Chunk]:
     """Chunks of the units (split when too large), of injected code, and of the lines left over."""
     chunks: list[Chunk] = [chunk for chunk, _host in injected]
     covered = [False] * (len(lines) + 1)
@@ -200,15 +190,15 @@ def _assemble(path, lines, units, definitions, spec, injected=()) -> list[Chunk]
         _cover(covered, host.start_point.row, _end_row(host))
     for unit in units:
         _cover(covered, unit.start_row, unit.end_row)
-        for part_start, part_end in _split_rows(unit.node, unit.start_row, unit.end_row, lines):
+        for part_start, part_end in _split_rows(unit.node, unit.start_row, unit.end_row, lines, budget):
             chunks.append(Chunk(path, part_start + 1, part_end + 1, unit.symbol, unit.kind, spec.name,
                                 "\n".join(lines[part_start : part_end + 1]), unit.context))
-    chunks.extend(_leftover_chunks(path, lines, covered, definitions, spec))
+    chunks.extend(_leftover_chunks(path, lines, covered, definitions, spec, budget))
     chunks.sort(key=lambda chunk: (chunk.start_line, chunk.end_line))
     return chunks
 
 
-def _open_oversized_units(definitions: list[_Definition], lines: list[str]) -> None:
+def _open_oversized_units(definitions: list[_Definition], lines: list[str], budget: PartBudget) -> None:
     """A unit too large for one chunk that is mostly (3/4) made of other units becomes their scope.
 
     Its inner functions then become chunks of their own instead of being cut blindly (cAST:
@@ -221,7 +211,7 @@ def _open_oversized_units(definitions: list[_Definition], lines: list[str]) -> N
         start_row, end_row = _extended_start_row(definition.node), _end_row(definition.node)
         inner_rows = sum(_end_row(child.node) - child.node.start_point.row + 1
                          for child in definition.children if child.category == "unit")
-        if inner_rows * 4 >= (end_row - start_row + 1) * 3 and not _fits(lines, start_row, end_row):
+        if inner_rows * 4 >= (end_row - start_row + 1) * 3 and not _fits(lines, start_row, end_row, budget):
             definition.category = "scope"
 
 
@@ -275,7 +265,7 @@ def _is_tiny(unit: _Unit) -> bool:
     return unit.end_row - unit.start_row < TINY_UNIT_LINES
 
 
-def _injected_chunks(path: str, source: bytes, matches) -> list[tuple[Chunk, object]]:
+def _injected_chunks(path: str, source: bytes, matches, budget: PartBudget) -> list[tuple[Chunk, object]]:
     """Code embedded in another language (a <script> in HTML), chunked in its own language at the host's lines.
 
     Each chunk comes with the node that holds the code (the <script> element), whose lines it covers.
@@ -286,7 +276,7 @@ def _injected_chunks(path: str, source: bytes, matches) -> list[tuple[Chunk, obj
             if capture.startswith("inject."):
                 for node in nodes:
                     host = node.parent or node
-                    embedded = chunk_file(path, _blank_outside(source, node), capture.split(".", 1)[1])
+                    embedded = chunk_file(path, _blank_outside(source, node), capture.split(".", 1)[1], budget)
                     chunks.extend((chunk, host) for chunk in embedded)
     return chunks
 
@@ -297,7 +287,7 @@ def _blank_outside(source: bytes, node) -> bytes:
     return before + source[node.start_byte : node.end_byte]
 
 
-def _jinja_chunks(path: str, text: str, spec: LanguageSpec) -> list[Chunk]:
+def _jinja_chunks(path: str, text: str, spec: LanguageSpec, budget: PartBudget) -> list[Chunk]:
     """Units of a Jinja template (a dbt .sql file): its macro, test and materialization blocks."""
     lines = text.split("\n")
     units = []
@@ -307,7 +297,7 @@ def _jinja_chunks(path: str, text: str, spec: LanguageSpec) -> list[Chunk]:
         start_row = text.count("\n", 0, start.start())
         units.append(_Unit(_jinja_comment_start(lines, start_row), text.count("\n", 0, end_offset),
                            start.group(2), start.group(1), ""))
-    return _assemble(path, lines, units, [], spec)
+    return _assemble(path, lines, units, [], spec, budget)
 
 
 def _jinja_comment_start(lines: list[str], row: int) -> int:
@@ -402,30 +392,30 @@ def _end_row(node) -> int:
     return end.row - 1 if end.column == 0 and end.row > node.start_point.row else end.row
 
 
-def _split_rows(node, start_row: int, end_row: int, lines: list[str]) -> list[tuple[int, int]]:
+def _split_rows(node, start_row: int, end_row: int, lines: list[str], budget: PartBudget) -> list[tuple[int, int]]:
     """Row spans no larger than the budget, cut between the node's children (recursively)."""
-    if _fits(lines, start_row, end_row):
+    if _fits(lines, start_row, end_row, budget):
         return [(start_row, end_row)]
-    child_rows = _child_start_rows(node) if node is not None else []
+    child_rows = _child_start_rows(node, budget) if node is not None else []
     boundaries = sorted({child_row for child_row in child_rows if start_row < child_row <= end_row})
     if not boundaries:
-        return _split_evenly(start_row, end_row, lines)
+        return _split_evenly(start_row, end_row, lines, budget)
     spans: list[tuple[int, int]] = []
     span_start = start_row
     previous = start_row
     for boundary in boundaries + [end_row + 1]:
-        if not _fits(lines, span_start, boundary - 1) and previous > span_start:
+        if not _fits(lines, span_start, boundary - 1, budget) and previous > span_start:
             spans.append((span_start, previous - 1))
             span_start = previous
         previous = boundary
     spans.append((span_start, end_row))
     result = []
     for span in spans:
-        result.extend([span] if _fits(lines, *span) else _split_evenly(*span, lines))
+        result.extend([span] if _fits(lines, *span, budget) else _split_evenly(*span, lines, budget))
     return result
 
 
-def _child_start_rows(node) -> list[int]:
+def _child_start_rows(node, budget: PartBudget) -> list[int]:
     """Start rows of the statements under a node, descending into the body of a definition."""
     rows = []
     stack = [node]
@@ -435,22 +425,20 @@ def _child_start_rows(node) -> list[int]:
         for current in stack:
             for child in current.named_children:
                 rows.append(child.start_point.row)
-                if child.end_point.row - child.start_point.row > _budget.get().lines:
+                if child.end_point.row - child.start_point.row > budget.lines:
                     next_level.append(child)
         stack = next_level
         depth += 1
     return rows
 
 
-def _fits(lines: list[str], start_row: int, end_row: int) -> bool:
-    budget = _budget.get()
+def _fits(lines: list[str], start_row: int, end_row: int, budget: PartBudget) -> bool:
     if end_row - start_row + 1 > budget.lines:
         return False
     return sum(len(line) + 1 for line in lines[start_row : end_row + 1]) <= budget.chars
 
 
-def _split_evenly(start_row: int, end_row: int, lines: list[str]) -> list[tuple[int, int]]:
-    budget = _budget.get()
+def _split_evenly(start_row: int, end_row: int, lines: list[str], budget: PartBudget) -> list[tuple[int, int]]:
     spans = []
     row = start_row
     while row <= end_row:
@@ -465,7 +453,7 @@ def _split_evenly(start_row: int, end_row: int, lines: list[str]) -> list[tuple[
     return spans
 
 
-def _leftover_chunks(path, lines, covered, definitions, spec) -> list[Chunk]:
+def _leftover_chunks(path, lines, covered, definitions, spec, budget: PartBudget) -> list[Chunk]:
     """Module and class chunks from the lines no unit covers (imports, constants, fields)."""
     scopes = [d for d in definitions if d.category == "scope" and not _inside_unit(d)]
     row_scope: list[_Definition | None] = [None] * len(lines)
@@ -477,12 +465,12 @@ def _leftover_chunks(path, lines, covered, definitions, spec) -> list[Chunk]:
     for row in range(len(lines) + 1):
         in_run = row < len(lines) and not covered[row]
         if in_run and run_start is not None and row_scope[row] is not row_scope[run_start]:
-            chunks.extend(_leftover_run(path, lines, run_start, row - 1, row_scope[run_start], spec))
+            chunks.extend(_leftover_run(path, lines, run_start, row - 1, row_scope[run_start], spec, budget))
             run_start = row
         elif in_run and run_start is None:
             run_start = row
         elif not in_run and run_start is not None:
-            chunks.extend(_leftover_run(path, lines, run_start, row - 1, row_scope[run_start], spec))
+            chunks.extend(_leftover_run(path, lines, run_start, row - 1, row_scope[run_start], spec, budget))
             run_start = None
     return chunks
 
@@ -497,7 +485,7 @@ def _has_substance(lines, start_row: int, end_row: int, scope) -> bool:
                for row in range(start_row, end_row + 1))
 
 
-def _leftover_run(path, lines, start_row, end_row, scope, spec) -> list[Chunk]:
+def _leftover_run(path, lines, start_row, end_row, scope, spec, budget: PartBudget) -> list[Chunk]:
     while start_row <= end_row and not lines[start_row].strip():
         start_row += 1
     while end_row >= start_row and not lines[end_row].strip():
@@ -513,5 +501,5 @@ def _leftover_run(path, lines, start_row, end_row, scope, spec) -> list[Chunk]:
         context = _symbol_path(scope.parent, spec.separator) if scope.parent else ""
     return [
         Chunk(path, s + 1, e + 1, symbol, kind, spec.name, "\n".join(lines[s : e + 1]), context)
-        for s, e in _split_evenly(start_row, end_row, lines)
+        for s, e in _split_evenly(start_row, end_row, lines, budget)
     ]
