@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable, Iterable, TypeVar
 
 from codesearch.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
 
@@ -42,6 +43,7 @@ TYPE_ARGUMENTS = re.compile(r"\s*<[^<>]*>")
 # A line that only opens or closes a block: }, end, a bare tag (</div>, <body>), perhaps with a comment.
 BARE_LINE = re.compile(r"^\s*([})\]]+;?|end|</?[\w-]+>|<!DOCTYPE[^>]*>)\s*(//.*|#.*|--.*)?$", re.IGNORECASE)
 NOT_NEWLINE = re.compile(rb"[^\n]")
+T = TypeVar("T")
 # No grammar parses Jinja: dbt-style .sql files are cut at their {% macro %} blocks instead.
 JINJA_MACRO_START = re.compile(r"\{%-?\s*(macro|materialization|test)\s+(\w+)")
 
@@ -76,6 +78,18 @@ def continues_unit(previous, part) -> bool:
     and same-named functions elsewhere in the file are apart, so they stay separate units."""
     return (part.kind not in DECLARATION_KINDS and part.start_line == previous.end_line + 1
             and (part.path, part.symbol, part.kind) == (previous.path, previous.symbol, previous.kind))
+
+
+def units_of(parts: Iterable[T], chunk_of: Callable[[T], object] = lambda part: part) -> list[list[T]]:
+    """Parts in unit order (by path, symbol, kind and start line) gathered into units: each run of the
+    adjacent parts of one split unit together, any other chunk alone. `chunk_of` finds the chunk in a part."""
+    units: list[list[T]] = []
+    for part in parts:
+        if units and continues_unit(chunk_of(units[-1][-1]), chunk_of(part)):
+            units[-1].append(part)
+        else:
+            units.append([part])
+    return units
 
 
 @dataclass

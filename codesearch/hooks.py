@@ -31,7 +31,7 @@ import typer
 
 from codesearch.discover import INDEX_DIR
 from codesearch.errors import CodesearchError
-from codesearch.trust import PrivateLock, open_private, read_regular_file, write_private_file
+from codesearch.trust import PrivateLock, open_private, read_regular_file, replace_atomically, write_private_file
 
 HOOK_NAMES = ("pre-commit", "post-checkout", "post-merge")
 MARKER = "# codesearch-hook"
@@ -157,11 +157,18 @@ def install_hooks(root: Path, mode: str = "background", python: str = sys.execut
                 raise CodesearchError(f"both {path} and {original} exist and neither was written by codesearch; "
                                       f"merge them by hand, then run `codesearch hook install` again")
             os.replace(path, original)
-        temporary = path.with_name(path.name + ".codesearch-tmp")
-        temporary.write_text(hook_script(hook, mode, python), encoding="utf-8")
-        temporary.chmod(0o755)
-        os.replace(temporary, path)
+        replace_atomically(path, _script_writer(hook_script(hook, mode, python)))
     return hook_states(root)
+
+
+def _script_writer(script: str):
+    def write(temporary: Path) -> None:
+        descriptor = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode=0o755)
+        os.fchmod(descriptor, 0o755)  # executable whatever the umask
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(script)
+
+    return write
 
 
 def uninstall_hooks(root: Path) -> list[HookState]:

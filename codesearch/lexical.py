@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
+
+from codesearch.chunk import units_of
+from codesearch.trust import replace_atomically
 
 if TYPE_CHECKING:
     import numpy as np
@@ -88,6 +90,15 @@ class LexicalIndex:
         return len(self.unit_ids)
 
     @classmethod
+    def from_parts(cls, parts: Iterable[tuple[object, str]]) -> "LexicalIndex":
+        """One BM25 document per unit, from (chunk, its terms) in unit order (the parts of a split
+        function adjacent: metadata.unit_parts); each unit is known by its first chunk's id."""
+        units = units_of(parts, chunk_of=lambda part: part[0])
+        documents = ((unit[0][0].id, unit_document(unit[0][0].symbol, unit[0][0].path,
+                                                   [terms for _, terms in unit])) for unit in units)
+        return cls.build(documents, chunks=sum(len(unit) for unit in units))
+
+    @classmethod
     def build(cls, units: Iterable[tuple[int, list[str]]], chunks: int) -> "LexicalIndex":
         """From (first chunk id, unit_document) pairs."""
         import numpy as np
@@ -123,25 +134,48 @@ class LexicalIndex:
         ranked = matching[np.argsort(-scores[matching], kind="stable")]
         return [(int(self.unit_ids[i]), float(scores[i])) for i in ranked]
 
+    def frequencies(self, terms: list[str]) -> dict[str, int]:
+        """Per term this index knows, in how many units it occurs (BM25's document frequency)."""
+        if self.retriever is None:
+            return {}
+        vocabulary, starts = self.retriever.vocab_dict, self.retriever.scores["indptr"]
+        return {term: int(starts[vocabulary[term] + 1] - starts[vocabulary[term]]) for term in terms
+                if term in vocabulary}
+
+    def term_scores(self, terms: list[str], unit_ids: list[int]) -> list[list[float]]:
+        """The score of each unit (by its first chunk's id) split by term: one row per unit, one column per term."""
+        import numpy as np
+
+        rows = np.zeros((len(unit_ids), len(terms)), dtype=np.float64)
+        if self.retriever is None or not unit_ids:
+            return rows.tolist()
+        order = np.argsort(self.unit_ids, kind="stable")
+        positions = order[np.searchsorted(self.unit_ids, np.asarray(unit_ids), sorter=order)]
+        scores, vocabulary = self.retriever.scores, self.retriever.vocab_dict
+        for column, term in enumerate(terms):
+            if term not in vocabulary:
+                continue
+            start, end = scores["indptr"][vocabulary[term]], scores["indptr"][vocabulary[term] + 1]
+            by_document = dict(zip(scores["indices"][start:end].tolist(), scores["data"][start:end].tolist()))
+            rows[:, column] = [by_document.get(int(position), 0.0) for position in positions]
+        return rows.tolist()
+
     # -- files: one folder per generation, written whole under a temporary name, then renamed ---------
 
     def save(self, folder: Path) -> None:
         import numpy as np
 
-        temporary = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(0o700)
-        if self.retriever is not None:
-            self.retriever.save(str(temporary))
-        np.save(temporary / "unit_ids.npy", self.unit_ids)
-        (temporary / "format.json").write_text(json.dumps({"format": _FORMAT, "documents": len(self),
-                                                           "chunks": self.chunks}))
-        for path in temporary.iterdir():  # written by bm25s and numpy, under the umask
-            os.chmod(path, 0o600, follow_symlinks=False)
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(temporary, folder)
+        def write(temporary: Path) -> None:
+            temporary.mkdir(0o700)
+            if self.retriever is not None:
+                self.retriever.save(str(temporary))
+            np.save(temporary / "unit_ids.npy", self.unit_ids)
+            (temporary / "format.json").write_text(json.dumps({"format": _FORMAT, "documents": len(self),
+                                                               "chunks": self.chunks}))
+            for path in temporary.iterdir():  # written by bm25s and numpy, under the umask
+                os.chmod(path, 0o600, follow_symlinks=False)
+
+        replace_atomically(folder, write)
 
     @classmethod
     def load(cls, folder: Path) -> "LexicalIndex | None":

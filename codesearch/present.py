@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from codesearch.errors import CodesearchError
-from codesearch.search import Hit
+from codesearch.ranking import Hit
 
 _LEXERS = {"bash": "bash", "csharp": "csharp", "cpp": "cpp", "tsx": "tsx", "text": "text"}
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
+from typing import Callable
 
 from codesearch.errors import CodesearchError
 
@@ -88,26 +90,61 @@ def refuse_links(directory: Path) -> None:
                                     f"and will not use the folder (delete the file, or the folder)")
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` at once (a temporary file, then a rename), readable by its owner only."""
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Put `path` in place whole or not at all: `write` makes a temporary name beside it (a file it opens
+    with open_private and O_EXCL, or a folder it creates), everything written there reaches the disk, then
+    one rename puts it in place of whatever `path` was. A leftover of a killed run that had this process id
+    is cleared first, and a failed write leaves no temporary behind.
+
+    The one way codesearch replaces a file or folder: index generations, the manifest copy, hook scripts.
+    """
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    _remove(temporary)
     try:
-        os.unlink(temporary)  # a leftover of a killed run that had this process id
-    except FileNotFoundError:
-        pass
-    descriptor = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(temporary)
+        _sync(temporary)
+        if stat.S_ISDIR(os.lstat(temporary).st_mode) and os.path.lexists(path):
+            _remove(path)  # a rename replaces an empty folder only
         os.replace(temporary, path)
     except BaseException:
         try:
-            os.unlink(temporary)
+            _remove(temporary)
         except OSError:
             pass
         raise
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` at once (replace_atomically), readable by its owner only."""
+    def write(temporary: Path) -> None:
+        with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
+            handle.write(data)
+
+    replace_atomically(path, write)
+
+
+def _sync(path: Path) -> None:
+    """fsync a file, or every file in a folder (never through a link)."""
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        for name in os.listdir(path):
+            _sync(path / name)
+        return
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a folder at `path`, if there is one; a link is removed, never followed."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)  # never follows a link inside
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def read_regular_file(path: str | Path, limit: int = -1) -> bytes:

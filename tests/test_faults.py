@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -58,7 +59,7 @@ def indexed_state(repo: Path) -> State:
 
     connection = sqlite3.connect(repo / INDEX / "index.sqlite")
     try:
-        meta = {key: json.loads(value) for key, value in connection.execute("SELECT key, value FROM meta")}
+        meta = {key: json.loads(value) for key, value in connection.execute("SELECT key, value FROM manifest")}
         files = tuple(sorted(connection.execute("SELECT path, fingerprint FROM files")))
         rows = connection.execute("SELECT id, path, start_line, end_line, symbol, text FROM chunks").fetchall()
         missing_vectors = connection.execute(
@@ -468,13 +469,19 @@ def another_new_helper(text):
     return [word for word in words if word]
 '''
 
-FAILURES = {
-    "folder not writable (vector file)": ("_write_faiss", 0, PermissionError(errno.EACCES, "Permission denied")),
-    "folder not writable (database)": ("_insert_chunk", 0, sqlite3.OperationalError("attempt to write a readonly database")),
-    "disk full part-way (database)": ("_insert_chunk", 1, sqlite3.OperationalError("database or disk is full")),
-    "disk full part-way (lexical folder)": ("_write_lexical", 0, OSError(errno.ENOSPC, "No space left on device")),
-    "disk full part-way (vector file)": ("_write_faiss", 0, OSError(errno.ENOSPC, "No space left on device")),
-    "disk full while caching vectors": ("cache_vectors", 0, sqlite3.OperationalError("database or disk is full")),
+FAILURES = {  # where the failure is injected: (module, function or Class.method, calls that succeed first, error)
+    "folder not writable (vector file)": ("generations", "write_vectors", 0,
+                                          PermissionError(errno.EACCES, "Permission denied")),
+    "folder not writable (database)": ("metadata", "Metadata.insert_chunk", 0,
+                                       sqlite3.OperationalError("attempt to write a readonly database")),
+    "disk full part-way (database)": ("metadata", "Metadata.insert_chunk", 1,
+                                      sqlite3.OperationalError("database or disk is full")),
+    "disk full part-way (lexical folder)": ("generations", "write_lexical", 0,
+                                            OSError(errno.ENOSPC, "No space left on device")),
+    "disk full part-way (vector file)": ("generations", "write_vectors", 0,
+                                         OSError(errno.ENOSPC, "No space left on device")),
+    "disk full while caching vectors": ("metadata", "Metadata.cache_vectors", 0,
+                                        sqlite3.OperationalError("database or disk is full")),
 }
 
 
@@ -495,16 +502,19 @@ def test_a_full_disk_after_the_commit_keeps_the_new_index(repo, monkeypatch):
 def test_a_failing_write_is_a_clear_error_and_the_previous_index_stays(repo, monkeypatch, failure):
     from codesearch.errors import CodesearchError
     from codesearch.indexing import index_repository
-    from codesearch.store import IndexStore
 
-    method, calls, error = FAILURES[failure]
-    if method == "_write_faiss":  # a partial file first, as a full disk leaves it
-        def write_partially(self, index, generation):
-            (self.directory / f"vectors-{generation}.faiss.tmp{os.getpid()}").write_bytes(b"\0" * 100)
+    module_name, name, calls, error = FAILURES[failure]
+    owner = importlib.import_module(f"codesearch.{module_name}")
+    if "." in name:
+        class_name, name = name.split(".")
+        owner = getattr(owner, class_name)
+    if name == "write_vectors":  # a partial file first, as a full disk leaves it
+        def write_partially(directory, number, index):
+            (directory / f"vectors-{number}.faiss.tmp{os.getpid()}").write_bytes(b"\0" * 100)
             raise error
-        monkeypatch.setattr(IndexStore, method, write_partially)
+        monkeypatch.setattr(owner, name, write_partially)
     else:
-        monkeypatch.setattr(IndexStore, method, _fail_after(calls, error, getattr(IndexStore, method)))
+        monkeypatch.setattr(owner, name, _fail_after(calls, error, getattr(owner, name)))
     before = indexed_state(repo)
     (repo / "web" / "config.js").unlink()
     (repo / "server" / "notes.py").write_text(NEW_FILE, encoding="utf-8")
@@ -538,7 +548,7 @@ def test_asking_another_model_than_the_index_was_built_with_is_a_clear_error(rep
 def test_a_version_change_rebuilds_with_a_notice(repo, version, notice):
     connection = sqlite3.connect(repo / INDEX / "index.sqlite")
     with connection:
-        connection.execute("UPDATE meta SET value = '0' WHERE key = ?", (version,))
+        connection.execute("UPDATE manifest SET value = '0' WHERE key = ?", (version,))
     connection.close()
     result = codesearch("index", str(repo))  # same texts, so the cached vectors serve: no model load
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
@@ -546,7 +556,7 @@ def test_a_version_change_rebuilds_with_a_notice(repo, version, notice):
     state = indexed_state(repo)
     assert state.generation == 2 and same_content(state, work_tree_state(repo))
     connection = sqlite3.connect(repo / INDEX / "index.sqlite")
-    assert json.loads(connection.execute("SELECT value FROM meta WHERE key = ?", (version,)).fetchone()[0]) != 0
+    assert json.loads(connection.execute("SELECT value FROM manifest WHERE key = ?", (version,)).fetchone()[0]) != 0
     connection.close()
 
 
@@ -557,7 +567,9 @@ def test_an_index_from_the_fts5_days_asks_for_a_refresh_then_rebuilds(repo):
     with connection:
         connection.execute("ALTER TABLE chunks DROP COLUMN terms")
         connection.execute("CREATE VIRTUAL TABLE lexical USING fts5(symbol, path, body, content='')")
-        connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        connection.execute("UPDATE manifest SET value = '1' WHERE key = 'schema_version'")
+        connection.execute("ALTER TABLE manifest RENAME TO meta")  # the layout before migrations were counted
+        connection.execute("PRAGMA user_version = 0")
     connection.close()
     for folder in (repo / INDEX).glob("lexical-*"):
         shutil.rmtree(folder)

@@ -189,7 +189,7 @@ def test_a_commit_succeeds_when_the_index_is_broken(repo):
 def test_a_commit_succeeds_when_the_model_is_missing(repo):
     assert codesearch(repo, "hook", "install", "--sync").returncode == 0
     with sqlite3.connect(repo / ".codesearch" / "index.sqlite") as database:
-        database.execute("UPDATE meta SET value = ? WHERE key = 'model'", (json.dumps(str(repo / "no-such-model")),))
+        database.execute("UPDATE manifest SET value = ? WHERE key = 'model'", (json.dumps(str(repo / "no-such-model")),))
     database.close()
     (repo / "units.py").write_text((FIXTURES / "units.py").read_text(encoding="utf-8"), encoding="utf-8")
     git(repo, "add", "units.py")

@@ -5,7 +5,8 @@ import pytest
 
 from codesearch.chunk import Chunk
 from codesearch.errors import CodesearchError
-from codesearch.lexical import code_terms, query_terms
+from codesearch import generations
+from codesearch.lexical import LexicalIndex, code_terms, query_terms
 from codesearch.store import IndexStore
 
 DIM = 8
@@ -70,8 +71,9 @@ def test_a_crash_before_commit_leaves_the_previous_index(store, tmp_path, monkey
     def die(*args):
         raise KeyboardInterrupt  # the process is killed after the new FAISS file was written
 
-    original_write = store._write_faiss
-    monkeypatch.setattr(store, "_write_faiss", lambda index, generation: (original_write(index, generation), die()))
+    original_write = generations.write_vectors
+    monkeypatch.setattr(generations, "write_vectors",
+                        lambda directory, number, index: (original_write(directory, number, index), die()))
     with pytest.raises(KeyboardInterrupt):
         store.replace_files(MANIFEST, changes, removed=[])
     store.close()
@@ -92,16 +94,16 @@ def test_a_lost_vector_file_is_rebuilt_from_the_database(store, tmp_path):
     reopened.close()
 
 
-@pytest.mark.parametrize("step", ["_write_faiss", "_write_lexical"])
+@pytest.mark.parametrize("step", ["write_vectors", "write_lexical"])
 def test_a_crash_after_writing_either_file_leaves_the_previous_pair(store, tmp_path, monkeypatch, step):
     store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha"], seed=1), removed=[])
-    original = getattr(store, step)
+    original = getattr(generations, step)
 
-    def write_then_die(index, generation):
-        original(index, generation)
+    def write_then_die(directory, number, index):
+        original(directory, number, index)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store, step, write_then_die)
+    monkeypatch.setattr(generations, step, write_then_die)
     with pytest.raises(KeyboardInterrupt):
         store.replace_files(MANIFEST, add_file(store, "b.py", ["beta"], seed=2), removed=[])
     store.close()
@@ -127,8 +129,7 @@ def test_a_lost_lexical_folder_is_rebuilt_from_the_stored_terms(store, tmp_path,
     else:  # an older generation's folder under this generation's name: it holds another number of chunks
         shutil.rmtree(folder)
         store = IndexStore.open(tmp_path / ".codesearch")
-        store._lexical_index = None
-        index = store._build_lexical_index()
+        index = LexicalIndex.from_parts(store.metadata.unit_parts())
         index.chunks -= 1
         index.save(folder)
         store.close()

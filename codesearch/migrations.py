@@ -1,0 +1,83 @@
+"""The index database's layout, as an ordered list of steps (as simonw/llm keeps its own).
+
+Each step runs once per database, in order, in a transaction of its own, and `PRAGMA user_version`
+counts the steps done, so opening an index of any age brings it up to date and a current one costs one
+read of the header. A step is never edited once released; a change is a new step at the end.
+
+Steps change the layout only. Whether the rows in it still mean what this version of codesearch
+expects (the chunker, the terms format, the model) is the manifest's question: metadata.needs_rebuild.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+
+
+def migration(step: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    MIGRATIONS.append(step)
+    return step
+
+
+@migration
+def m001_tables(db: sqlite3.Connection) -> None:
+    """The tables of the first index format (indexes made before migrations were counted have them)."""
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+               "chunks INTEGER NOT NULL)")
+    db.execute("""CREATE TABLE IF NOT EXISTS chunks (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        start_line INTEGER NOT NULL,
+        end_line INTEGER NOT NULL,
+        symbol TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        language TEXT NOT NULL,
+        context TEXT NOT NULL,
+        text TEXT NOT NULL,
+        embedding_key TEXT NOT NULL
+    )""")
+    db.execute("CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks(path)")
+    db.execute("CREATE INDEX IF NOT EXISTS chunks_by_language ON chunks(language)")
+    db.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+
+
+@migration
+def m002_chunk_terms(db: sqlite3.Connection) -> None:
+    """Each chunk keeps its lexical terms (BM25 moved from an FTS5 table to bm25s files per generation)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(chunks)")}
+    if "terms" not in columns:
+        db.execute("ALTER TABLE chunks ADD COLUMN terms TEXT NOT NULL DEFAULT ''")
+    db.execute("DROP TABLE IF EXISTS lexical")
+
+
+@migration
+def m003_manifest_table(db: sqlite3.Connection) -> None:
+    """The table the manifest lives in is called so."""
+    db.execute("ALTER TABLE meta RENAME TO manifest")
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Run the steps this database has not run yet; another process opening it at once waits its turn.
+    `db` is in autocommit mode (isolation_level None)."""
+    if _done(db) >= len(MIGRATIONS):
+        return
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            done = _done(db)  # again, under the write lock: another process may have migrated meanwhile
+            if done < len(MIGRATIONS):
+                MIGRATIONS[done](db)
+                db.execute(f"PRAGMA user_version = {done + 1}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        if done + 1 >= len(MIGRATIONS):
+            return
+
+
+def _done(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]

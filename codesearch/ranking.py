@@ -1,0 +1,233 @@
+"""Fusion: from what the retrievers found (search.retrieve) to the k answers a user sees.
+
+fuse() takes the candidates of one index or of several, and
+  1. merges each retriever's rankings across indexes (dense scores compare as they are; BM25 scores are
+     put on one scale with the term statistics each index reported), keeping the best `pool` of each;
+  2. normalises each ranking's scores to 0..1 (min-max) and adds them with the model's weights: a convex
+     combination, which keeps how far ahead a retriever's best hit is (reciprocal rank fusion throws
+     that away; Bruch, Gai and Ingber, ACM TOIS 2023);
+  3. pools the parts of one split function (each retriever's best part counts) and answers it whole;
+  4. lifts a definition the query names, and applies the priors (tests, declarations, prose below code);
+  5. cuts to k, no two answers overlapping in one file.
+One index is the special case of fusing one: its answers are exactly what it would answer alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from codesearch.chunk import DECLARATION_KINDS
+from codesearch.metadata import StoredChunk
+
+if TYPE_CHECKING:
+    from codesearch.search import Candidates
+
+# The dense ranking's share (0..1) when fused with the lexical one; the rest goes to BM25. bge-code-v1, a
+# state-of-the-art code retriever (CoIR, arXiv 2505.12697), leads; a general sentence model such as
+# minilm trails BM25 alone on the dev set, so it gets an equal share only, as does any other model.
+DENSE_WEIGHTS = {"bge-code-v1": 0.7}
+DEFAULT_DENSE_WEIGHT = 0.5
+NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition the query names
+PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
+PRIOR_TEST = 0.8  # tests rank below the code they test
+PRIOR_NOT_CODE = 0.5  # prose and data windows (README, docs, JSON) rank below code
+_TEST_PATH = re.compile(r"(^|/)(tests?|spec|specs|__tests__|testing)/|(^|/)test_[^/]*$|_test\.[^/]+$|"
+                        r"\.(test|spec)\.[^/]+$|Tests?\.[^/]+$")
+
+
+def dense_weight(model: str | None) -> float:
+    """The dense ranking's share for an index built with `model` (the name its manifest records)."""
+    return DENSE_WEIGHTS.get(model or "", DEFAULT_DENSE_WEIGHT)
+
+
+@dataclass
+class Hit:
+    chunk: StoredChunk
+    score: float
+    sources: dict = field(default_factory=dict)  # "dense"/"lexical" -> rank
+
+
+def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DENSE_WEIGHT) -> list[Hit]:
+    """The k best answers over the candidates of one or more indexes (search.retrieve), as the docstring
+    of this module tells; `weight` is the dense ranking's share (dense_weight)."""
+    rankings = _merged_rankings(sets)
+    rows = {(number, chunk_id): chunk for number, found in enumerate(sets) for chunk_id, chunk in found.chunks.items()}
+    weights = {"dense": weight, "lexical": 1.0 - weight} if len(rankings) == 2 else dict.fromkeys(rankings, 1.0)
+    names = names_in(query)
+    scored = []
+    for members, evidence in _by_unit(normalised_scores(rankings), rows, sets):
+        # Parts of one function pool their evidence: each retriever's best part counts (BM25 scores whole
+        # units already, and speaks through the first part).
+        score = sum(weights[source] * value for source, (value, _) in evidence.items())
+        (number, best) = max(members, key=lambda member: sum(weights[source] * value for source, (value, _)
+                                                             in members[member].items()))
+        if names.defined_by(best):
+            score += NAME_MATCH_BONUS
+        sources = {source: rank for source, (_, rank) in evidence.items()}
+        scored.append((score * prior(best), (best.id, number), number, best, sources))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    hits: list[tuple[int, Hit]] = []
+    for score, _, number, chunk, sources in scored:
+        whole = whole_unit(sets[number], chunk)
+        if not any(other == number and _overlap(hit.chunk, whole) for other, hit in hits):
+            hits.append((number, Hit(whole, float(score), sources)))
+            if len(hits) >= k:
+                break
+    return [hit for _, hit in hits]
+
+
+def whole_unit(found: Candidates, chunk: StoredChunk) -> StoredChunk:
+    """A function split into parts for the model is answered whole: its best part stands for it.
+    Declarations (imports, fields, types) are no unit: each part answers alone."""
+    if chunk.kind in DECLARATION_KINDS:
+        return chunk
+    run = next((run for run in found.index.unit_runs(chunk) if any(part.id == chunk.id for part in run)), [chunk])
+    if len(run) <= 1:
+        return chunk
+    return replace(chunk, start_line=run[0].start_line, end_line=run[-1].end_line,
+                   text="\n".join(part.text for part in run))
+
+
+def prior(chunk: StoredChunk) -> float:
+    """How much a chunk's kind of file counts, before any query: code first, then tests, then prose/data."""
+    weight = 1.0
+    if chunk.kind == "window" and chunk.language == "text":
+        weight *= PRIOR_NOT_CODE
+    if _TEST_PATH.search(chunk.path):
+        weight *= PRIOR_TEST
+    if chunk.kind in DECLARATION_KINDS:
+        weight *= PRIOR_DECLARATION
+    return weight
+
+
+def normalised_scores(rankings: dict[str, list[tuple[object, float]]]) -> dict[object, dict[str, tuple[float, int]]]:
+    """Per candidate, each retriever's min-max normalised score (0..1) and rank.
+
+    The fused score is a convex combination of these. Unlike reciprocal rank fusion it keeps how far
+    ahead a retriever's best hit is, so a confident lexical match is not dragged down by a weak dense
+    ranking (and the reverse); Bruch, Gai and Ingber's comparison of fusion functions (ACM TOIS 2023)
+    found the same.
+    """
+    normalised: dict[object, dict[str, tuple[float, int]]] = {}
+    for source, ranking in rankings.items():
+        if not ranking:
+            continue
+        best, worst = ranking[0][1], min(score for _, score in ranking)
+        spread = best - worst
+        for rank, (key, score) in enumerate(ranking, 1):
+            value = (score - worst) / spread if spread > 0 else 1.0
+            normalised.setdefault(key, {})[source] = (value, rank)
+    return normalised
+
+
+def _merged_rankings(sets: list[Candidates]) -> dict[str, list[tuple[tuple[int, int], float]]]:
+    """Each retriever's ranking over all indexes, candidates known as (index number, chunk id), dense
+    before lexical. One index's rankings are taken as they are."""
+    sources = [source for source in ("dense", "lexical") if any(getattr(found, source) is not None for found in sets)]
+    merged = {}
+    for source in sources:
+        if len(sets) == 1:
+            merged[source] = [((0, chunk_id), score) for chunk_id, score in getattr(sets[0], source)]
+            continue
+        pool = max(found.pool for found in sets)
+        scores = (_global_bm25(sets) if source == "lexical" else
+                  [[score for _, score in found.dense or []] for found in sets])
+        ranking = [((number, chunk_id), score) for number, found in enumerate(sets)
+                   for (chunk_id, _), score in zip(getattr(found, source) or [], scores[number])]
+        merged[source] = sorted(ranking, key=lambda item: -item[1])[:pool]
+    return merged
+
+
+def _global_bm25(sets: list[Candidates]) -> list[list[float]]:
+    """Each index's BM25 scores as if every index were one: each term's share of a score is reweighted
+    from the idf the index computed alone (from its own document counts) to the idf over all of them."""
+    documents = sum(found.terms.documents for found in sets if found.terms)
+    frequency: dict[str, int] = {}
+    for found in sets:
+        for term, count in (found.terms.frequencies.items() if found.terms else ()):
+            frequency[term] = frequency.get(term, 0) + count
+    rescaled = []
+    for found in sets:
+        if not found.lexical:
+            rescaled.append([])
+            continue
+        terms = list(found.terms.frequencies)
+        ratios = [_idf(documents, frequency[term]) / _idf(found.terms.documents, found.terms.frequencies[term])
+                  for term in terms]
+        shares = found.term_scores()  # rows: candidates; columns: terms
+        rescaled.append([float(sum(share * ratio for share, ratio in zip(row, ratios))) for row in shares])
+    return rescaled
+
+
+def _idf(documents: int, frequency: int) -> float:
+    """BM25's idf as bm25s computes it (Lucene's variant, never negative)."""
+    return math.log(1 + (documents - frequency + 0.5) / (frequency + 0.5))
+
+
+def _by_unit(normalised, rows: dict, sets: list[Candidates]) -> list[tuple[dict, dict]]:
+    """Candidates grouped by the unit they belong to (adjacent parts of a split function): each group's
+    members, (index number, chunk), with their own evidence, and the group's best value per retriever."""
+    namesakes: dict[tuple, list[tuple[int, StoredChunk]]] = {}
+    for key in normalised:
+        chunk = rows.get(key)
+        if chunk is not None and chunk.kind not in DECLARATION_KINDS:
+            namesakes.setdefault((key[0], chunk.path, chunk.symbol, chunk.kind), []).append((key[0], chunk))
+    # Only names with several candidates need their runs looked up; any other chunk is its own unit.
+    unit_of = {(number, part.id): (number, run[0].id) for group in namesakes.values() if len(group) > 1
+               for number, first in group[:1] for run in sets[number].index.unit_runs(first) for part in run}
+    units: dict[tuple, tuple[dict, dict]] = {}
+    for key, evidence in normalised.items():
+        chunk = rows.get(key)
+        if chunk is None:
+            continue
+        members, pooled = units.setdefault(unit_of.get(key, key), ({}, {}))
+        members[(key[0], chunk)] = evidence
+        for source, (value, rank) in evidence.items():
+            if source not in pooled or value > pooled[source][0]:
+                pooled[source] = (value, rank)
+    return list(units.values())
+
+
+def _overlap(a: StoredChunk, b: StoredChunk) -> bool:
+    return a.path == b.path and a.start_line <= b.end_line and b.start_line <= a.end_line
+
+
+_IDENTIFIER_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:::|\.|#|->)[A-Za-z_][A-Za-z0-9_]*)*")
+_QUALIFIER = re.compile(r"::|\.|#|->|\s")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class QueryNames:
+    """The definitions a query names, lowercased: code-looking words (parseConfig, snake_case, the `bar`
+    of Foo::bar), and a container and member written apart (`KeyValueStore subscript`, as people write
+    Foo.bar in prose) where one of the two looks like code."""
+
+    names: frozenset[str] = frozenset()
+    qualified: frozenset[tuple[str, str]] = frozenset()
+
+    def defined_by(self, chunk: StoredChunk) -> bool:
+        path = [part.lower() for part in _QUALIFIER.split(chunk.symbol) if part]
+        if not path:
+            return False
+        return path[-1] in self.names or (len(path) >= 2 and (path[-2], path[-1]) in self.qualified)
+
+
+def names_in(query: str) -> QueryNames:
+    names = set()
+    for token in _IDENTIFIER_LIKE.findall(query):
+        last = _QUALIFIER.split(token)[-1]
+        if _looks_like_code(token) and len(last) >= 3:
+            names.add(last.lower())
+    words = query.split()
+    qualified = {(container.lower(), member.lower()) for container, member in zip(words, words[1:])
+                 if _WORD.fullmatch(container) and _WORD.fullmatch(member)
+                 and (_looks_like_code(container) or _looks_like_code(member))}
+    return QueryNames(frozenset(names), frozenset(qualified))
+
+
+def _looks_like_code(token: str) -> bool:
+    return "_" in token or re.search(r"[a-z][A-Z]", token) is not None or _QUALIFIER.search(token) is not None
