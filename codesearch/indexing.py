@@ -18,9 +18,12 @@ from typing import Callable
 from codesearch import chunk as chunking
 from codesearch.discover import (INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary,
                                  repository_root, tracked_paths)
-from codesearch.embed import Embedder, ModelSpec, load_embedder, pin_model, resolve_model
+from codesearch.embed import Embedder
+from codesearch.models import ModelSpec, resolve_model
+from codesearch.weights import load_embedder, pin_model
 from codesearch.errors import CodesearchError
-from codesearch.store import SCHEMA_VERSION, IndexStore, is_damaged
+from codesearch.metadata import SCHEMA_VERSION, is_damaged, needs_rebuild
+from codesearch.store import IndexStore
 from codesearch.trust import UntrustedPath, read_regular_file, resolve_inside
 
 MINIFIED_MEAN_LINE = 300
@@ -119,7 +122,7 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
             f"pass --rebuild to re-index with {model!r}")
     # Pinned: the weights' identity and this machine's dtype are part of every embedding key.
     spec = pin_model(resolve_model(model or manifest.get("model"), **model_options))
-    reason = _rebuild_reason(manifest, spec)
+    reason = needs_rebuild(manifest, spec.fingerprint)
     if reason and not rebuild:
         progress.notice(f"rebuilding the index: {reason}")
         rebuild = True
@@ -236,18 +239,6 @@ def _manifest(spec: ModelSpec, dimension: int) -> dict:
         "model_fingerprint": spec.fingerprint, "chunker_version": chunking.CHUNKER_VERSION,
         "schema_version": SCHEMA_VERSION, "updated_at": time.time(),
     }
-
-
-def _rebuild_reason(manifest: dict, spec: ModelSpec) -> str:
-    if not manifest:
-        return ""
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        return "the index format changed"
-    if manifest.get("chunker_version") != chunking.CHUNKER_VERSION:
-        return "the chunker changed"
-    if manifest.get("model_fingerprint") != spec.fingerprint:
-        return "the model settings changed"
-    return ""
 
 
 def _exclude_from_git(root: Path) -> None:

@@ -348,6 +348,6 @@ def test_python_dash_m_inside_a_repository_imports_nothing_from_it(tmp_path):
 
 
 def test_remote_code_stays_off_unless_asked():
-    from codesearch.embed import resolve_model
+    from codesearch.models import resolve_model
 
     assert resolve_model("minilm").trust_remote_code is False

@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from codesearch.embed import load_embedder, resolve_model
 from codesearch.errors import CodesearchError
+from codesearch.models import resolve_model
+from codesearch.weights import load_embedder
 
 # Lengths from a few tokens to a few hundred, so a padded batch mixes very different widths.
 TEXTS = [

@@ -80,7 +80,7 @@ def work_tree_state(repo: Path) -> State:
     """What a complete `codesearch index` of the work tree as it is now would store."""
     from codesearch.chunk import PartBudget
     from codesearch.discover import discover_files
-    from codesearch.embed import resolve_model
+    from codesearch.models import resolve_model
     from codesearch.indexing import _chunks_of
 
     sources = discover_files(repo)

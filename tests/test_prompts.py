@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from codesearch.chunk import PartBudget
-from codesearch.embed import (PRESETS, Embedder, folder_digest, load_embedder, looks_like_code, pin_model,
-                              planned_dtype, resolve_model)
+from codesearch.embed import Embedder
+from codesearch.models import PRESETS, resolve_model
+from codesearch.prompts import looks_like_code
+from codesearch.weights import folder_digest, load_embedder, pin_model, planned_dtype
 
 COSQA = "Given a web search query, retrieve relevant code that can help answer the query."
 CODETRANS_DL = "Given a piece of code, retrieve code that is semantically equivalent to the input code."
@@ -40,7 +42,7 @@ def test_the_default_instructions_are_baais_own():
     assert spec.query_format == "<instruct>{instruction}\n<query>{query}"
     assert spec.format_query(QUESTION) == f"<instruct>{COSQA}\n<query>{QUESTION}"
     assert spec.format_query(SNIPPET) == f"<instruct>{CODETRANS_DL}\n<query>{SNIPPET}"
-    assert OLD_DEFAULT not in Path(sys.modules["codesearch.embed"].__file__).read_text(encoding="utf-8")
+    assert OLD_DEFAULT not in Path(sys.modules["codesearch.prompts"].__file__).read_text(encoding="utf-8")
 
 
 def test_baais_lengths_cut_the_same_chunks():
@@ -305,8 +307,8 @@ def test_pinning_a_folder_names_its_digest_and_this_machines_dtype_without_impor
     from importlib import metadata
 
     if "+cpu" in metadata.version("torch"):  # a refresh that embeds nothing should not pay torch's import
-        probe = ("import sys, codesearch.embed as e; e.pin_model(e.resolve_model(sys.argv[1])); "
-                 "print('torch' in sys.modules)")
+        probe = ("import sys, codesearch.weights as w, codesearch.models as m; "
+                 "w.pin_model(m.resolve_model(sys.argv[1])); print('torch' in sys.modules)")
         result = subprocess.run([sys.executable, "-c", probe, str(tiny_qwen2_dir)], capture_output=True, text=True,
                                 check=True)
         assert result.stdout.strip() == "False"
@@ -337,7 +339,7 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
     from repo_helpers import codesearch, make_repo
     from test_faults import FakeEmbedder
 
-    from codesearch import embed
+    from codesearch import prompts
     from codesearch.indexing import index_repository, open_index, query_model
 
     repo = make_repo(tmp_path / "repo")
@@ -357,7 +359,7 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
     assert status["prompts"] == manifest["prompts"]
     assert COSQA in codesearch("status", str(repo), check=True).stdout
 
-    monkeypatch.setitem(embed._BGE_CODE_PROMPTS, "query_instruction", "A new default.")
+    monkeypatch.setitem(prompts.BGE_CODE_PROMPTS, "query_instruction", "A new default.")
     again = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=lambda spec: FakeEmbedder())
     _, store = open_index(repo)
     updated = store.manifest()

@@ -1,0 +1,60 @@
+"""Every environment variable codesearch reads or sets, in one place. Nothing is imported, so any module,
+the query client included, may use it at no cost.
+
+Read:
+  CODESEARCH_MODEL       the model `index` uses when none is named (the CLI's --model takes it too)
+  CODESEARCH_NO_SERVER   set (1, true, yes): `query` never asks a running server, it answers in-process
+  CODESEARCH_DEBUG       set: an unexpected error shows its traceback instead of one line
+  CUDA_VISIBLE_DEVICES   "" or -1 hides every GPU: torch need not even be imported to know
+  HF_HUB_OFFLINE         set (1, true, yes): the Hugging Face hub is not asked
+  HF_ENDPOINT            where the hub is (default https://huggingface.co)
+  XDG_RUNTIME_DIR        where a server's socket goes when the repository's path is too long for one
+Set, for the libraries codesearch loads:
+  HF_HUB_OFFLINE         once a model is known to need no hub (a local folder), or the hub is unreachable
+  TOKENIZERS_PARALLELISM unless the user set it: tokenizer threads on a GPU machine, none beside a CPU model
+"""
+
+from __future__ import annotations
+
+import os
+
+_YES = ("1", "true", "yes")
+
+
+def default_model() -> str | None:
+    return os.environ.get("CODESEARCH_MODEL") or None
+
+
+def server_disabled() -> bool:
+    return os.environ.get("CODESEARCH_NO_SERVER", "").lower() in _YES
+
+
+def debug() -> bool:
+    return bool(os.environ.get("CODESEARCH_DEBUG"))
+
+
+def gpus_hidden() -> bool:
+    return os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in _YES
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def runtime_dir() -> str | None:
+    return os.environ.get("XDG_RUNTIME_DIR")
+
+
+def go_offline() -> None:
+    """Tell the hub client never to wait on the network."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def tokenizer_threads(parallel: bool) -> None:
+    """Let the tokenizer use threads (a GPU waits for it) or not (a CPU model needs the cores), unless
+    the user chose."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if parallel else "false")
