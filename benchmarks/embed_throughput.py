@@ -38,8 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from codesearch.embed import (PRESETS, Embedder, _batches_under_budget, default_documents_per_call,  # noqa: E402
-                              default_token_budget, load_embedder, resolve_model)
+from codesearch.embed import Embedder, _batches_under_budget  # noqa: E402
+from codesearch.models import PRESETS, resolve_model  # noqa: E402
+from codesearch.weights import default_documents_per_call, default_token_budget, load_embedder  # noqa: E402
 from codesearch.qwen_vocab import BGE_CODE_V1_VOCAB_SIZE, QWEN_EOS_ID, qwen_tokenizer  # noqa: E402
 
 LENGTHS_FILE = Path(__file__).with_name("chunk_token_lengths.json")
@@ -273,21 +274,20 @@ def in_slices(embedder: Embedder, texts: list[str], size: int) -> np.ndarray:
 
 
 def as_index_calls(embedder: Embedder, texts: list[str], feeder: bool = True, per_call: int | None = None) -> np.ndarray:
-    """What `codesearch index` does: longest text first, embedder.documents_per_call texts per call.
+    """What `codesearch index` does: DocumentEncoder's policy, longest text first, embedder.documents_per_call
+    texts per call.
 
-    feeder=True is the product (Embedder.encode_document_slices: the next slice is tokenized in a second
-    thread during this one's forward passes); False tokenizes each slice in line. Results in input order.
+    feeder=True is the product (the next slice is tokenized in a second thread during this one's forward
+    passes); False tokenizes each slice in line. Results in input order.
     """
     per_call = per_call or embedder.documents_per_call
+    if feeder:
+        return replace(embedder, documents_per_call=per_call).encode_documents(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     slices = [order[start:start + per_call] for start in range(0, len(order), per_call)]
     output = np.zeros((len(texts), embedder.dim), dtype=np.float32)
-    if feeder:
-        parts = embedder.encode_document_slices([[texts[i] for i in part] for part in slices])
-    else:
-        parts = (embedder.encode_documents([texts[i] for i in part]) for part in slices)
-    for part, vectors in zip(slices, parts):
-        output[part] = vectors
+    for part in slices:
+        output[part] = embedder.encode_token_ids(embedder.tokenize([texts[i] for i in part]))
     return output
 
 

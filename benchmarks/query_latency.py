@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from codesearch import generations
 from codesearch.chunk import Chunk
+from codesearch.lexical import LexicalIndex
 from codesearch.search import Filters, search
 from codesearch.store import IndexStore
 
@@ -96,9 +98,9 @@ def main() -> None:
         print(f"built {store.chunk_count()} chunks, dim {args.dim}, in {time.perf_counter() - started:.1f}s")
         store.vector_index()  # load once: the figure is warm latency
         started = time.perf_counter()
-        lexical = store._build_lexical_index()
+        lexical = LexicalIndex.from_parts(store.metadata.unit_parts())
         built = time.perf_counter() - started
-        store._write_lexical(lexical, store.generation)
+        generations.write_lexical(store.directory, store.generation, lexical)
         print(f"lexical index: built in {built:.1f}s, written in {time.perf_counter() - started - built:.1f}s")
         print(f"{'mode':<28} {'median ms':>10} {'p95 ms':>10}")
         cases = [("hybrid", Filters()), ("semantic", Filters()), ("lexical", Filters()),
