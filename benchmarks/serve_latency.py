@@ -2,6 +2,7 @@
 
     python benchmarks/serve_latency.py                      # the fixture repository, minilm
     python benchmarks/serve_latency.py --repo PATH -n 30    # a real repository (indexed if it is not)
+    python benchmarks/serve_latency.py --warm-only          # the two warm numbers only (A/B runs of a change)
 
 Three numbers, all wall-clock per query:
   cold CLI     `codesearch query --json` with no server (imports torch, loads the model, searches)
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("-n", type=int, default=20, help="queries per path (median of these)")
     parser.add_argument("--server-threads", type=int, help="the server's --threads (default: the server's default, 1)")
+    parser.add_argument("--warm-only", action="store_true", help="skip the cold CLI (seconds per query)")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     env.pop("CODESEARCH_NO_SERVER", None)
@@ -59,9 +61,11 @@ def main() -> None:
         print(f"repository {repo}, model {args.model}, {args.n} queries per path, {os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
 
-        cold = [timed(lambda q=q: run(["query", q, "--json", "--repo", str(repo)],
-                                      {**env, "CODESEARCH_NO_SERVER": "1"})) for q in queries]
-        report("cold CLI", cold)
+        cold = [] if args.warm_only else [timed(lambda q=q: run(["query", q, "--json", "--repo", str(repo)],
+                                                                {**env, "CODESEARCH_NO_SERVER": "1"}))
+                                          for q in queries]
+        if cold:
+            report("cold CLI", cold)
 
         threads = [] if args.server_threads is None else ["--threads", str(args.server_threads)]
         server = start_server(repo, env, threads)
@@ -69,16 +73,17 @@ def main() -> None:
             warm_cli = [timed(lambda q=q: run(["query", q, "--json", "--repo", str(repo)], env)) for q in queries]
             report("warm CLI", warm_cli)
             address = socket_path(repo)
-            warm_socket = [timed(lambda q=q: request_server(address, {"op": "query", "queries": [q], "k": 10}))
+            warm_socket = [timed(lambda q=q: answered(request_server(address, {"op": "query", "queries": [q], "k": 10})))
                            for q in queries]
             report("warm socket", warm_socket)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
-        print(f"ratio cold/warm: {statistics.median(cold) / statistics.median(warm_cli):.0f}x (CLI), "
-              f"{statistics.median(cold) / statistics.median(warm_socket):.0f}x (socket); "
-              f"load average {os.getloadavg()[0]:.1f} at end")
-        print(json.dumps({"cold_cli_ms": ms(cold), "warm_cli_ms": ms(warm_cli), "warm_socket_ms": ms(warm_socket),
+        if cold:
+            print(f"ratio cold/warm: {statistics.median(cold) / statistics.median(warm_cli):.0f}x (CLI), "
+                  f"{statistics.median(cold) / statistics.median(warm_socket):.0f}x (socket)")
+        print(f"load average {os.getloadavg()[0]:.1f} at end")
+        print(json.dumps({"cold_cli_ms": ms(cold) if cold else None, "warm_cli_ms": ms(warm_cli), "warm_socket_ms": ms(warm_socket),
                           "n": args.n, "model": args.model, "server_threads": args.server_threads}))
 
 
@@ -108,6 +113,12 @@ def start_server(repo: Path, env: dict, options: list[str]) -> subprocess.Popen:
     else:
         raise SystemExit(f"the server exited {server.wait()}")
     return server
+
+
+def answered(response: dict) -> dict:
+    if not response.get("ok"):  # an error comes back fast, and would pass for a fast answer
+        raise SystemExit(f"the server did not answer: {response.get('error')}")
+    return response
 
 
 def timed(function) -> float:

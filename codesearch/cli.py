@@ -13,13 +13,27 @@ import typer
 
 from codesearch.errors import CodesearchError
 from codesearch.hooks import hook_app
+from codesearch.limits import MAX_QUERY_CHARS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ask a git repository questions in plain language; get back the functions that answer.")
 app.add_typer(hook_app, name="hook")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from codesearch import __version__
+
+        print(f"codesearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")):
+    """Ask a git repository questions in plain language; get back the functions that answer."""
+
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
-MAX_QUERY_CHARS = 10_000
 CPU_CHUNKS_PER_SECOND = {"decoder": 0.5, "encoder": 70.0}  # measured on 2 cores: benchmarks/NOTES.md, README
 
 
@@ -100,7 +114,7 @@ def query(
                                            filters.exclude_globs, model, instruction, trust_remote_code))
     if verbose:
         _stderr().print(f"codesearch: answered by the running server for {served.repository}" if served
-                        else "codesearch: answered in-process (no server running for this repository)")
+                        else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
     if not served:  # imported only now: a served query needs none of the in-process machinery
         from codesearch.indexing import open_index, query_model
         from codesearch.search import search
@@ -136,14 +150,15 @@ def query(
 
                 print("\n".join(vimgrep_lines(hits)))
             else:
-                from rich.console import Console
-
                 from codesearch.present import print_hits
 
-                console = console or Console(highlight=False)
+                console = console or _stdout_console()
                 if len(queries) > 1:
                     console.rule(query_text)
                 print_hits(console, hits, root, context)
+    except BrokenPipeError:
+        _stop_writing_stdout()
+        raise typer.Exit(EXIT_FOUND) from None
     finally:
         if store is not None:
             store.close()
@@ -156,6 +171,7 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", help="Also listen on 127.0.0.1:PORT (never other interfaces)."),
     stop: bool = typer.Option(False, "--stop", help="Stop the server of these repositories instead."),
     threads: int = typer.Option(1, "--threads", help="CPU threads to embed a query; more only helps large models on an idle machine (0: torch's default)."),
+    trust_remote_code: bool = TrustOption,
 ):
     """Keep the model and indexes in memory and answer `codesearch query` in milliseconds over a local socket."""
     from codesearch.serve import Service, serve_forever, stop_server
@@ -168,7 +184,7 @@ def serve(
                           else f"codesearch: no server is running for {path}")
         raise typer.Exit(EXIT_FOUND if all(pid for _, pid in stopped) else EXIT_NOT_FOUND)
     serve_forever(repos or [Path(".")], port=port, notice=lambda message: console.print(f"codesearch: {message}"),
-                  service=Service(threads=threads))
+                  service=Service(threads=threads, trust_remote_code=trust_remote_code))
 
 
 @app.command("mcp")
@@ -225,16 +241,36 @@ def status(
         stale = sum(1 for p, f in current.items() if known.get(p) != f) + sum(1 for p in known if p not in current)
         info = {"repository": str(root), "model": manifest.get("model"), "dimension": manifest.get("dimension"),
                 "files": store.file_count(), "chunks": store.chunk_count(), "stale_files": stale,
-                "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at")}
+                "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at"),
+                "prompts": manifest.get("prompts"), "dtype": manifest.get("dtype")}
     finally:
         store.close()
     if as_json:
         print(json.dumps(info))
         return
     updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["updated_at"])) if info["updated_at"] else "never"
+    from codesearch.embed import describe_prompts
+
     print(f"repository  {info['repository']}\nmodel       {info['model']} ({info['dimension']} dims)\n"
+          f"prompts     {describe_prompts(info['prompts'])}\n"
           f"indexed     {info['files']} files, {info['chunks']} chunks\nupdated     {updated}\n"
           f"stale       {info['stale_files']} files changed since (run `codesearch index` to refresh)")
+
+
+def _stop_writing_stdout() -> None:
+    """The reader went away (`codesearch query ... | head -1`): what it wanted, it got. Later writes,
+    and Python's flush at exit, go to /dev/null instead of failing."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    class StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError  # rich would exit 1; main() ends quietly with 0
+
+    return StdoutConsole(highlight=False)
 
 
 def _read_queries(text: Optional[str], queries_file: Optional[Path]) -> list[str]:

@@ -128,3 +128,28 @@ def test_chunks_command_lists_functions(tmp_path):
     units = [json.loads(line) for line in result.stdout.splitlines()]
     symbols = {(unit["symbol"], unit["kind"]) for unit in units}
     assert ("NewServer", "function") in symbols and ("Server.Shutdown", "method") in symbols
+
+
+@pytest.mark.parametrize("output", ["text", "json", "vimgrep"])
+def test_a_reader_that_stops_reading_is_no_error(indexed_repo, output):
+    import os
+    import subprocess
+    import sys
+
+    repo, _ = indexed_repo
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the first line is written, as `| head -0` would be
+    try:
+        result = subprocess.run([sys.executable, "-m", "codesearch", "query", "checksum of a payload", "--mode",
+                                 "lexical", "--format", output], cwd=repo, stdout=writer, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_version():
+    from codesearch import __version__
+
+    result = codesearch("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"codesearch {__version__}")
