@@ -1,8 +1,162 @@
-"""Shared fixtures. Nothing here touches the network."""
+"""Shared fixtures and helpers; test modules import the helpers from here (`from conftest import ...`).
+Nothing here touches the network.
+
+Running codesearch: `codesearch(...)` runs the command in this process, as the installed script does
+(its one-line errors and exit codes included), which spares a Python start-up and the imports per call;
+`codesearch_process(...)` starts a real process, for what only a process shows (a kill, the working
+directory on the import path, concurrent runs). Both return a subprocess.CompletedProcess.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
+
+from codesearch.embed import DocumentEncoder
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+
+
+# -- git and repositories ------------------------------------------------------------------------------------
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child: offline, no CODESEARCH_MODEL, git without the user's config
+    and with a fixed author (and none of the GIT_* a hook that runs the tests would set)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    env.pop("CODESEARCH_MODEL", None)
+    return {**env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **GIT_ENV, **extra}
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run git in `repo`; a failure raises unless check is False."""
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=clean_env(), check=check)
+
+
+def make_repo(destination: Path, fixture: str = "sample_repo") -> Path:
+    """A fresh repository holding a copy of fixtures/<fixture>, all of it in one commit."""
+    shutil.copytree(FIXTURES / fixture, destination)
+    git(destination, "init", "-q", "-b", "main")
+    git(destination, "add", "-A")
+    git(destination, "commit", "-q", "-m", "initial")
+    return destination
+
+
+# -- running codesearch --------------------------------------------------------------------------------------
+
+
+def codesearch(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """`codesearch ARGS` run in this process, with the environment a child would get (clean_env)."""
+    from codesearch.cli import main
+
+    argv, environ, directory = sys.argv, dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(clean_env())
+    sys.argv = ["codesearch", *map(str, args)]
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exited:
+                code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(directory)
+        os.environ.clear()
+        os.environ.update(environ)
+    result = subprocess.CompletedProcess(["codesearch", *map(str, args)], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"codesearch {' '.join(map(str, args))} exited {code}: {result.stderr}")
+    return result
+
+
+def codesearch_process(*args: str, cwd: Path | None = None, check: bool = False,
+                       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m codesearch ARGS` in a process of its own."""
+    result = subprocess.run([sys.executable, "-m", "codesearch", *map(str, args)], cwd=cwd, capture_output=True,
+                            text=True, env=env or clean_env(), timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"codesearch {' '.join(map(str, args))} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command failed as codesearch fails: exit status 2, one line on stderr, no traceback; the line
+    holds every needle. Returns the line."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("codesearch: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# -- a stand-in model ----------------------------------------------------------------------------------------
+
+
+class FakeEmbedder(DocumentEncoder):
+    """Deterministic unit vectors of minilm's width, for in-process runs that must not load a model. It
+    follows the product's document policy (DocumentEncoder); its "token ids" are the texts themselves."""
+
+    dim = 384
+    documents_per_call = 256
+
+    def __init__(self, spec=None):
+        self.spec = spec
+
+    def tokenize(self, texts, role="document"):
+        return list(texts)
+
+    def encode_token_ids(self, texts, progress=None):
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.stack([np.random.default_rng(int(_digest(text), 16)).standard_normal(self.dim) for text in texts])
+        if progress:
+            progress(len(texts))
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode_queries(self, queries):
+        return self.encode_token_ids(list(queries))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+@pytest.fixture
+def fake_embedder():
+    """A factory for index_repository(embedder_factory=...) that hands out FakeEmbedders."""
+    return FakeEmbedder
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Loading a model sets variables for the libraries (HF_HUB_OFFLINE, TOKENIZERS_PARALLELISM); no test
+    sees another's."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# -- a tiny decoder model ------------------------------------------------------------------------------------
 
 # Enough text for a byte-level BPE to learn a few hundred merges of code and English.
 _TOKENIZER_CORPUS = [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from repo_helpers import GIT_ENV, codesearch, git, make_repo
+from conftest import assert_one_line_error, clean_env, codesearch, codesearch_process, git, make_repo
 
 INDEX = ".codesearch"
 MINIFIED_BYTES = 20_000_000
@@ -118,10 +118,9 @@ def strange(tmp_path_factory):
     tree_before = snapshot(repo, skip=(".git",))
     git_before = snapshot(repo / ".git", skip=("info/exclude",))
     outside_before = snapshot(base / "outside")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(home))
-        patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-        result = codesearch("index", str(repo), "--model", "minilm", "--json")
+    # A process of its own, with HOME pointed at an empty folder: anything written outside the index shows.
+    result = codesearch_process("index", str(repo), "--model", "minilm", "--json",
+                                env=clean_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache")))
     return {"repo": repo, "home": home, "ran": ran, "index": result, "tree_before": tree_before,
             "git_before": git_before, "outside": base / "outside", "outside_before": outside_before}
 
@@ -141,14 +140,6 @@ def find(repo: Path, query: str, *options: str) -> subprocess.CompletedProcess:
 def hits(result: subprocess.CompletedProcess) -> list[dict]:
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
     return json.loads(result.stdout)["results"]
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("codesearch: error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # -- the strange repository, indexed once ---------------------------------------------------------
@@ -273,10 +264,9 @@ def test_an_empty_repository_without_commits_indexes_nothing_and_says_so(tmp_pat
 # -- files that change under the indexer ---------------------------------------------------------
 
 
-def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch):
+def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch, fake_embedder):
     """Deleted: indexed as absent. Changed: whatever was read, and the next run catches up."""
     from codesearch import indexing
-    from test_faults import FakeEmbedder
 
     repo = make_repo(tmp_path / "repo")
     (repo / "doomed.py").write_text(_function("doomed_function"), encoding="utf-8")
@@ -291,10 +281,10 @@ def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch):
         return original(root, source, budget)
 
     monkeypatch.setattr(indexing, "_chunks_of", racing_chunks_of)
-    indexing.index_repository(repo, model="minilm", embedder_factory=lambda spec: FakeEmbedder())
+    indexing.index_repository(repo, model="minilm", embedder_factory=fake_embedder)
     assert "doomed.py" not in indexed_paths(repo)
     monkeypatch.undo()
-    report = indexing.index_repository(repo, embedder_factory=lambda spec: FakeEmbedder())
+    report = indexing.index_repository(repo, embedder_factory=fake_embedder)
     assert (report.removed, report.changed_files) == (1, 1)  # doomed.py is gone; shifting.py is read again
     assert "doomed.py" not in indexed_paths(repo)
     assert [hit["symbol"] for hit in hits(find(repo, "shifting_after"))][:1] == ["shifting_after"]
@@ -314,7 +304,7 @@ def test_nothing_is_written_outside_the_index_folder(strange):
 
 
 def test_the_index_folder_is_excluded_from_git(strange):
-    status = git(strange["repo"], "status", "--porcelain", "--untracked-files=all", "-z")
+    status = git(strange["repo"], "status", "--porcelain", "--untracked-files=all", "-z").stdout
     assert INDEX not in status
     assert f"/{INDEX}/" in (strange["repo"] / ".git" / "info" / "exclude").read_text(encoding="utf-8").split("\n")
 
@@ -323,7 +313,7 @@ def test_no_code_of_the_indexed_repository_runs(strange):
     """Indexing and searching read files; they never import or run them, even from inside the repository."""
     repo = strange["repo"]
     installed = Path(sys.executable).parent / "codesearch"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **GIT_ENV}
+    env = clean_env()
     for args in (["index"], ["status"], ["query", "values total", "--mode", "lexical"]):
         result = subprocess.run([str(installed), *args], cwd=repo, capture_output=True, text=True, env=env,
                                 timeout=300)
@@ -342,7 +332,7 @@ def test_python_dash_m_inside_a_repository_imports_nothing_from_it(tmp_path):
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "shadows")
     for args in (["index", "--model", "minilm"], ["query", "retry uploads", "--mode", "lexical", "--json"]):
-        result = codesearch(*args, cwd=repo)
+        result = codesearch_process(*args, cwd=repo)
         assert result.returncode == 0, result.stderr
     assert not ran.exists()
 

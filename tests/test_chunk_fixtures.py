@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from codesearch.chunk import chunk_file
+from conftest import codesearch
 
 LANGUAGE_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "languages"
 FIELDS = ("start_line", "end_line", "symbol", "kind", "language")
@@ -29,8 +28,7 @@ def test_sample_file_is_cut_as_expected(path, expected):
 
 def test_chunks_command_prints_the_expected_chunks_as_json():
     sample = LANGUAGE_FIXTURES / "rust" / "stack.rs"
-    result = subprocess.run([sys.executable, "-m", "codesearch", "chunks", "--json", sample.name],
-                            cwd=sample.parent, capture_output=True, text=True, check=True)
+    result = codesearch("chunks", "--json", sample.name, cwd=sample.parent, check=True)
     printed = [json.loads(line) for line in result.stdout.splitlines()]
     expected = json.loads((sample.parent / "expected.json").read_text())[sample.name]
     assert [{field: chunk[field] for field in FIELDS} for chunk in printed] == expected

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from repo_helpers import codesearch, make_repo
+from conftest import FIXTURES, codesearch, git, make_repo
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,7 @@ def test_index_folder_is_kept_out_of_git(indexed_repo):
     repo, _ = indexed_repo
     assert (repo / ".codesearch" / "index.sqlite").exists()
     assert "/.codesearch/" in (repo / ".git" / "info" / "exclude").read_text()
-    from repo_helpers import git
-
-    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "status", "--porcelain").stdout == ""
 
 
 def test_a_paraphrase_finds_the_function_first(indexed_repo):
@@ -122,8 +120,6 @@ def test_status_tells_model_counts_and_freshness(indexed_repo, tmp_path):
 
 
 def test_chunks_command_lists_functions(tmp_path):
-    from repo_helpers import FIXTURES
-
     result = codesearch("chunks", str(FIXTURES / "sample_repo" / "server" / "server.go"), "--json", check=True)
     units = [json.loads(line) for line in result.stdout.splitlines()]
     symbols = {(unit["symbol"], unit["kind"]) for unit in units}

@@ -27,10 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from repo_helpers import codesearch, make_repo
+from conftest import assert_one_line_error, clean_env, codesearch, make_repo
 
 INDEX = ".codesearch"
 
@@ -102,19 +101,8 @@ def leftovers(repo: Path) -> list[str]:
 
 
 def start_index(repo: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("CODESEARCH_MODEL", None)
     return subprocess.Popen([sys.executable, "-m", "codesearch", "index", str(repo), "--model", "minilm", "--json",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("codesearch: error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0]
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
 
 
 def lexical_hits(repo: Path, queries: list[str]) -> list[list[str]]:
@@ -131,23 +119,6 @@ def status_of(repo: Path) -> dict:
     result = codesearch("status", str(repo), "--json")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     return json.loads(result.stdout)
-
-
-class FakeEmbedder:
-    """Deterministic unit vectors of minilm's width, for in-process runs that must not load a model."""
-
-    dim = 384
-    documents_per_call = 256
-
-    def encode_documents(self, texts, progress=None):
-        vectors = np.stack([np.random.default_rng(int(_digest(t), 16)).standard_normal(self.dim) for t in texts])
-        if progress:
-            progress(len(texts))
-        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-
-    def encode_document_slices(self, slices, progress=None):
-        for texts in slices:
-            yield self.encode_documents(texts, progress)
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -332,7 +303,6 @@ def test_sigkill_at_random_moments_leaves_the_previous_or_the_new_index(tmp_path
 
 def test_two_index_runs_and_a_hook_refresh_at_once_are_serialized(repo):
     """Every run takes its turn; whichever goes last sees every change made before it started."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     initial = indexed_state(repo)
     saved = {path: (repo / path).read_bytes() for path in ("server/server.go", "web/config.js")}
     for round_number, change in enumerate(("delete", "restore")):
@@ -349,7 +319,7 @@ def test_two_index_runs_and_a_hook_refresh_at_once_are_serialized(repo):
             (repo / second).write_bytes(saved[second])
         runs.append(start_index(repo))
         runs.append(subprocess.Popen([sys.executable, "-m", "codesearch", "hook", "refresh", str(repo)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()))
         for run in runs:
             _, stderr = run.communicate(timeout=300)
             assert run.returncode == 0 and "Traceback" not in stderr, stderr
@@ -399,7 +369,7 @@ def _damage_database(repo: Path, damage: str) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "page overwritten"])
-def test_a_damaged_database_names_rebuild_and_rebuild_recovers(repo, damage):
+def test_a_damaged_database_names_rebuild_and_rebuild_recovers(repo, damage, fake_embedder):
     _damage_database(repo, damage)
     if damage != "page overwritten":  # the file does not even open: every command says what to do
         for args in (["status", str(repo)], ["query", "retry uploads", "--mode", "lexical", "--repo", str(repo)],
@@ -415,7 +385,7 @@ def test_a_damaged_database_names_rebuild_and_rebuild_recovers(repo, damage):
     else:  # in-process with a stand-in model, to spare a model load
         from codesearch.indexing import index_repository
 
-        index_repository(repo, model="minilm", rebuild=True, embedder_factory=lambda spec: FakeEmbedder())
+        index_repository(repo, model="minilm", rebuild=True, embedder_factory=fake_embedder)
     assert same_content(indexed_state(repo), work_tree_state(repo))
     assert lexical_hits(repo, ["retry failed uploads"])[0][0] == "retry_failed_uploads"
     assert status_of(repo)["stale_files"] == 0
@@ -499,7 +469,7 @@ def test_a_full_disk_after_the_commit_keeps_the_new_index(repo, monkeypatch):
 
 
 @pytest.mark.parametrize("failure", sorted(FAILURES))
-def test_a_failing_write_is_a_clear_error_and_the_previous_index_stays(repo, monkeypatch, failure):
+def test_a_failing_write_is_a_clear_error_and_the_previous_index_stays(repo, monkeypatch, failure, fake_embedder):
     from codesearch.errors import CodesearchError
     from codesearch.indexing import index_repository
 
@@ -520,7 +490,7 @@ def test_a_failing_write_is_a_clear_error_and_the_previous_index_stays(repo, mon
     (repo / "server" / "notes.py").write_text(NEW_FILE, encoding="utf-8")
 
     with pytest.raises(CodesearchError) as raised:
-        index_repository(repo, embedder_factory=lambda spec: FakeEmbedder())
+        index_repository(repo, embedder_factory=fake_embedder)
     message = str(raised.value)
     assert "\n" not in message and "previous index is intact" in message
     assert str(error.strerror if isinstance(error, OSError) else error) in message
@@ -528,7 +498,7 @@ def test_a_failing_write_is_a_clear_error_and_the_previous_index_stays(repo, mon
     assert lexical_hits(repo, ["retry failed uploads"])[0][0] == "retry_failed_uploads"
 
     monkeypatch.undo()
-    index_repository(repo, embedder_factory=lambda spec: FakeEmbedder())
+    index_repository(repo, embedder_factory=fake_embedder)
     assert same_content(indexed_state(repo), work_tree_state(repo))
     assert leftovers(repo) == []
 

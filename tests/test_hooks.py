@@ -8,7 +8,6 @@ do not load the model unless a test says so.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import stat
@@ -20,26 +19,14 @@ from pathlib import Path
 import pytest
 
 from codesearch.hooks import HOOK_NAMES, ORIGINAL_SUFFIX, install_hooks
+from conftest import codesearch, git
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "incremental"
-ENV = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
-ENV.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid"})
 EXISTING_HOOK = "#!/bin/sh\n# the team's own hook\necho \"$0 ran\" >> \"$(git rev-parse --git-dir)/team-hook-ran\"\nexit 0\n"
 
 
-def git(repo: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *arguments], cwd=repo, env=ENV, capture_output=True, text=True, check=check)
-
-
-def codesearch(repo: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "codesearch", *arguments], cwd=repo, env=ENV, capture_output=True,
-                          text=True, timeout=300)
-
-
 def index_status(repo: Path) -> dict:
-    result = codesearch(repo, "status", "--json")
+    result = codesearch("status", "--json", cwd=repo)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -63,7 +50,7 @@ def indexed(tmp_path_factory) -> Path:
         sample.unlink()
     git(repo, "add", "--all")
     git(repo, "commit", "--quiet", "-m", "shapes, text tools and retry")
-    result = codesearch(repo, "index", "--json", "--model", "minilm")
+    result = codesearch("index", "--json", "--model", "minilm", cwd=repo)
     assert result.returncode == 0, result.stderr
     return repo
 
@@ -79,10 +66,10 @@ def test_install_chains_the_existing_hook_and_uninstall_restores_it_exactly(repo
     original = hooks_dir(repo) / "pre-commit"
     write_hook(original, EXISTING_HOOK, mode=0o750)
 
-    installed = codesearch(repo, "hook", "install", "--sync")
+    installed = codesearch("hook", "install", "--sync", cwd=repo)
     assert installed.returncode == 0, installed.stderr
     assert (hooks_dir(repo) / f"pre-commit{ORIGINAL_SUFFIX}").read_text(encoding="utf-8") == EXISTING_HOOK
-    states = json.loads(codesearch(repo, "hook", "status", "--json").stdout)["hooks"]
+    states = json.loads(codesearch("hook", "status", "--json", cwd=repo).stdout)["hooks"]
     assert [(s["hook"], s["state"], s["mode"], s["chained"]) for s in states] == [
         ("pre-commit", "installed", "sync", True), ("post-checkout", "installed", "sync", False),
         ("post-merge", "installed", "sync", False)]
@@ -93,7 +80,7 @@ def test_install_chains_the_existing_hook_and_uninstall_restores_it_exactly(repo
     assert "codesearch hook refresh: refreshed" in committed.stderr
     assert index_status(repo)["stale_files"] == 0
 
-    uninstalled = codesearch(repo, "hook", "uninstall")
+    uninstalled = codesearch("hook", "uninstall", cwd=repo)
     assert uninstalled.returncode == 0, uninstalled.stderr
     assert original.read_text(encoding="utf-8") == EXISTING_HOOK
     assert stat.S_IMODE(original.stat().st_mode) == 0o750
@@ -102,7 +89,7 @@ def test_install_chains_the_existing_hook_and_uninstall_restores_it_exactly(repo
 
 def test_a_failing_original_hook_still_stops_the_commit(repo):
     write_hook(hooks_dir(repo) / "pre-commit", "#!/bin/sh\necho 'lint failed' >&2\nexit 3\n")
-    assert codesearch(repo, "hook", "install", "--sync").returncode == 0
+    assert codesearch("hook", "install", "--sync", cwd=repo).returncode == 0
     (repo / "shapes.py").write_text("broken = (\n", encoding="utf-8")
     git(repo, "add", "shapes.py")
 
@@ -114,18 +101,18 @@ def test_a_failing_original_hook_still_stops_the_commit(repo):
 
 def test_installing_twice_keeps_one_original_and_switches_mode(repo):
     write_hook(hooks_dir(repo) / "post-merge", EXISTING_HOOK)
-    assert codesearch(repo, "hook", "install", "--sync").returncode == 0
-    assert codesearch(repo, "hook", "install", "--background").returncode == 0
+    assert codesearch("hook", "install", "--sync", cwd=repo).returncode == 0
+    assert codesearch("hook", "install", "--background", cwd=repo).returncode == 0
     assert (hooks_dir(repo) / f"post-merge{ORIGINAL_SUFFIX}").read_text(encoding="utf-8") == EXISTING_HOOK
-    states = json.loads(codesearch(repo, "hook", "status", "--json").stdout)["hooks"]
+    states = json.loads(codesearch("hook", "status", "--json", cwd=repo).stdout)["hooks"]
     assert {s["mode"] for s in states} == {"background"}
-    assert codesearch(repo, "hook", "uninstall").returncode == 0
+    assert codesearch("hook", "uninstall", cwd=repo).returncode == 0
     assert sorted(path.name for path in hooks_dir(repo).iterdir()) == ["post-merge"]
     assert (hooks_dir(repo) / "post-merge").read_text(encoding="utf-8") == EXISTING_HOOK
 
 
 def test_background_refresh_runs_detached_and_logs(repo):
-    assert codesearch(repo, "hook", "install").returncode == 0
+    assert codesearch("hook", "install", cwd=repo).returncode == 0
     git(repo, "rm", "--quiet", "shapes.py")
     started = time.monotonic()
     committed = git(repo, "commit", "-m", "drop shapes.py")
@@ -140,11 +127,11 @@ def test_background_refresh_runs_detached_and_logs(repo):
     assert '"removed": 1' in log.read_text(encoding="utf-8")
     _wait_until_idle(repo)
     assert index_status(repo)["stale_files"] == 0
-    assert "refreshed" in json.loads(codesearch(repo, "hook", "status", "--json").stdout)["last_refresh"]
+    assert "refreshed" in json.loads(codesearch("hook", "status", "--json", cwd=repo).stdout)["last_refresh"]
 
 
 def test_checkout_and_merge_hooks_refresh_the_index(repo):
-    assert codesearch(repo, "hook", "install", "--sync").returncode == 0
+    assert codesearch("hook", "install", "--sync", cwd=repo).returncode == 0
     git(repo, "checkout", "--quiet", "-b", "smaller")
     git(repo, "rm", "--quiet", "text_tools.py")
     git(repo, "commit", "--quiet", "-m", "drop text_tools.py")
@@ -163,7 +150,7 @@ def test_hooks_go_where_core_hooks_path_points(repo, tmp_path):
     shared = tmp_path / "team-hooks"
     git(repo, "config", "core.hooksPath", str(shared))
     write_hook(shared / "pre-commit", EXISTING_HOOK)
-    assert codesearch(repo, "hook", "install", "--sync").returncode == 0
+    assert codesearch("hook", "install", "--sync", cwd=repo).returncode == 0
     assert sorted(path.name for path in shared.iterdir()) == sorted(
         [*HOOK_NAMES, f"pre-commit{ORIGINAL_SUFFIX}"])
     assert not (hooks_dir(repo) / "pre-commit").exists()
@@ -175,7 +162,7 @@ def test_hooks_go_where_core_hooks_path_points(repo, tmp_path):
 
 
 def test_a_commit_succeeds_when_the_index_is_broken(repo):
-    assert codesearch(repo, "hook", "install", "--sync").returncode == 0
+    assert codesearch("hook", "install", "--sync", cwd=repo).returncode == 0
     for path in (repo / ".codesearch").glob("index.sqlite*"):
         path.unlink()
     (repo / ".codesearch" / "index.sqlite").write_bytes(b"this is not a database" * 100)
@@ -187,7 +174,7 @@ def test_a_commit_succeeds_when_the_index_is_broken(repo):
 
 
 def test_a_commit_succeeds_when_the_model_is_missing(repo):
-    assert codesearch(repo, "hook", "install", "--sync").returncode == 0
+    assert codesearch("hook", "install", "--sync", cwd=repo).returncode == 0
     with sqlite3.connect(repo / ".codesearch" / "index.sqlite") as database:
         database.execute("UPDATE manifest SET value = ? WHERE key = 'model'", (json.dumps(str(repo / "no-such-model")),))
     database.close()
@@ -211,7 +198,7 @@ def test_a_refresh_that_finds_one_running_leaves_a_note_and_skips(repo):
     from filelock import FileLock
 
     with FileLock(str(repo / ".codesearch" / "hook.lock")):
-        skipped = codesearch(repo, "hook", "refresh")
+        skipped = codesearch("hook", "refresh", cwd=repo)
     assert skipped.returncode == 0
     assert "skipped: a refresh is already running" in skipped.stderr
     assert (repo / ".codesearch" / "hook.pending").exists()
@@ -221,7 +208,7 @@ def test_no_index_means_no_refresh(tmp_path):
     repo = tmp_path / "fresh"
     shutil.copytree(FIXTURES / "repo", repo)
     git(repo, "init", "--quiet")
-    installed = codesearch(repo, "hook", "install", "--sync")
+    installed = codesearch("hook", "install", "--sync", cwd=repo)
     assert installed.returncode == 0
     assert "no index yet" in installed.stderr
     git(repo, "add", "--all")
@@ -232,7 +219,7 @@ def test_no_index_means_no_refresh(tmp_path):
 
 def _wait_until_idle(repo: Path) -> None:
     deadline = time.monotonic() + 60
-    while json.loads(codesearch(repo, "hook", "status", "--json").stdout)["refresh_running"]:
+    while json.loads(codesearch("hook", "status", "--json", cwd=repo).stdout)["refresh_running"]:
         assert time.monotonic() < deadline
         time.sleep(0.2)
 

@@ -13,53 +13,30 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
+import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from repo_helpers import git
-from test_faults import FakeEmbedder
+from conftest import FakeEmbedder, assert_one_line_error, codesearch, git
 
 INDEX = ".codesearch"
 SECRET = "def outside_secret_function():\n    return 'a secret line outside the repository'\n"
 APP = "def inside_app_function(items):\n    \"\"\"Count the ready items.\"\"\"\n    return sum(1 for item in items if item)\n"
 
 
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error_line(self) -> str:
-        lines = self.err.strip().splitlines()
-        assert self.code == 2 and len(lines) == 1 and lines[0].startswith("codesearch: error: "), self
-        assert "Traceback" not in self.err
-        return lines[0]
-
-
 @pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run the CLI in this process, as the installed script does; models are replaced by FakeEmbedder."""
-    from codesearch import cli as cli_module, indexing
+def cli(monkeypatch, fake_embedder):
+    """Run the CLI in this process (conftest.codesearch), as the installed script does; models are
+    replaced by FakeEmbedder, and `cli.loaded` lists the specs it was asked for."""
+    from codesearch import indexing
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("CODESEARCH_NO_SERVER", "1")
-    monkeypatch.delenv("CODESEARCH_MODEL", raising=False)
     loaded = []
-    monkeypatch.setattr(indexing, "load_embedder", lambda spec: loaded.append(spec) or FakeEmbedder())
+    monkeypatch.setattr(indexing, "load_embedder", lambda spec: loaded.append(spec) or fake_embedder(spec))
 
-    def run(*args: str) -> Ran:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["codesearch", *map(str, args)])
-        with pytest.raises(SystemExit) as exited:
-            cli_module.main()
-        captured = capsys.readouterr()
-        return Ran(exited.value.code or 0, captured.out, captured.err)
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return codesearch(*args)
 
     run.loaded = loaded
     return run
@@ -101,7 +78,7 @@ def changed(before: dict, after: dict) -> int:
     return sum(before.get(key) != after.get(key) for key in before.keys() | after.keys())
 
 
-def make_repo(path: Path, files: dict[str | bytes, str] | None = None) -> Path:
+def repo_with(path: Path, files: dict[str | bytes, str] | None = None) -> Path:
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
     for name, text in (files or {"app.py": APP}).items():
@@ -134,8 +111,8 @@ def indexed_paths(repo: Path) -> set[str]:
 
 def lexical(cli, repo: Path, query: str, *options: str) -> list[dict]:
     ran = cli("query", query, "--mode", "lexical", "--json", "--repo", repo, *options)
-    assert ran.code in (0, 1) and ran.err == "", ran
-    return json.loads(ran.out)["results"]
+    assert ran.returncode in (0, 1) and ran.stderr == "", ran
+    return json.loads(ran.stdout)["results"]
 
 
 # The commands that open an index; hook refresh reports instead of failing (a hook never fails git).
@@ -147,12 +124,12 @@ INDEX_COMMANDS = [("index", "{repo}", "--model", "minilm"), ("index", "{repo}", 
 def assert_every_command_refuses(cli, repo: Path, *needles: str) -> int:
     trials = 0
     for command in INDEX_COMMANDS:
-        line = cli(*(part.format(repo=repo) for part in command)).error_line
+        line = assert_one_line_error(cli(*(part.format(repo=repo) for part in command)))
         assert all(needle in line for needle in needles), line
         trials += 1
     refreshed = cli("hook", "refresh", "--log", repo)
-    assert refreshed.code == 0 and refreshed.out == "" and "Traceback" not in refreshed.err
-    assert "codesearch hook refresh: failed: " in refreshed.err and all(n in refreshed.err for n in needles)
+    assert refreshed.returncode == 0 and refreshed.stdout == "" and "Traceback" not in refreshed.stderr
+    assert "codesearch hook refresh: failed: " in refreshed.stderr and all(n in refreshed.stderr for n in needles)
     return trials + 1
 
 
@@ -162,7 +139,7 @@ def assert_every_command_refuses(cli, repo: Path, *needles: str) -> int:
 @pytest.mark.parametrize("committed", [True, False], ids=["committed link", "untracked link"])
 def test_an_index_folder_that_is_a_link_is_refused_and_the_folder_it_names_is_untouched(cli, tmp_path, outside,
                                                                                         committed):
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     os.symlink(outside, repo / INDEX)
     if committed:
         commit(repo, "index folder")
@@ -175,7 +152,7 @@ def test_an_index_folder_that_is_a_link_is_refused_and_the_folder_it_names_is_un
 
 @pytest.mark.parametrize("how", ["another user's folder", "open to others"])
 def test_an_index_folder_that_is_not_private_to_this_user_is_refused(cli, tmp_path, outside, how):
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     index_in_process(repo)
     if how == "another user's folder":
         if os.getuid() != 0:
@@ -215,7 +192,7 @@ def _plant_links(repo: Path, outside: Path) -> None:
 
 @pytest.mark.parametrize("how", ["committed links", "links planted in a real index", "hard link"])
 def test_links_inside_the_index_folder_are_refused(cli, tmp_path, outside, how):
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     if how == "committed links":
         _plant_links(repo, outside)
         commit(repo, "an index folder with links")
@@ -255,9 +232,9 @@ def _wait_for_background_refreshes(repo: Path) -> None:
 def test_a_background_hook_never_writes_through_a_link_in_the_index_folder(cli, tmp_path, outside):
     """The hook's shell once appended to .codesearch/hook.log through `>>`; the refresh now writes the log
     itself, and refuses a folder with a link in it."""
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     index_in_process(repo)
-    assert cli("hook", "install", repo).code == 0
+    assert cli("hook", "install", repo).returncode == 0
     script = (repo / ".git" / "hooks" / "pre-commit").read_text(encoding="utf-8")
     assert ">>" not in script and "hook refresh --log >/dev/null" in script
     _plant_links(repo, outside)
@@ -272,22 +249,22 @@ def test_a_background_hook_never_writes_through_a_link_in_the_index_folder(cli, 
 def test_the_hook_log_is_written_by_codesearch_private_and_bounded(cli, tmp_path):
     from codesearch.hooks import LOG_KEEP_BYTES
 
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     index_in_process(repo)
     log = repo / INDEX / "hook.log"
     log.write_bytes(b"an old line\n" * (LOG_KEEP_BYTES // 5))
     ran = cli("hook", "refresh", "--log", repo)
-    assert ran.code == 0 and ran.err == ""
+    assert ran.returncode == 0 and ran.stderr == ""
     text = log.read_text(encoding="utf-8")
     assert len(text) <= LOG_KEEP_BYTES + 1000 and "codesearch hook refresh: refreshed: " in text.splitlines()[-1]
     assert oct(log.stat().st_mode & 0o777) == oct(0o600)
     assert oct((repo / INDEX).stat().st_mode & 0o777) == oct(0o700)
     assert {oct(path.stat().st_mode & 0o777) for path in (repo / INDEX).rglob("*") if path.is_file()} == {oct(0o600)}
-    assert "refreshed" in cli("hook", "status", repo).out
+    assert "refreshed" in cli("hook", "status", repo).stdout
 
 
 def test_refreshes_delete_only_the_generations_codesearch_wrote(tmp_path):
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     index_in_process(repo)
     strangers = ["vectors-old.faiss", "vectors-2.faiss.bak", "lexical-notes", "lexical-2-keep", "my.tmp1"]
     for name in strangers:
@@ -306,7 +283,7 @@ def test_refreshes_delete_only_the_generations_codesearch_wrote(tmp_path):
 
 @pytest.mark.parametrize("how", ["../ path", "absolute path", "path through a link", "committed index"])
 def test_an_index_whose_paths_lead_outside_is_reported_damaged_and_never_read_through(cli, tmp_path, outside, how):
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     index_in_process(repo)
     bad_path = {"../ path": "../outside/secret.py", "absolute path": str(outside / "secret.py"),
                 "path through a link": "linked/secret.py"}.get(how)
@@ -324,16 +301,16 @@ def test_an_index_whose_paths_lead_outside_is_reported_damaged_and_never_read_th
     trials = 0
     for options in (["--context", "3"], ["--context", "3", "--files-only"], ["--json"]):
         ran = cli("query", "count ready items", "--mode", "lexical", "--repo", repo, *options)
-        assert "outside_secret_function" not in ran.out and "a secret line" not in ran.out
+        assert "outside_secret_function" not in ran.stdout and "a secret line" not in ran.stdout
         if how == "path through a link" and options != ["--context", "3"]:
-            assert ran.code == 0, ran  # the stored text is the index's own: only reading the file is refused
+            assert ran.returncode == 0, ran  # the stored text is the index's own: only reading the file is refused
         else:
-            line = ran.error_line
+            line = assert_one_line_error(ran)
             assert ("git tracks" in line) if how == "committed index" else ("--rebuild" in line and "outside" in line)
         trials += 1
     assert changed(before, snapshot(outside)) == 0
     if how != "committed index":
-        assert cli("index", repo, "--rebuild").code == 0  # same model, cached vectors: the paths are rewritten
+        assert cli("index", repo, "--rebuild").returncode == 0  # same model, cached vectors: the paths are rewritten
         assert [hit["path"] for hit in lexical(cli, repo, "inside_app_function")] == ["app.py"]
     print(f"TRIALS case 3 ({how}): {trials}")
 
@@ -352,7 +329,7 @@ def test_a_bad_path_is_refused_when_written():
 
 @pytest.mark.parametrize("how", ["parent folder", "grandparent folder", "replaced after indexing"])
 def test_a_tracked_file_under_a_folder_linked_outside_is_not_indexed(cli, tmp_path, outside, how):
-    repo = make_repo(tmp_path / "repo", {"app.py": APP, "src/secret.py": "x = 1\n", "pkg/sub/secret.py": "y = 2\n"})
+    repo = repo_with(tmp_path / "repo", {"app.py": APP, "src/secret.py": "x = 1\n", "pkg/sub/secret.py": "y = 2\n"})
     if how == "replaced after indexing":
         index_in_process(repo)
         assert "src/secret.py" in indexed_paths(repo)
@@ -367,11 +344,11 @@ def test_a_tracked_file_under_a_folder_linked_outside_is_not_indexed(cli, tmp_pa
     os.symlink(outside, repo / linked)
     before = snapshot(outside)
     ran = cli("index", repo, "--model", "minilm", "--json")
-    assert ran.code == 0 and "Traceback" not in ran.err, ran
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran
     paths = indexed_paths(repo)
     assert not any(path.startswith(linked + "/") for path in paths) and "app.py" in paths
     assert "outside_secret_function" not in [hit["symbol"] for hit in lexical(cli, repo, "outside_secret_function")]
-    assert json.loads(cli("status", repo, "--json").out)["stale_files"] == 0
+    assert json.loads(cli("status", repo, "--json").stdout)["stale_files"] == 0
     assert changed(before, snapshot(outside)) == 0
     print(f"TRIALS case 4 ({how}): 1")
 
@@ -380,7 +357,7 @@ def test_a_tracked_file_under_a_folder_linked_outside_is_not_indexed(cli, tmp_pa
 
 
 def test_file_names_in_any_encoding_are_indexed_shown_and_refreshed(cli, tmp_path):
-    repo = make_repo(tmp_path / "repo", {
+    repo = repo_with(tmp_path / "repo", {
         "app.py": APP,
         b"latin\xe9_name.py": APP.replace("inside_app", "latin_name"),
         b"broken\xff\xfe.py": APP.replace("inside_app", "broken_bytes"),
@@ -388,22 +365,22 @@ def test_file_names_in_any_encoding_are_indexed_shown_and_refreshed(cli, tmp_pat
         "broken\\xff\\xfe.py": APP.replace("inside_app", "spelled_like_escapes"),  # a literal backslash, x, f, f
     })
     ran = cli("index", repo, "--model", "minilm", "--json")
-    assert ran.code == 0 and "Traceback" not in ran.err and "internal error" not in ran.err, ran
-    assert "skipped 1 file(s) whose name reads like escaped bytes" in " ".join(ran.err.split())
-    assert json.loads(ran.out.strip().splitlines()[-1])["files"] == 4
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr and "internal error" not in ran.stderr, ran
+    assert "skipped 1 file(s) whose name reads like escaped bytes" in " ".join(ran.stderr.split())
+    assert json.loads(ran.stdout.strip().splitlines()[-1])["files"] == 4
     found = {symbol: [hit["path"] for hit in lexical(cli, repo, symbol)][:1]
              for symbol in ("latin_name_function", "broken_bytes_function", "utf8_name_function")}
     assert found == {"latin_name_function": ["latin\\xe9_name.py"], "broken_bytes_function": ["broken\\xff\\xfe.py"],
                      "utf8_name_function": ["n\u00e4me_utf8.py"]}
     assert "spelled_like_escapes_function" not in [hit["symbol"] for hit in lexical(cli, repo, "spelled_like_escapes")]
     shown = cli("query", "broken_bytes_function", "--mode", "lexical", "--context", "2", "--repo", repo)
-    assert shown.code == 0 and "broken\\xff\\xfe.py:1-3" in shown.out and "return sum" in shown.out, shown
+    assert shown.returncode == 0 and "broken\\xff\\xfe.py:1-3" in shown.stdout and "return sum" in shown.stdout, shown
     vimgrep = cli("query", "latin_name_function", "--mode", "lexical", "--format", "vimgrep", "--repo", repo)
-    assert vimgrep.out.splitlines()[0] == "latin\\xe9_name.py:1:1: latin_name_function"
+    assert vimgrep.stdout.splitlines()[0] == "latin\\xe9_name.py:1:1: latin_name_function"
     again = cli("index", repo, "--json")  # a no-op refresh: every stored name leads back to its file
-    summary = json.loads(again.out.strip().splitlines()[-1])
-    assert again.code == 0 and (summary["embedded"], summary["removed"]) == (0, 0), again
-    assert json.loads(cli("status", repo, "--json").out)["stale_files"] == 0
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert again.returncode == 0 and (summary["embedded"], summary["removed"]) == (0, 0), again
+    assert json.loads(cli("status", repo, "--json").stdout)["stale_files"] == 0
     print("TRIALS case 5: 8")
 
 
@@ -416,39 +393,39 @@ HUSKY_HOOK = "#!/bin/sh\nnpx lint-staged\n"
 @pytest.mark.parametrize("how", ["tracked hooks folder", "tracked hooks folder, --force", "hooks folder is a committed link"])
 def test_hooks_are_not_installed_into_a_folder_git_tracks(cli, tmp_path, outside, how):
     if how == "hooks folder is a committed link":
-        repo = make_repo(tmp_path / "repo")
+        repo = repo_with(tmp_path / "repo")
         os.symlink(outside, repo / ".husky")
     else:
-        repo = make_repo(tmp_path / "repo", {"app.py": APP, ".husky/pre-commit": HUSKY_HOOK})
+        repo = repo_with(tmp_path / "repo", {"app.py": APP, ".husky/pre-commit": HUSKY_HOOK})
     commit(repo, "husky")
     git(repo, "config", "core.hooksPath", ".husky")
     before, outside_before = snapshot(repo / ".husky"), snapshot(outside)
     trials = 1
     if how == "tracked hooks folder, --force":
         ran = cli("hook", "install", "--force", repo)
-        assert ran.code == 0 and "left " in ran.out and "git tracks it" in ran.out, ran
+        assert ran.returncode == 0 and "left " in ran.stdout and "git tracks it" in ran.stdout, ran
         assert (repo / ".husky" / "pre-commit").read_text(encoding="utf-8") == HUSKY_HOOK
         assert snapshot(repo / ".husky")["pre-commit"] == before["pre-commit"]
         assert sorted(path.name for path in (repo / ".husky").iterdir()) == ["post-checkout", "post-merge", "pre-commit"]
-        assert cli("hook", "uninstall", repo).code == 0
+        assert cli("hook", "uninstall", repo).returncode == 0
         trials += 1
     else:
         for force in ([], ["--force"]) if how == "hooks folder is a committed link" else ([],):
-            line = cli("hook", "install", *force, repo).error_line
+            line = assert_one_line_error(cli("hook", "install", *force, repo))
             assert ("through a link" if how == "hooks folder is a committed link" else "git tracks") in line, line
             trials += bool(force)
     assert snapshot(repo / ".husky") == before
-    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "status", "--porcelain").stdout == ""
     assert changed(outside_before, snapshot(outside)) == 0
     print(f"TRIALS case 9 ({how}): {trials}")
 
 
 def test_hooks_still_go_into_an_untracked_folder_in_the_work_tree(cli, tmp_path):
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     (repo / ".git" / "info" / "exclude").write_text(".githooks/\n", encoding="utf-8")
     git(repo, "config", "core.hooksPath", ".githooks")
     ran = cli("hook", "install", repo)
-    assert ran.code == 0 and ran.out.count("installed ") == 3, ran
+    assert ran.returncode == 0 and ran.stdout.count("installed ") == 3, ran
 
 
 # -- 10. --rebuild of a damaged index keeps its model ------------------------------------------------
@@ -460,7 +437,7 @@ def test_hooks_still_go_into_an_untracked_folder_in_the_work_tree(cli, tmp_path)
     (b"\0garbage", "bge-code-v1"),  # nothing to go by: the default, as without an index
 ], ids=["as written", "with extra claims", "garbage"])
 def test_rebuilding_a_damaged_index_uses_the_model_it_was_built_with(cli, tmp_path, manifest, expected):
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     index_in_process(repo)
     if manifest is not None:
         data = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
@@ -468,12 +445,12 @@ def test_rebuilding_a_damaged_index_uses_the_model_it_was_built_with(cli, tmp_pa
     for name in ("index.sqlite-wal", "index.sqlite-shm"):
         (repo / INDEX / name).unlink(missing_ok=True)
     (repo / INDEX / "index.sqlite").write_bytes(b"this is not a database" * 100)
-    assert "--rebuild" in cli("status", repo).error_line
+    assert "--rebuild" in assert_one_line_error(cli("status", repo))
     ran = cli("index", repo, "--rebuild")
-    assert "damaged" in ran.err and "Traceback" not in ran.err and "internal error" not in ran.err, ran
-    if ran.code != 0:  # the default model's weights may be missing offline: a one-line error that names it
-        assert expected == "bge-code-v1" and "bge-code-v1" in ran.err.strip().splitlines()[-1], ran
-        assert ran.err.strip().splitlines()[-1].startswith("codesearch: error: ")
+    assert "damaged" in ran.stderr and "Traceback" not in ran.stderr and "internal error" not in ran.stderr, ran
+    if ran.returncode != 0:  # the default model's weights may be missing offline: a one-line error that names it
+        assert expected == "bge-code-v1" and "bge-code-v1" in ran.stderr.strip().splitlines()[-1], ran
+        assert ran.stderr.strip().splitlines()[-1].startswith("codesearch: error: ")
         print("TRIALS case 10: 1")
         return
     assert [spec.name for spec in cli.loaded] == [expected]
@@ -490,12 +467,12 @@ def test_git_never_runs_the_repositorys_fsmonitor(cli, tmp_path, outside):
     monitor = tmp_path / "monitor.sh"
     monitor.write_text(f"#!/bin/sh\necho ran >> {ran_marker}\n", encoding="utf-8")
     monitor.chmod(0o755)
-    repo = make_repo(tmp_path / "repo")
+    repo = repo_with(tmp_path / "repo")
     git(repo, "config", "core.fsmonitor", str(monitor))
-    assert cli("index", repo, "--model", "minilm").code == 0
-    assert cli("query", "count ready items", "--mode", "lexical", "--repo", repo).code == 0
-    assert cli("status", repo).code == 0
-    assert cli("hook", "install", repo).code == 0 and cli("hook", "refresh", repo).code == 0
+    assert cli("index", repo, "--model", "minilm").returncode == 0
+    assert cli("query", "count ready items", "--mode", "lexical", "--repo", repo).returncode == 0
+    assert cli("status", repo).returncode == 0
+    assert cli("hook", "install", repo).returncode == 0 and cli("hook", "refresh", repo).returncode == 0
     assert not ran_marker.exists()
     git(repo, "status")  # git itself does run it: the check above means something
     assert ran_marker.exists()

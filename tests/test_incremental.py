@@ -7,29 +7,19 @@ A run that embeds nothing never loads the model, so most steps here take well un
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import codesearch, git
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "incremental"
 CHUNKS = {"shapes.py": 4, "text_tools.py": 4, "retry.js": 3}  # as `codesearch chunks` cuts them
-ENV = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
-ENV.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid"})
-
-
-def git(repo: Path, *arguments: str) -> str:
-    return subprocess.run(["git", *arguments], cwd=repo, env=ENV, capture_output=True, text=True, check=True).stdout
 
 
 def index(repo: Path, *options: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "codesearch", "index", "--json", *options], cwd=repo, env=ENV,
-                            capture_output=True, text=True, timeout=300)
+    result = codesearch("index", "--json", *options, cwd=repo)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -2,22 +2,20 @@
 and answers them. One conversation per module (one model load); the tests check what it said."""
 
 import json
-import os
 import sys
 
 import anyio
 import pytest
 
-from repo_helpers import codesearch, make_repo
+from conftest import clean_env, codesearch, make_repo
 
 
 async def converse(repo):
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    env = {key: value for key, value in os.environ.items() if key != "CODESEARCH_MODEL"}
     params = StdioServerParameters(command=sys.executable, args=["-m", "codesearch", "mcp", "--repo", str(repo)],
-                                   env={**env, "HF_HUB_OFFLINE": "1"})
+                                   env=clean_env())
     said = {}
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:

@@ -335,15 +335,14 @@ def test_pinning_a_hub_model_names_its_snapshot_commit(tmp_path, monkeypatch):
 
 
 def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_reembedding(
-        tiny_qwen2_dir, tmp_path, monkeypatch):
-    from repo_helpers import codesearch, make_repo
-    from test_faults import FakeEmbedder
+        tiny_qwen2_dir, tmp_path, monkeypatch, fake_embedder):
+    from conftest import codesearch, make_repo
 
     from codesearch import prompts
     from codesearch.indexing import index_repository, open_index, query_model
 
     repo = make_repo(tmp_path / "repo")
-    report = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=lambda spec: FakeEmbedder())
+    report = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=fake_embedder)
     _, store = open_index(repo)
     manifest = store.manifest()
     store.close()
@@ -360,7 +359,7 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
     assert COSQA in codesearch("status", str(repo), check=True).stdout
 
     monkeypatch.setitem(prompts.BGE_CODE_PROMPTS, "query_instruction", "A new default.")
-    again = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=lambda spec: FakeEmbedder())
+    again = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=fake_embedder)
     _, store = open_index(repo)
     updated = store.manifest()
     store.close()

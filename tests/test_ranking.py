@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from repo_helpers import codesearch, git, make_repo
+from conftest import codesearch, git, make_repo
 
 
 @pytest.fixture(scope="module")
