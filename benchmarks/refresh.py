@@ -137,12 +137,12 @@ def median_time(command: list[str], cwd: Path, repeats: int) -> float:
 def in_process_noop(repo: Path, repeats: int) -> dict[str, float]:
     """The no-op refresh without Python start-up, and the steps it is made of."""
     from codesearch.discover import discover_files
-    from codesearch.indexing import index_repository, open_index
+    from codesearch.indexing import index_repository
 
     index_repository(repo)  # warm imports
     steps = {"in-process total": lambda: index_repository(repo),
              "discover_files": lambda: discover_files(repo),
-             "stored fingerprints": lambda: _stored_fingerprints(open_index, repo)}
+             "stored fingerprints": lambda: _stored_fingerprints(repo)}
     result = {}
     for name, step in steps.items():
         times = []
@@ -154,12 +154,14 @@ def in_process_noop(repo: Path, repeats: int) -> dict[str, float]:
     return result
 
 
-def _stored_fingerprints(open_index, repo: Path):
-    root, store = open_index(repo)
+def _stored_fingerprints(repo: Path):
+    from codesearch.engine import Engine
+
+    engine = Engine.open(repo)
     try:
-        return store.file_fingerprints()
+        return engine.store.file_fingerprints()
     finally:
-        store.close()
+        engine.close()
 
 
 def edit_one_function(repo: Path) -> tuple[str, str]:

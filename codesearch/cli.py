@@ -1,7 +1,9 @@
-"""The command line: thin commands over the pipeline. Exit codes: 0 found, 1 nothing found, 2 error."""
+"""The command line: thin commands over the library, which never prints. Exit codes: 0 found, 1 nothing
+found, 2 error (one line on stderr: the library's errors worded for a terminal, flags by their names)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -9,13 +11,52 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from codesearch.errors import CodesearchError
+from codesearch import settings
+from codesearch.errors import BadRequest, CodesearchError
 from codesearch.hooks import hook_app
 from codesearch.limits import MAX_QUERY_CHARS
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+# A request field, as the command line names it.
+FLAGS = {"queries": "the query", "k": "-k", "mode": "--mode", "languages": "--lang", "include": "--path",
+         "exclude": "--path", "model": "--model", "instruction": "--instruction"}
+
+
+class _Commands(TyperGroup):
+    """Runs a command and turns what went wrong into one line on stderr and exit status 2, so that the
+    installed script and an in-process runner (typer's CliRunner) behave alike."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except CodesearchError as error:
+            _fail(f"codesearch: error: {_worded(error)}")
+        except Exception as error:  # last resort: one line, never a traceback, unless asked for
+            if settings.debug() or (isinstance(error, OSError) and error.errno == errno.EPIPE):
+                raise  # a closed pipe: click ends quietly
+            from codesearch.metadata import is_damaged
+
+            if is_damaged(error):
+                _fail(f"codesearch: error: the index is damaged ({error}); run `codesearch index --rebuild`")
+            _fail(f"codesearch: internal error: {type(error).__name__}: {error} (set CODESEARCH_DEBUG=1 for details)")
+
+
+def _worded(error: CodesearchError) -> str:
+    return error.worded(FLAGS.get(error.field, error.field)) if isinstance(error, BadRequest) else str(error)
+
+
+def _fail(line: str):
+    print(line, file=sys.stderr)
+    raise typer.Exit(EXIT_ERROR)
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ask a git repository questions in plain language; get back the functions that answer.")
 app.add_typer(hook_app, name="hook")
 
@@ -33,7 +74,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
                                           help="Print the version and exit.")):
     """Ask a git repository questions in plain language; get back the functions that answer."""
 
-EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
+
 CPU_CHUNKS_PER_SECOND = {"decoder": 0.5, "encoder": 70.0}  # measured on 2 cores: benchmarks/NOTES.md, README
 
 
@@ -43,8 +84,8 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
-ModelOption = typer.Option(None, "--model", "-m", envvar="CODESEARCH_MODEL",
-                           help="Preset (bge-code-v1, minilm), hub id or local model directory.")
+ModelOption = typer.Option(None, "--model", "-m", help="Preset (bge-code-v1, minilm), hub id or local model "
+                                                      "directory (default: $CODESEARCH_MODEL, else bge-code-v1).")
 TrustOption = typer.Option(False, "--trust-remote-code", help="Allow the model's own Python code to run (off by default).")
 
 
@@ -62,7 +103,7 @@ def index(
 
     console = _stderr()
     with _CliProgress(console, quiet=as_json) as progress:
-        report = index_repository(path, model=model, rebuild=rebuild, progress=progress,
+        report = index_repository(path, model=model or settings.default_model(), rebuild=rebuild, progress=progress,
                                   max_length=max_length, trust_remote_code=trust_remote_code)
     if as_json:
         print(json.dumps(report.as_json()))
@@ -91,78 +132,52 @@ def query(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Say whether a running server or this process answered."),
 ):
     """Search the index; print ranked functions with path, lines, symbol and score."""
-    from codesearch.languages import language_names
-    from codesearch.search import MODES, Filters
+    from codesearch.client import try_server
+    from codesearch.engine import QueryRequest
 
     output_format = "json" if as_json else output_format
     if output_format not in ("text", "json", "vimgrep"):
         raise CodesearchError(f"unknown --format {output_format!r}; use text, json or vimgrep")
-    if mode not in MODES:
-        raise CodesearchError(f"unknown --mode {mode!r}; use one of: {', '.join(MODES)}")
-    if k <= 0:
-        raise CodesearchError("-k must be a positive number of results")
-    unknown = [name for name in lang if name not in language_names() and name != "text"]
-    if unknown:
-        raise CodesearchError(f"unknown --lang {unknown[0]!r}; known: {', '.join(language_names())}, text")
-    queries = _read_queries(text, queries_file)
-    filters = Filters(tuple(lang), tuple(g for g in path_globs if not g.startswith("!")),
-                      tuple(g[1:] for g in path_globs if g.startswith("!")))
-
-    from codesearch.serve import QueryRequest, try_server
-
-    served = try_server(repo, QueryRequest(queries, k, mode, filters.languages, filters.include_globs,
-                                           filters.exclude_globs, model, instruction, trust_remote_code))
+    request = QueryRequest.from_options(_read_queries(text, queries_file), paths=path_globs, k=k, mode=mode,
+                                        languages=tuple(lang), model=model, instruction=instruction,
+                                        trust_remote_code=trust_remote_code).checked()
+    answer = served = try_server(repo, request)
     if verbose:
         _stderr().print(f"codesearch: answered by the running server for {served.repository}" if served
                         else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
     if not served:  # imported only now: a served query needs none of the in-process machinery
-        from codesearch.indexing import open_index, query_model
-        from codesearch.search import search
-    root, store = (served.repository, None) if served else open_index(repo)
+        from codesearch.engine import Engine
+
+        engine = Engine.open(repo)
+        try:
+            answer = engine.query(request)
+        finally:
+            engine.close()
     try:
-        vectors = [None] * len(queries)
-        if store is not None:
-            manifest = store.manifest()
-            if not manifest:
-                raise CodesearchError(f"the index in {root} is empty; run `codesearch index`")
-            spec = query_model(manifest, model, instruction, trust_remote_code)
-            if mode != "lexical":
-                from codesearch.embed import load_embedder
-
-                embedder = load_embedder(spec)
-                vectors = list(embedder.encode_queries(queries))
-        found_any = False
-        console = None
-        for number, (query_text, vector) in enumerate(zip(queries, vectors)):
-            hits = (served.hits[number] if served
-                    else search(store, query_text, k, mode, vector, spec.dense_weight, filters))
-            found_any = found_any or bool(hits)
-            if output_format == "json":
-                from codesearch.present import query_json_line
-
-                print(query_json_line(query_text, hits), flush=True)
-            elif files_only:
-                from codesearch.present import file_lines
-
-                print("\n".join(file_lines(hits)))
-            elif output_format == "vimgrep":
-                from codesearch.present import vimgrep_lines
-
-                print("\n".join(vimgrep_lines(hits)))
-            else:
-                from codesearch.present import print_hits
-
-                console = console or _stdout_console()
-                if len(queries) > 1:
-                    console.rule(query_text)
-                print_hits(console, hits, root, context)
+        _print_answer(request.queries, answer, output_format, files_only, context)
     except BrokenPipeError:
         _stop_writing_stdout()
         raise typer.Exit(EXIT_FOUND) from None
-    finally:
-        if store is not None:
-            store.close()
-    raise typer.Exit(EXIT_FOUND if found_any else EXIT_NOT_FOUND)
+    raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
+
+
+def _print_answer(queries, answer, output_format: str, files_only: bool, context: int) -> None:
+    """Each query's hits, in the order asked, as the format says."""
+    from codesearch import present
+
+    console = None
+    for query_text, hits in zip(queries, answer.hits):
+        if output_format == "json":
+            print(present.query_json_line(query_text, hits), flush=True)
+        elif files_only:
+            print("\n".join(present.file_lines(hits)))
+        elif output_format == "vimgrep":
+            print("\n".join(present.vimgrep_lines(hits)))
+        else:
+            console = console or _stdout_console()
+            if len(answer.hits) > 1:
+                console.rule(query_text)
+            present.print_hits(console, hits, answer.repository, context)
 
 
 @app.command()
@@ -174,7 +189,9 @@ def serve(
     trust_remote_code: bool = TrustOption,
 ):
     """Keep the model and indexes in memory and answer `codesearch query` in milliseconds over a local socket."""
-    from codesearch.serve import Service, serve_forever, stop_server
+    from codesearch.client import stop_server
+    from codesearch.serve import serve_forever
+    from codesearch.service import Service
 
     console = _stderr()
     if stop:
@@ -208,7 +225,7 @@ def chunks(
 
     budget = None
     if model is not None:
-        from codesearch.embed import resolve_model
+        from codesearch.models import resolve_model
 
         budget = PartBudget.for_window(resolve_model(model).max_length)
     for file in files:
@@ -229,27 +246,26 @@ def status(
     path: Path = typer.Argument(Path("."), help="A directory inside the indexed repository."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """What is indexed, with which model, and how fresh it is."""
-    from codesearch.discover import discover_files
-    from codesearch.indexing import open_index
+    """What is indexed, with which model, and how fresh it is.
 
-    root, store = open_index(path)
+    A repository whose index holds nothing yet (its first build never finished) is "not indexed"
+    ("indexed": false in JSON), exit 0; one with no index at all is an error like any other command's
+    (exit 2), naming `codesearch index`."""
+    from codesearch.engine import Engine
+
+    engine = Engine.open(path)
     try:
-        manifest = store.manifest()
-        known = store.file_fingerprints()
-        current = {source.path: source.fingerprint for source in discover_files(root)}
-        stale = sum(1 for p, f in current.items() if known.get(p) != f) + sum(1 for p in known if p not in current)
-        info = {"repository": str(root), "model": manifest.get("model"), "dimension": manifest.get("dimension"),
-                "files": store.file_count(), "chunks": store.chunk_count(), "stale_files": stale,
-                "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at"),
-                "prompts": manifest.get("prompts"), "dtype": manifest.get("dtype")}
+        info = engine.status()
     finally:
-        store.close()
+        engine.close()
     if as_json:
         print(json.dumps(info))
         return
+    if not info["indexed"]:
+        print(f"repository  {info['repository']}\nnot indexed (run `codesearch index` to build the index)")
+        return
     updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["updated_at"])) if info["updated_at"] else "never"
-    from codesearch.embed import describe_prompts
+    from codesearch.prompts import describe_prompts
 
     print(f"repository  {info['repository']}\nmodel       {info['model']} ({info['dimension']} dims)\n"
           f"prompts     {describe_prompts(info['prompts'])}\n"
@@ -307,9 +323,9 @@ class _CliProgress:
         self.console.print(f"codesearch: {message}")
 
     def planned(self, to_embed: int, spec) -> None:
-        import torch
+        from codesearch.weights import default_device
 
-        if not torch.cuda.is_available() and to_embed:
+        if to_embed and default_device() == "cpu":
             minutes = to_embed / CPU_CHUNKS_PER_SECOND[spec.backend] / 60
             if minutes > 2 and spec.backend == "decoder":
                 self.console.print(f"codesearch: no GPU; embedding {to_embed} chunks with {spec.name} on the CPU "
@@ -332,21 +348,6 @@ class _CliProgress:
 def main() -> None:
     try:
         app()
-    except CodesearchError as error:
-        print(f"codesearch: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command (inside one, click says "Aborted!")
         print("codesearch: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as error:  # last resort: one line, never a traceback, unless asked for
-        if os.environ.get("CODESEARCH_DEBUG"):
-            raise
-        from codesearch.store import is_damaged
-
-        if is_damaged(error):
-            print(f"codesearch: error: the index is damaged ({error}); run `codesearch index --rebuild`",
-                  file=sys.stderr)
-            sys.exit(EXIT_ERROR)
-        print(f"codesearch: internal error: {type(error).__name__}: {error} (set CODESEARCH_DEBUG=1 for details)",
-              file=sys.stderr)
-        sys.exit(EXIT_ERROR)

@@ -284,15 +284,3 @@ def _batches_under_budget(order: list[int], token_ids: list[list[int]], budget: 
         batches.append(current)
     return batches
 
-
-_MOVED = {"load_embedder": "weights", "pin_model": "weights", "planned_dtype": "weights", "default_device": "weights",
-          "resolve_model": "models", "PRESETS": "models", "describe_prompts": "prompts", "looks_like_code": "prompts"}
-
-
-def __getattr__(name: str):
-    """Names that moved to models, prompts and weights, for the front ends until they import them there."""
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"codesearch.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

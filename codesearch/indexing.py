@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from codesearch import chunk as chunking
-from codesearch.discover import (INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary,
-                                 repository_root, tracked_paths)
+from codesearch.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
 from codesearch.embed import Embedder
-from codesearch.models import ModelSpec, resolve_model
-from codesearch.weights import load_embedder, pin_model
 from codesearch.errors import CodesearchError
-from codesearch.metadata import SCHEMA_VERSION, is_damaged, needs_rebuild
-from codesearch.store import IndexStore
-from codesearch.trust import UntrustedPath, read_regular_file, resolve_inside
+from codesearch.metadata import SCHEMA_VERSION, damaged, is_damaged, needs_rebuild
+from codesearch.models import ModelSpec, resolve_model
+from codesearch.store import IndexStore, index_dir
+from codesearch.trust import read_regular_file, resolve_inside
+from codesearch.weights import load_embedder, pin_model
 
 MINIFIED_MEAN_LINE = 300
 MINIFIED_LONGEST_LINE = 5000
@@ -57,30 +56,6 @@ class Progress:
     def notice(self, message: str) -> None: ...
 
 
-def index_dir(root: Path) -> Path:
-    """root/.codesearch, refused when git tracks anything there: a cloned repository could commit an
-    index whose paths lead elsewhere, or a link in the folder's place or in it. (IndexStore.open checks
-    the rest: a private folder of this user, holding no links.) One git call, on the query path too."""
-    tracked = tracked_paths(root, INDEX_DIR)
-    if tracked:
-        raise UntrustedPath(f"{root / INDEX_DIR} is part of the repository (git tracks {tracked[0]}); codesearch "
-                            f"keeps only its own index there: remove it from git (`git rm -r --cached {INDEX_DIR}`) "
-                            f"and delete it")
-    return root / INDEX_DIR
-
-
-def open_index(path: str | Path, create: bool = False) -> tuple[Path, IndexStore]:
-    root = repository_root(path)
-    return root, _open_store(root, create)
-
-
-def _open_store(root: Path, create: bool) -> IndexStore:
-    directory = index_dir(root)
-    if create and not os.path.lexists(directory):
-        _exclude_from_git(root)
-    return IndexStore.open(directory, create=create)
-
-
 def index_repository(path: str | Path, model: str | None = None, rebuild: bool = False,
                      progress: Progress | None = None, embedder_factory: Callable[[ModelSpec], Embedder] | None = None,
                      **model_options) -> IndexReport:
@@ -104,8 +79,7 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
             return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options)
     except (OSError, sqlite3.Error) as error:
         if is_damaged(error):
-            raise CodesearchError(f"the index in {store.directory} is damaged ({error}); "
-                                  f"run `codesearch index --rebuild`") from None
+            raise damaged(store.directory, error) from None
         # Nothing half-written is visible: the previous generation stays the current one.
         reason = getattr(error, "strerror", None) or str(error)
         raise CodesearchError(f"could not write the index in {store.directory}: {reason}; "
@@ -155,14 +129,10 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     if texts_by_key or (not store.manifest().get("dimension") and changed):
         embedder = embedder_factory(spec)
         progress.planned(len(texts_by_key), spec)
-        # Longest first across the whole run, not only within a slice: batches of similar length waste
-        # little on padding.
-        pending = sorted(texts_by_key.items(), key=lambda item: -len(item[1]))
-        size = embedder.documents_per_call
-        slices = [pending[start : start + size] for start in range(0, len(pending), size)]
-        texts = [[text for _, text in part] for part in slices]
-        for part, vectors in zip(slices, embedder.encode_document_slices(texts, progress=progress.embedded)):
-            store.cache_vectors([key for key, _ in part], vectors)
+        keys, texts = list(texts_by_key), list(texts_by_key.values())
+        # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
+        for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
+            store.cache_vectors([keys[position] for position in positions], vectors)
         dimension = embedder.dim
     else:
         dimension = store.manifest().get("dimension") or 0
@@ -179,19 +149,6 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     report.chunks = store.chunk_count()
     report.seconds = time.perf_counter() - started
     return report
-
-
-def query_model(manifest: dict, requested: str | None = None, instruction: str | None = None,
-                trust_remote_code: bool = False) -> ModelSpec:
-    """The model an index answers queries with: its own; asking for another one is an error."""
-    spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
-                         trust_remote_code=trust_remote_code)
-    if requested and resolve_model(requested).name != spec.name:
-        raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
-                              f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")
-    if instruction is None:  # the query template and instructions the index recorded (older indexes: today's)
-        spec = spec.with_prompts(manifest.get("prompts"))
-    return spec
 
 
 def _chunks_of(root: Path, source: SourceFile, budget: chunking.PartBudget) -> list[chunking.Chunk]:

@@ -2,7 +2,8 @@
 repository's index and an `index_status` tool, built with the official `mcp` Python SDK.
 
 The process is long-lived, so it keeps the model and the open index in memory the way
-`codesearch serve` does (the same Service), and picks up refreshes of the index on disk.
+`codesearch serve` does (the same Service, over the same Engine), and picks up refreshes of the index
+on disk. Errors reach the agent worded with the tools' own parameter names (`k`, `lang`, `mode`).
 Client configuration:
     {"mcpServers": {"codesearch": {"command": "codesearch", "args": ["mcp", "--repo", "/path/to/repo"]}}}
 """
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
-from codesearch.errors import CodesearchError
-from codesearch.serve import QueryRequest, Service
+from codesearch.engine import QueryRequest
+from codesearch.errors import BadRequest, CodesearchError
+from codesearch.service import Service
 
 INSTRUCTIONS = (
     "Semantic code search over the git repository {root}. Call `search` with a question in plain "
@@ -25,7 +27,11 @@ INSTRUCTIONS = (
 )
 
 
-class Chunk(TypedDict):
+# A request field, as the tools' parameters name it.
+PARAMETERS = {"queries": "query", "languages": "lang", "include": "path", "exclude": "path", "k": "k", "mode": "mode"}
+
+
+class FoundCode(TypedDict):
     path: str
     start_line: int
     end_line: int
@@ -39,7 +45,7 @@ class Chunk(TypedDict):
 class SearchAnswer(TypedDict):
     query: str
     repository: str
-    results: list[Chunk]
+    results: list[FoundCode]
 
 
 class IndexStatus(TypedDict):
@@ -71,6 +77,8 @@ def _user_errors_as(tool_error):
         def wrapper(*args, **kwargs):
             try:
                 return function(*args, **kwargs)
+            except BadRequest as error:
+                raise tool_error(error.worded(PARAMETERS.get(error.field, error.field))) from None
             except CodesearchError as error:
                 raise tool_error(str(error)) from None
         return wrapper
@@ -129,18 +137,9 @@ def build_server(path: str | Path, service: Service | None = None):
 
 def run_search(repository: _Repository, query: str, k: int, languages: list[str], globs: list[str],
                mode: str) -> dict:
-    from codesearch.languages import language_names
     from codesearch.present import hit_json
 
-    unknown = [name for name in languages if name not in language_names() and name != "text"]
-    if unknown:
-        raise CodesearchError(f"unknown lang {unknown[0]!r}; known: {', '.join(language_names())}, text")
-    if not query.strip():
-        raise CodesearchError("give a query: a question in plain language or an identifier")
-    request = QueryRequest([query.strip()], k, mode, tuple(languages),
-                           tuple(g for g in globs if not g.startswith("!")),
-                           tuple(g[1:] for g in globs if g.startswith("!")))
-    request = QueryRequest.from_json(request.as_json())  # the same checks of k and mode as the socket server
+    request = QueryRequest.from_options([query], paths=globs, k=k, mode=mode, languages=tuple(languages)).checked()
     answer = repository.service.query(repository.opened(), request)
     return {"query": request.queries[0], "repository": str(answer.repository),
             "results": [{**hit_json(hit), "code": hit.chunk.text} for hit in answer.hits[0]]}

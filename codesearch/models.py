@@ -40,8 +40,6 @@ class ModelSpec:
     query_format: str = "{instruction}{query}"  # a prefix, as sentence-transformers puts a prompt
     max_length: int = 512
     revision: str | None = None
-    # The dense ranking's share (0..1) when fused with the lexical one; the rest goes to BM25.
-    dense_weight: float = 0.5
     trust_remote_code: bool = False
     # The instruction for a query that is code (looks_like_code); None: the same as query_instruction.
     code_query_instruction: str | None = None
@@ -107,14 +105,8 @@ PRESETS: dict[str, ModelSpec] = {
     "bge-code-v1": ModelSpec(
         name="bge-code-v1", source="BAAI/bge-code-v1", backend="decoder", pooling="last_token",
         max_length=BGE_CODE_MAX_LENGTH, **BGE_CODE_PROMPTS,
-        # A state-of-the-art code retriever (CoIR, arXiv 2505.12697) leads; BM25 stays for exact names.
-        dense_weight=0.7,
     ),
-    "minilm": ModelSpec(
-        name="minilm", source="", backend="encoder", pooling="mean", max_length=256,
-        # A general-purpose sentence model: on the dev set it trails BM25 alone, so it gets an equal share only.
-        dense_weight=0.5,
-    ),
+    "minilm": ModelSpec(name="minilm", source="", backend="encoder", pooling="mean", max_length=256),
 }
 
 

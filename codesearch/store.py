@@ -20,17 +20,18 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from codesearch import generations
 from codesearch.chunk import Chunk
+from codesearch.discover import INDEX_DIR, tracked_paths
 from codesearch.errors import CodesearchError, IndexMissing
 from codesearch.generations import MANIFEST_NAME
 from codesearch.lexical import LexicalIndex
-from codesearch.metadata import DATABASE_NAME, SCHEMA_VERSION, Metadata, StoredChunk, is_damaged
-from codesearch.trust import (PrivateLock, is_repository_path, private_directory, read_regular_file, refuse_links,
-                              write_private_file)
+from codesearch.metadata import DATABASE_NAME, SCHEMA_VERSION, Metadata, StoredChunk
+from codesearch.trust import (PrivateLock, UntrustedPath, is_repository_path, private_directory, read_regular_file,
+                              refuse_links, write_private_file)
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["IndexStore", "StoredChunk", "DATABASE_NAME", "SCHEMA_VERSION", "checked_directory", "is_damaged"]
+__all__ = ["IndexStore", "StoredChunk", "DATABASE_NAME", "SCHEMA_VERSION", "index_dir", "checked_directory"]
 
 LOCK_NAME = "lock"
 MANIFEST_LIMIT_BYTES = 1_000_000
@@ -54,11 +55,12 @@ class IndexStore:
         made lstat-ed the database, its -wal and -shm, and found no link in a folder that only this
         user can write into: no other user can put one there before SQLite opens them.
         """
+        missing = IndexMissing(f"{directory.parent} is not indexed; run `codesearch index` first")
         if not create and not os.path.lexists(directory):
-            raise IndexMissing(f"no index in {directory.parent}; run `codesearch index` first")
+            raise missing
         checked_directory(directory, create=create)
         if not create and not os.path.lexists(directory / DATABASE_NAME):
-            raise IndexMissing(f"no index in {directory.parent}; run `codesearch index` first")
+            raise missing
         return cls(directory, Metadata.open(directory, create=create))
 
     @classmethod
@@ -231,6 +233,18 @@ class IndexStore:
         """A human-readable copy of the manifest; the database holds the authoritative one."""
         text = json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n"
         write_private_file(self.directory / MANIFEST_NAME, text.encode("utf-8"))
+
+
+def index_dir(root: Path) -> Path:
+    """root/.codesearch, refused when git tracks anything there: a cloned repository could commit an
+    index whose paths lead elsewhere, or a link in the folder's place or in it. (IndexStore.open checks
+    the rest: a private folder of this user, holding no links.) One git call, on the query path too."""
+    tracked = tracked_paths(root, INDEX_DIR)
+    if tracked:
+        raise UntrustedPath(f"{root / INDEX_DIR} is part of the repository (git tracks {tracked[0]}); codesearch "
+                            f"keeps only its own index there: remove it from git (`git rm -r --cached {INDEX_DIR}`) "
+                            f"and delete it")
+    return root / INDEX_DIR
 
 
 def checked_directory(directory: Path, create: bool = False) -> Path:

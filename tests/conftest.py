@@ -1,17 +1,16 @@
 """Shared fixtures and helpers; test modules import the helpers from here (`from conftest import ...`).
 Nothing here touches the network.
 
-Running codesearch: `codesearch(...)` runs the command in this process, as the installed script does
-(its one-line errors and exit codes included), which spares a Python start-up and the imports per call;
+Running codesearch: `codesearch(...)` runs the command in this process with typer's CliRunner, as the
+installed script runs it (one-line errors and exit codes included: cli._Commands words them), which
+spares a Python start-up and the imports per call;
 `codesearch_process(...)` starts a real process, for what only a process shows (a kill, the working
 directory on the import path, concurrent runs). Both return a subprocess.CompletedProcess.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -57,31 +56,27 @@ def make_repo(destination: Path, fixture: str = "sample_repo") -> Path:
 
 
 def codesearch(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """`codesearch ARGS` run in this process, with the environment a child would get (clean_env)."""
-    from codesearch.cli import main
+    """`codesearch ARGS` run in this process by typer's CliRunner, with the environment a child would
+    get (clean_env) and `cwd` as the working directory."""
+    from typer.testing import CliRunner
 
-    argv, environ, directory = sys.argv, dict(os.environ), os.getcwd()
-    out, err = io.StringIO(), io.StringIO()
+    from codesearch.cli import app
+
+    arguments = [str(arg) for arg in args]
+    environ, directory, child = dict(os.environ), os.getcwd(), clean_env()
     os.environ.clear()
-    os.environ.update(clean_env())
-    sys.argv = ["codesearch", *map(str, args)]
+    os.environ.update(child)
     try:
         if cwd is not None:
             os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-                code = 0
-            except SystemExit as exited:
-                code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
+        ran = CliRunner().invoke(app, arguments, prog_name="codesearch", catch_exceptions=False)
     finally:
-        sys.argv = argv
         os.chdir(directory)
         os.environ.clear()
         os.environ.update(environ)
-    result = subprocess.CompletedProcess(["codesearch", *map(str, args)], code, out.getvalue(), err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"codesearch {' '.join(map(str, args))} exited {code}: {result.stderr}")
+    result = subprocess.CompletedProcess(["codesearch", *arguments], ran.exit_code, ran.stdout, ran.stderr)
+    if check and ran.exit_code != 0:
+        raise AssertionError(f"codesearch {' '.join(arguments)} exited {ran.exit_code}: {result.stderr}")
     return result
 
 

@@ -275,8 +275,9 @@ def test_the_key_covers_weights_dtype_length_and_document_prompt_not_query_instr
                    dict(document_prompt="passage: "), dict(revision="v2")):
         assert replace(base, **change).fingerprint != base.fingerprint, change
     for change in (dict(query_instruction="Find it."), dict(code_query_instruction=None),
-                   dict(query_format="{instruction}{query}"), dict(dense_weight=0.1)):
+                   dict(query_format="{instruction}{query}")):
         assert replace(base, **change).fingerprint == base.fingerprint, change
+    assert not hasattr(base, "dense_weight")  # a ranking weight, not part of the model (ranking.DENSE_WEIGHTS)
 
 
 def test_a_folder_digest_reads_samples_of_the_weights_and_ignores_the_readme(tmp_path):
@@ -339,13 +340,14 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
     from conftest import codesearch, make_repo
 
     from codesearch import prompts
-    from codesearch.indexing import index_repository, open_index, query_model
+    from codesearch.engine import Engine, query_spec as query_model
+    from codesearch.indexing import index_repository
 
     repo = make_repo(tmp_path / "repo")
     report = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=fake_embedder)
-    _, store = open_index(repo)
-    manifest = store.manifest()
-    store.close()
+    engine = Engine.open(repo)
+    manifest = engine.store.manifest()
+    engine.close()
     assert report.embedded > 0
     assert manifest["prompts"] == {"source": "bge-code", "format": "<instruct>{instruction}\n<query>{query}",
                                    "text": COSQA, "code": CODETRANS_DL, "document": ""}
@@ -360,9 +362,9 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
 
     monkeypatch.setitem(prompts.BGE_CODE_PROMPTS, "query_instruction", "A new default.")
     again = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=fake_embedder)
-    _, store = open_index(repo)
-    updated = store.manifest()
-    store.close()
+    engine = Engine.open(repo)
+    updated = engine.store.manifest()
+    engine.close()
     assert again.embedded == 0 and not again.rebuilt_because
     assert updated["prompts"]["text"] == "A new default." and updated["generation"] == manifest["generation"] + 1
     assert query_model(updated).format_query(QUESTION) == f"<instruct>A new default.\n<query>{QUESTION}"

@@ -3,7 +3,6 @@ refresh the index under it, try to start a second one, stop it. Real small model
 server runs in a fresh process (never forked from one that loaded torch)."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from codesearch.serve import request_server, socket_path
-from repo_helpers import codesearch, git, make_repo
+from codesearch.client import request_server, socket_path
+from conftest import clean_env, codesearch, git, make_repo
 
 
 def start_server(repo: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("CODESEARCH_MODEL", None)
     with open(log, "wb") as handle:
         process = subprocess.Popen([sys.executable, "-m", "codesearch", "serve", "--repo", str(repo)],
-                                   stdout=handle, stderr=subprocess.STDOUT, env=env)
+                                   stdout=handle, stderr=subprocess.STDOUT, env=clean_env())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:

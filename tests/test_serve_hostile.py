@@ -17,17 +17,20 @@ import pytest
 
 from codesearch.errors import CodesearchError
 from codesearch.limits import MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
-from codesearch.serve import (MAX_CONNECTIONS, Dispatcher, QueryRequest, Service, _bind_unix, _encoded, lock_path,
-                              peer_problem, read_token, request_server, serve_forever, socket_path, token_path,
-                              try_server)
-from repo_helpers import codesearch, make_repo
+from codesearch.client import (lock_path, peer_problem, read_token, request_message, request_server, socket_path,
+                               token_path, try_server)
+from codesearch.embed import DocumentEncoder
+from codesearch.engine import QueryRequest
+from codesearch.serve import MAX_CONNECTIONS, Dispatcher, _bind_unix, _encoded, serve_forever
+from codesearch.service import Service
+from conftest import codesearch, make_repo
 
 DIMENSION = 384  # minilm's, the model the index says it was built with
 STRANGER = 65534  # nobody: "another user" for a test that runs as root
 
 
 @dataclass
-class StandInModel:
+class StandInModel(DocumentEncoder):
     """Unit vectors instead of a model; `embedded` records every query the server embedded."""
 
     spec: object = None
@@ -38,15 +41,14 @@ class StandInModel:
 
     def encode_queries(self, queries):
         self.embedded.extend(queries)
-        return self.encode_documents(queries)
+        return self.encode_token_ids(list(queries))
 
-    def encode_documents(self, texts, progress=None):
+    def tokenize(self, texts, role="document"):
+        return list(texts)  # the "token ids" of a stand-in are its texts
+
+    def encode_token_ids(self, texts, progress=None):
         vectors = np.stack([np.random.default_rng(len(text)).standard_normal(DIMENSION) for text in texts])
         return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-
-    def encode_document_slices(self, slices, progress=None):
-        for texts in slices:
-            yield self.encode_documents(texts)
 
 
 def indexed_repo(destination: Path) -> Path:
@@ -265,7 +267,7 @@ def test_stop_is_refused_on_the_tcp_port(served):
 
 def test_a_request_cannot_turn_on_trust_remote_code(served):
     with unix_client(served.repo) as connection:
-        refused = ask(connection, {**QueryRequest(["x"]).as_json(), "trust_remote_code": True})
+        refused = ask(connection, {**request_message(QueryRequest(["x"])), "trust_remote_code": True})
         assert not refused["ok"] and not refused["user_error"] and "--trust-remote-code" in refused["error"]
         assert ask(connection, {"op": "ping"})["ok"]  # a well-formed request: the connection stays open
 
@@ -281,7 +283,7 @@ def test_query_with_trust_remote_code_answers_in_process_when_the_server_was_sta
 def test_a_server_started_with_trust_remote_code_honours_the_request(served):
     service = Service(load_embedder=lambda spec: StandInModel(spec), trust_remote_code=True)
     root = service.open(served.repo)
-    line = json.dumps({**QueryRequest(["retry uploads"]).as_json(), "trust_remote_code": True}).encode()
+    line = json.dumps({**request_message(QueryRequest(["retry uploads"])), "trust_remote_code": True}).encode()
     response, go_on = Dispatcher(service, [root], threading.Event()).respond(root, line, over_tcp=False)
     assert response["ok"] and go_on
 
@@ -295,7 +297,7 @@ def test_a_server_started_with_trust_remote_code_honours_the_request(served):
 ])
 def test_too_many_or_too_long_queries_get_an_error_line(served, queries, complaint):
     with unix_client(served.repo) as connection:
-        answer = ask(connection, QueryRequest(queries, mode="lexical").as_json())
+        answer = ask(connection, request_message(QueryRequest(queries, mode="lexical")))
         assert not answer["ok"] and answer["user_error"] and complaint in answer["error"]
         assert ask(connection, {"op": "ping"})["ok"]
 
@@ -400,9 +402,9 @@ class SlowModel(StandInModel):
 
 
 def test_a_slow_answer_is_acknowledged_so_the_client_keeps_waiting(tmp_path, monkeypatch):
-    import codesearch.serve
+    import codesearch.client
 
-    monkeypatch.setattr(codesearch.serve, "FIRST_BYTE_SECONDS", 1.0)
+    monkeypatch.setattr(codesearch.client, "FIRST_BYTE_SECONDS", 1.0)
     server = ThreadServer(indexed_repo(tmp_path / "repo"), model=SlowModel).ready()
     try:
         started = time.monotonic()
