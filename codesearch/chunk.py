@@ -15,10 +15,11 @@ files that are C++ (languages.spec_for_source).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, TypeVar
 
 from codesearch.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
+from codesearch.syntax import Definition, collect_definitions, first_row, inside_unit, last_row, link_parents, symbol_path
 
 CHUNKER_VERSION = 3
 MAX_CHUNK_CHARS = 2400
@@ -29,17 +30,12 @@ CHARS_PER_TOKEN = 2.7
 HEADER_TOKENS = 24  # the path and scope line that starts every embedded text
 WINDOW_LINES = 40
 WINDOW_OVERLAP = 10
-# Nodes that wrap a definition without being one: the wrapper's extra lines belong to it.
-WRAPPER_TYPES = frozenset({"decorated_definition", "export_statement", "template_declaration"})
-ATTACHED_PREFIX_TYPES = ("comment", "decorator", "annotation", "attribute", "attribute_item", "marker_annotation")
 # Scopes whose functions stay functions; in any other scope (class, impl, module...) a function is a method.
 FREE_FUNCTION_SCOPES = frozenset({"namespace", "function"})
 # One-liners (getters, constants, tiny CSS rules) merge with their neighbours up to this size.
 TINY_UNIT_LINES = 1
 TINY_GROUP_LINES = 15
 TINY_GROUP_CHARS = 600
-# Parser<'a>, Foo<T>::bar: type arguments are dropped from names.
-TYPE_ARGUMENTS = re.compile(r"\s*<[^<>]*>")
 # A line that only opens or closes a block: }, end, a bare tag (</div>, <body>), perhaps with a comment.
 BARE_LINE = re.compile(r"^\s*([})\]]+;?|end|</?[\w-]+>|<!DOCTYPE[^>]*>)\s*(//.*|#.*|--.*)?$", re.IGNORECASE)
 NOT_NEWLINE = re.compile(rb"[^\n]")
@@ -90,18 +86,6 @@ def units_of(parts: Iterable[T], chunk_of: Callable[[T], object] = lambda part: 
         else:
             units.append([part])
     return units
-
-
-@dataclass
-class _Definition:
-    node: object
-    category: str  # "unit" or "scope"
-    kind: str
-    name: str
-    start_byte: int = 0
-    start_row: int = 0
-    parent: "_Definition | None" = None
-    children: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -184,15 +168,15 @@ def _chunk_with_grammar(path: str, source: bytes, text: str, spec: LanguageSpec,
     language, query = load_language(spec)
     tree = Parser(language).parse(source)
     matches = QueryCursor(query).matches(tree.root_node)
-    definitions = _collect_definitions(matches, source, spec.separator)
+    definitions = collect_definitions(matches, source, spec.separator)
     lines = text.split("\n")
     injected = _injected_chunks(path, source, matches, budget)
     if not definitions and not injected:
         return []
-    _link_parents(definitions)
+    link_parents(definitions)
     _open_oversized_units(definitions, lines, budget)
     units = [_unit_of(definition, spec) for definition in definitions
-             if definition.category == "unit" and not _inside_unit(definition)]
+             if definition.category == "unit" and not inside_unit(definition)]
     return _assemble(path, lines, _merge_tiny_neighbours(units, lines), definitions, spec, budget, injected)
 
 
@@ -201,7 +185,7 @@ def _assemble(path, lines, units, definitions, spec, budget: PartBudget, injecte
     chunks: list[Chunk] = [chunk for chunk, _host in injected]
     covered = [False] * (len(lines) + 1)
     for _chunk, host in injected:
-        _cover(covered, host.start_point.row, _end_row(host))
+        _cover(covered, host.start_point.row, last_row(host))
     for unit in units:
         _cover(covered, unit.start_row, unit.end_row)
         for part_start, part_end in _split_rows(unit.node, unit.start_row, unit.end_row, lines, budget):
@@ -212,7 +196,7 @@ def _assemble(path, lines, units, definitions, spec, budget: PartBudget, injecte
     return chunks
 
 
-def _open_oversized_units(definitions: list[_Definition], lines: list[str], budget: PartBudget) -> None:
+def _open_oversized_units(definitions: list[Definition], lines: list[str], budget: PartBudget) -> None:
     """A unit too large for one chunk that is mostly (3/4) made of other units becomes their scope.
 
     Its inner functions then become chunks of their own instead of being cut blindly (cAST:
@@ -222,8 +206,8 @@ def _open_oversized_units(definitions: list[_Definition], lines: list[str], budg
     for definition in definitions:  # outer first
         if definition.category != "unit":
             continue
-        start_row, end_row = _extended_start_row(definition.node), _end_row(definition.node)
-        inner_rows = sum(_end_row(child.node) - child.node.start_point.row + 1
+        start_row, end_row = first_row(definition.node), last_row(definition.node)
+        inner_rows = sum(last_row(child.node) - child.node.start_point.row + 1
                          for child in definition.children if child.category == "unit")
         if inner_rows * 4 >= (end_row - start_row + 1) * 3 and not _fits(lines, start_row, end_row, budget):
             definition.category = "scope"
@@ -234,12 +218,12 @@ def _cover(covered: list[bool], start_row: int, end_row: int) -> None:
         covered[row] = True
 
 
-def _unit_of(definition: _Definition, spec: LanguageSpec) -> _Unit:
+def _unit_of(definition: Definition, spec: LanguageSpec) -> _Unit:
     parent = definition.parent
     is_member = definition.kind == "function" and parent is not None and parent.kind not in FREE_FUNCTION_SCOPES
-    return _Unit(_extended_start_row(definition.node), _end_row(definition.node),
-                 _symbol_path(definition, spec.separator), "method" if is_member else definition.kind,
-                 _symbol_path(parent, spec.separator) if parent else "", definition.node, definition.name)
+    return _Unit(first_row(definition.node), last_row(definition.node),
+                 symbol_path(definition, spec.separator), "method" if is_member else definition.kind,
+                 symbol_path(parent, spec.separator) if parent else "", definition.node, definition.name)
 
 
 def _merge_tiny_neighbours(units: list[_Unit], lines: list[str]) -> list[_Unit]:
@@ -326,86 +310,6 @@ def _jinja_comment_start(lines: list[str], row: int) -> int:
     return row
 
 
-def _collect_definitions(matches, source: bytes, separator: str) -> list[_Definition]:
-    seen: dict[int, _Definition] = {}
-    for _pattern, captures in matches:
-        definition_capture = next((name for name in captures if name.startswith(("unit.", "scope."))), None)
-        if definition_capture is None:
-            continue
-        node = captures[definition_capture][0]
-        key = (node.start_byte, node.end_byte)
-        if key in seen:
-            continue
-        name = _node_text(captures["name"][0], source) if "name" in captures else "<anonymous>"
-        if "qualifier" in captures:
-            name = f"{_node_text(captures['qualifier'][0], source)}{separator}{name}"
-        category, kind = definition_capture.split(".", 1)
-        seen[key] = _Definition(node, category, kind, _clean_name(name), node.start_byte, node.start_point.row)
-    return sorted(seen.values(), key=lambda d: (d.node.start_byte, -d.node.end_byte))
-
-
-def _node_text(node, source: bytes) -> str:
-    return source[node.start_byte : node.end_byte].decode("utf-8", errors="replace")
-
-
-def _clean_name(name: str) -> str:
-    name = " ".join(name.split())
-    if "operator" not in name:  # Parser<'a>, Foo<T, U>::bar: the type arguments only add noise
-        while TYPE_ARGUMENTS.search(name):
-            name = TYPE_ARGUMENTS.sub("", name)
-    return name.strip("'\"`") or "<anonymous>"
-
-
-def _link_parents(definitions: list[_Definition]) -> None:
-    """Nest definitions by span: sorted by start, each one's parent is the innermost open span."""
-    open_spans: list[_Definition] = []
-    for definition in definitions:
-        while open_spans and open_spans[-1].node.end_byte < definition.node.end_byte:
-            open_spans.pop()
-        while open_spans and open_spans[-1].node.end_byte <= definition.node.start_byte:
-            open_spans.pop()
-        if open_spans:
-            definition.parent = open_spans[-1]
-            open_spans[-1].children.append(definition)
-        open_spans.append(definition)
-
-
-def _inside_unit(definition: _Definition) -> bool:
-    parent = definition.parent
-    while parent is not None:
-        if parent.category == "unit":
-            return True
-        parent = parent.parent
-    return False
-
-
-def _symbol_path(definition: _Definition | None, separator: str) -> str:
-    names = []
-    while definition is not None:
-        names.append(definition.name)
-        definition = definition.parent
-    return separator.join(reversed(names))
-
-
-def _extended_start_row(node) -> int:
-    """The node's first row, moved up over wrappers and the comments/decorators attached above it."""
-    while node.parent is not None and node.parent.type in WRAPPER_TYPES:
-        node = node.parent
-    start_row = node.start_point.row
-    sibling = node.prev_sibling
-    # A doc comment may stand one blank line above its definition (common in JavaScript and C).
-    while sibling is not None and sibling.type.endswith(ATTACHED_PREFIX_TYPES) and sibling.end_point.row >= start_row - 2:
-        start_row = sibling.start_point.row
-        sibling = sibling.prev_sibling
-    return start_row
-
-
-def _end_row(node) -> int:
-    end = node.end_point
-    # A node that ends at column 0 stops before that line (it swallowed the newline).
-    return end.row - 1 if end.column == 0 and end.row > node.start_point.row else end.row
-
-
 def _split_rows(node, start_row: int, end_row: int, lines: list[str], budget: PartBudget) -> list[tuple[int, int]]:
     """Row spans no larger than the budget, cut between the node's children (recursively)."""
     if _fits(lines, start_row, end_row, budget):
@@ -469,10 +373,10 @@ def _split_evenly(start_row: int, end_row: int, lines: list[str], budget: PartBu
 
 def _leftover_chunks(path, lines, covered, definitions, spec, budget: PartBudget) -> list[Chunk]:
     """Module and class chunks from the lines no unit covers (imports, constants, fields)."""
-    scopes = [d for d in definitions if d.category == "scope" and not _inside_unit(d)]
-    row_scope: list[_Definition | None] = [None] * len(lines)
+    scopes = [d for d in definitions if d.category == "scope" and not inside_unit(d)]
+    row_scope: list[Definition | None] = [None] * len(lines)
     for scope in scopes:  # sorted outer first, so inner scopes overwrite
-        for row in range(_extended_start_row(scope.node), min(_end_row(scope.node), len(lines) - 1) + 1):
+        for row in range(first_row(scope.node), min(last_row(scope.node), len(lines) - 1) + 1):
             row_scope[row] = scope
     chunks = []
     run_start = None
@@ -511,8 +415,8 @@ def _leftover_run(path, lines, start_row, end_row, scope, spec, budget: PartBudg
     if scope is None:
         symbol, kind, context = path.rsplit("/", 1)[-1], "module", ""
     else:
-        symbol, kind = _symbol_path(scope, spec.separator), scope.kind
-        context = _symbol_path(scope.parent, spec.separator) if scope.parent else ""
+        symbol, kind = symbol_path(scope, spec.separator), scope.kind
+        context = symbol_path(scope.parent, spec.separator) if scope.parent else ""
     return [
         Chunk(path, s + 1, e + 1, symbol, kind, spec.name, "\n".join(lines[s : e + 1]), context)
         for s, e in _split_evenly(start_row, end_row, lines, budget)
