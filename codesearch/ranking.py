@@ -48,6 +48,7 @@ class Hit:
     chunk: StoredChunk
     score: float
     sources: dict = field(default_factory=dict)  # "dense"/"lexical" -> rank
+    index_number: int = 0  # which of the fused candidate sets (fuse's `sets`) it came from
 
 
 def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DENSE_WEIGHT) -> list[Hit]:
@@ -73,7 +74,7 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
     for score, _, number, chunk, sources in scored:
         whole = whole_unit(sets[number], chunk)
         if not any(other == number and _overlap(hit.chunk, whole) for other, hit in hits):
-            hits.append((number, Hit(whole, float(score), sources)))
+            hits.append((number, Hit(whole, float(score), sources, number)))
             if len(hits) >= k:
                 break
     return [hit for _, hit in hits]
