@@ -130,6 +130,9 @@ def query(
     context: int = typer.Option(0, "--context", "-C", help="Lines of context around the shown code."),
     trust_remote_code: bool = TrustOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Say whether a running server or this process answered."),
+    org_dir: Optional[Path] = typer.Option(None, "--org", help="Search an organisation index (codesearch org index) instead of one repository."),
+    repo_names: List[str] = typer.Option([], "--repo-name", help="With --org: only this repository (repeatable)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help="With --org: shards kept in memory by actors of the Ray cluster at ADDRESS."),
 ):
     """Search the index; print ranked functions with path, lines, symbol and score."""
     from codesearch.client import try_server
@@ -138,9 +141,13 @@ def query(
     output_format = "json" if as_json else output_format
     if output_format not in ("text", "json", "vimgrep"):
         raise CodesearchError(f"unknown --format {output_format!r}; use text, json or vimgrep")
+    if org_dir is None and (repo_names or ray_address):
+        raise CodesearchError(f"{'--repo-name' if repo_names else '--ray'} needs --org ORG_DIR")
     request = QueryRequest.from_options(_read_queries(text, queries_file), paths=path_globs, k=k, mode=mode,
                                         languages=tuple(lang), model=model, instruction=instruction,
                                         trust_remote_code=trust_remote_code).checked()
+    if org_dir is not None:
+        _query_organisation(org_dir, request, repo_names, ray_address, output_format, files_only, context)
     answer = served = try_server(repo, request)
     if verbose:
         _stderr().print(f"codesearch: answered by the running server for {served.repository}" if served
@@ -178,6 +185,108 @@ def _print_answer(queries, answer, output_format: str, files_only: bool, context
             if len(answer.hits) > 1:
                 console.rule(query_text)
             present.print_hits(console, hits, answer.repository, context)
+
+
+def _query_organisation(org_dir: Path, request, repo_names, ray_address, output_format: str, files_only: bool,
+                        context: int) -> None:
+    """`query --org`: every shard (or those of --repo-name) searched, fused once."""
+    from codesearch import org, present
+
+    if ray_address:
+        from codesearch.org_ray import require_ray, shard_retriever
+
+        require_ray()
+    search = org.OrganisationSearch(org_dir, repo_names)
+    try:
+        retrieve_all = shard_retriever(search, ray_address) if ray_address else None
+        answer = search.query(request, retrieve_all)
+    finally:
+        search.close()
+    try:
+        console = None
+        for query_text, hits in zip(request.queries, answer.hits):
+            places = [(shard["repository"], Path(shard["root"])) for shard, _ in hits]
+            if output_format == "json":
+                print(org.query_json_line(query_text, hits), flush=True)
+            elif files_only:
+                print("\n".join(dict.fromkeys(str(root / hit.chunk.path) for (_, root), (_, hit) in zip(places, hits))))
+            elif output_format == "vimgrep":
+                print("\n".join(f"{root / hit.chunk.path}:{hit.chunk.start_line}:1: {hit.chunk.symbol}"
+                                for (_, root), (_, hit) in zip(places, hits)))
+            else:
+                console = console or _stdout_console()
+                if len(answer.hits) > 1:
+                    console.rule(query_text)
+                present.print_hits(console, [hit for _, hit in hits], Path(search.org_dir), context,
+                                   repositories=places)
+    except BrokenPipeError:
+        _stop_writing_stdout()
+        raise typer.Exit(EXIT_FOUND) from None
+    raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
+
+
+org_app = typer.Typer(no_args_is_help=True, help="An organisation's repositories in one index, built on Ray.")
+app.add_typer(org_app, name="org")
+
+
+@org_app.command("index")
+def org_index(
+    org_dir: Path = typer.Argument(..., help="The organisation index's folder (created if missing)."),
+    repos: List[Path] = typer.Argument(None, help="Git repositories to add or refresh (default: those already in it)."),
+    repos_file: Optional[Path] = typer.Option(None, "--repos-file", help="One repository path per line."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset, hub id or model folder (default: the "
+                                                                     "index's own, else $CODESEARCH_MODEL, else bge-code-v1)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray", help="Join the Ray cluster at ADDRESS (default: a local Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Embedding actors (default: one per GPU, else half the CPUs)."),
+    shard_files: Optional[int] = typer.Option(None, "--shard-files", help="Split a repository past this many files into shards by path prefix (default: as before, else 5000)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+):
+    """Index many git repositories into one organisation index, on Ray."""
+    from codesearch.org_ray import index_organisation, require_ray
+
+    require_ray()
+    paths = list(repos or [])
+    if repos_file is not None:
+        try:
+            lines = repos_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise CodesearchError(f"cannot read repositories file {repos_file}: {error}") from None
+        paths += [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    console = _stderr()
+    report = index_organisation(org_dir, paths, model=model or settings.default_model(), address=ray_address,
+                                workers=workers, shard_files=shard_files,
+                                notice=(lambda message: None) if as_json else
+                                (lambda message: console.print(f"codesearch: {message}")))
+    if as_json:
+        print(json.dumps(report.as_json()))
+    else:
+        console.print(f"indexed {report.repositories} repositories in {report.shards} shards ({report.shards_updated} "
+                      f"written; {report.chunks} chunks, {report.embedded} embedded, {report.reused} reused) with "
+                      f"{report.model} on {report.workers} Ray workers in {report.seconds:.1f}s")
+
+
+@org_app.command("status")
+def org_status(
+    org_dir: Path = typer.Argument(..., help="The organisation index's folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """The repositories and shards of an organisation index, their commits and generations, and what is stale."""
+    from codesearch.org import organisation_status
+
+    info = organisation_status(org_dir)
+    if as_json:
+        print(json.dumps(info))
+        return
+    print(f"organisation  {info['organisation']}\nmodel         {info['model']} ({info['dimension']} dims)\n"
+          f"generation    {info['generation']}\nshards        {info['shards']} ({info['chunks']} chunks, "
+          f"{info['stale_shards']} stale)")
+    for repository in info["repositories"]:
+        print(f"{repository['name']}  {repository['commit'][:12] or '(no commit)'}  {repository['root']}")
+        for shard in repository["shards"]:
+            where = ", ".join(prefix or "(all)" for prefix in shard["prefixes"][:3])
+            more = f" +{len(shard['prefixes']) - 3}" if len(shard["prefixes"]) > 3 else ""
+            print(f"  {shard['key']}  generation {shard['generation']}  {shard['files']} files  {shard['chunks']} "
+                  f"chunks  {where}{more}  {('stale: ' + shard['stale']) if shard['stale'] else 'current'}")
 
 
 @app.command()

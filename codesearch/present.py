@@ -39,7 +39,9 @@ def file_lines(hits: list[Hit]) -> list[str]:
     return seen
 
 
-def print_hits(console, hits: list[Hit], root: Path, context: int = 0, max_lines: int = 30) -> None:
+def print_hits(console, hits: list[Hit], root: Path, context: int = 0, max_lines: int = 30,
+               repositories: list[tuple[str, Path]] | None = None) -> None:
+    """`repositories`: per hit, the name and root of the repository it is from (an organisation's answer)."""
     from rich.syntax import Syntax
     from rich.text import Text
 
@@ -47,6 +49,9 @@ def print_hits(console, hits: list[Hit], root: Path, context: int = 0, max_lines
         chunk = hit.chunk
         heading = Text()
         heading.append(f"{rank:>2}. ", style="dim")
+        if repositories is not None:
+            name, root = repositories[rank - 1]
+            heading.append(f"{name}  ", style="bold green")
         heading.append(f"{chunk.path}:{chunk.start_line}-{chunk.end_line}", style="bold magenta")
         heading.append(f"  {chunk.symbol}", style="bold cyan")
         heading.append(f"  {chunk.kind}, {chunk.language}, score {hit.score:.4f}", style="dim")
