@@ -8,6 +8,11 @@ in another, and scoring each part alone missed that. Its terms are its identifie
 camelCase/snake_case, Porter-stemmed; the terms of its symbol count SYMBOL_WEIGHT times, so a unit named
 after the query outranks one that only mentions it. SQLite keeps each part's terms, so the index is
 rebuilt without re-parsing whenever a generation is written.
+
+Code abbreviates what questions spell out (ctx, cfg, idx, u64, le), so a known abbreviation among an
+identifier's parts also brings the words it stands for, from a general programming vocabulary
+(abbreviations.tsv) and one rule for sized number types. Questions go through the same function, so
+"ctx" in a question finds "context" too.
 """
 
 from __future__ import annotations
@@ -35,17 +40,56 @@ _STOPWORDS = frozenset(
 )
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _CAMEL_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+# Sized number types as Rust, Go, C and Zig spell them (u8, i64, f32, uint16, int32_t, float64).
+_SIZED_NUMBER = re.compile(r"(u|i|f|uint|int|float)(8|16|32|64|128)(?:_t)?")
+_NUMBER_KINDS = {"u": ["unsigned", "integer"], "uint": ["unsigned", "integer"], "i": ["signed", "integer"],
+                 "int": ["signed", "integer"], "f": ["float"], "float": ["float"]}
 
 
 def code_terms(text: str) -> list[str]:
-    """Identifiers as whole words plus their camelCase/snake_case parts, lowercased."""
+    """Identifiers as whole words plus their camelCase/snake_case parts, lowercased, each followed by the
+    words its abbreviations stand for."""
     terms = []
     for identifier in _IDENTIFIER.findall(text):
-        parts = [part for piece in identifier.split("_") for part in _CAMEL_PART.findall(piece)]
-        terms.append(identifier.lower())
-        if len(parts) > 1:
-            terms.extend(part.lower() for part in parts if len(part) > 1)
+        named, meant = _identifier_terms(identifier)
+        terms.extend(named)
+        terms.extend(meant)
     return terms
+
+
+def _identifier_terms(identifier: str) -> tuple[list[str], list[str]]:
+    """(the identifier whole and its parts, the words that the abbreviations among them stand for)."""
+    pieces = identifier.split("_")
+    parts = [part for piece in pieces for part in _CAMEL_PART.findall(piece)]
+    named = [identifier.lower()]
+    if len(parts) > 1:
+        named.extend(part.lower() for part in parts if len(part) > 1)
+    alone = len(parts) == 1
+    if alone and named[0] in _STOPWORDS:
+        return named, []  # prose: "be" in a comment is not big-endian
+    tokens = sorted({piece.lower() for piece in pieces} | {part.lower() for part in parts})
+    return named, [word for token in tokens for word in expansion(token, alone)]
+
+
+def expansion(token: str, alone: bool = False) -> list[str]:
+    """The words an abbreviation stands for (cfg: configuration config; u64: unsigned integer 64), or [].
+    `alone`: the token is a whole identifier, where a keyword (def, fn, len) is syntax, not a word."""
+    words, keyword = _abbreviations().get(token, ((), False))
+    if words:
+        return [] if alone and keyword else list(words)
+    sized = _SIZED_NUMBER.fullmatch(token)
+    return _NUMBER_KINDS[sized.group(1)] + [sized.group(2)] if sized else []
+
+
+@cache
+def _abbreviations() -> dict[str, tuple[tuple[str, ...], bool]]:
+    """abbreviation -> (its words, whether it is a keyword), from abbreviations.tsv."""
+    table = {}
+    for line in (Path(__file__).parent / "abbreviations.tsv").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            abbreviation, words, *flags = line.split("\t")
+            table[abbreviation] = (tuple(words.split()), "bare" in flags)
+    return table
 
 
 def text_terms(text: str) -> str:
@@ -56,7 +100,14 @@ def text_terms(text: str) -> str:
 def unit_document(symbol: str, path: str, part_terms: Iterable[str]) -> list[str]:
     """What a unit is indexed under: its name's terms (weighted), its path's, and those of its parts."""
     stem = _stemmer().stemWords
-    document = stem(code_terms(symbol)) * SYMBOL_WEIGHT + stem(code_terms(path))
+    # The name's own terms are repeated, the words its abbreviations stand for are not: they are further
+    # evidence, and repeating them would only lengthen the document.
+    named, meant = [], []
+    for identifier in _IDENTIFIER.findall(symbol):
+        terms, words = _identifier_terms(identifier)
+        named += terms
+        meant += words
+    document = stem(named) * SYMBOL_WEIGHT + stem(meant) + stem(code_terms(path))
     for terms in part_terms:
         document.extend(terms.split())
     return document

@@ -25,7 +25,9 @@ from codesearch.trust import is_repository_path, open_private
 if TYPE_CHECKING:
     import numpy as np
 
-SCHEMA_VERSION = 3  # what the rows mean; 3: chunks.terms holds a part's text terms only, BM25 documents are units
+# What the rows mean; 3: chunks.terms holds a part's text terms only, BM25 documents are units; 4: terms
+# include the words of known abbreviations (lexical.code_terms).
+SCHEMA_VERSION = 4
 DATABASE_NAME = "index.sqlite"
 _BATCH = 500  # ids or keys per IN (...) list
 _CHUNK_COLUMNS = "id, path, start_line, end_line, symbol, kind, language, context, text"

@@ -159,8 +159,8 @@ def test_symbol_terms_outweigh_a_mention_and_stems_match(store):
 def test_bm25_scores_a_split_function_as_one_document(store):
     """The words of a question often sit in different parts of one long function (doc comment first,
     code later): the unit matches both, where each part alone would tie with functions that match one."""
-    parts = [Chunk("a.py", 1, 20, "sync_folder", "function", "python", "def sync_folder():\n    # checksum every file"),
-             Chunk("a.py", 21, 40, "sync_folder", "function", "python", "    retry(upload)\n    return done"),
+    parts = [Chunk("a.py", 1, 20, "mirror_folder", "function", "python", "def mirror_folder():\n    # checksum every file"),
+             Chunk("a.py", 21, 40, "mirror_folder", "function", "python", "    retry(upload)\n    return done"),
              Chunk("b.py", 1, 5, "push", "function", "python", "def push():\n    retry(upload)"),
              Chunk("c.py", 1, 5, "digest", "function", "python", "def digest():\n    return checksum(data)")]
     keys = [f"k{i}" for i in range(4)]
@@ -169,7 +169,7 @@ def test_bm25_scores_a_split_function_as_one_document(store):
                                    "c.py": ("f3", parts[3:], keys[3:])}, removed=[])
     found = store.lexical_index().search(query_terms("checksum and retry the upload"), 5)
     chunks = store.chunks_by_id([chunk_id for chunk_id, _ in found])
-    assert [(chunks[i].symbol, chunks[i].start_line) for i, _ in found][0] == ("sync_folder", 1)
+    assert [(chunks[i].symbol, chunks[i].start_line) for i, _ in found][0] == ("mirror_folder", 1)
     assert len(found) == 3  # one document per unit, known by its first part
 
 
@@ -184,3 +184,32 @@ def test_a_garbage_database_names_rebuild(tmp_path):
 def test_code_terms_split_identifiers_and_keep_them_whole():
     assert code_terms("parseHTTPConfig snake_case_name x2") == [
         "parsehttpconfig", "parse", "http", "config", "snake_case_name", "snake", "case", "name", "x2"]
+
+
+def test_abbreviations_in_code_bring_the_words_they_stand_for():
+    assert code_terms("parseCfg") == ["parsecfg", "parse", "cfg", "configuration", "config"]
+    assert code_terms("get_u64_le") == ["get_u64_le", "get", "64", "le", "little", "endian", "less", "equal",
+                                        "unsigned", "integer", "64"]
+    assert code_terms("int32_t") == ["int32_t", "int", "32", "integer", "signed", "integer", "32"]
+
+
+def test_an_english_word_in_a_comment_is_not_taken_for_an_abbreviation():
+    assert code_terms("should be closed") == ["should", "be", "closed"]
+    assert "big" in code_terms("to_be_bytes")
+
+
+def test_a_question_in_words_finds_the_abbreviated_code(store):
+    parts = [Chunk("a.py", 1, 3, "load_cfg", "function", "python", "def load_cfg(ctx):\n    return ctx.cfg"),
+             Chunk("b.py", 1, 3, "load_plugins", "function", "python", "def load_plugins():\n    return found")]
+    keys = ["k0", "k1"]
+    store.cache_vectors(keys, unit_vectors(2, 8))
+    store.replace_files(MANIFEST, {"a.py": ("f1", parts[:1], keys[:1]), "b.py": ("f2", parts[1:], keys[1:])},
+                        removed=[])
+    found = store.lexical_index().search(query_terms("load the configuration from the context"), 5)
+    assert [store.chunks_by_id([found[0][0]])[found[0][0]].symbol] == ["load_cfg"]
+    assert query_terms("ctx") == ["ctx", "context"]
+
+
+def test_a_keyword_is_expanded_only_inside_a_longer_identifier():
+    assert code_terms("def f(): return len(x)") == ["def", "f", "return", "len", "x"]
+    assert code_terms("to_str") == ["to_str", "to", "str", "string"]

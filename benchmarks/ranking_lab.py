@@ -1,0 +1,463 @@
+"""Replays the CLI's ranking in-process over indexes already built, to measure ranking ideas in seconds.
+
+A benchmark run through the CLI (eval_modes.sh, mined/run.sh) embeds every repository again and loads the
+model per repository; a ranking idea changes neither the chunks nor their vectors. This script opens each
+repository's index as `codesearch query` does (Engine.open, the index's own model and query prompts),
+embeds each question once (kept in --vectors, keyed by the question and the model), and ranks with the
+product's retrieve + fuse, then with each variant named in VARIANTS; it scores with the eval's own
+score_query. The baseline reproduces the CLI's figures; a variant kept is then scored through the CLI.
+
+    python benchmarks/ranking_lab.py --corpus ../evalcorpus --queries '../shared/eval/queries/*.jsonl' \
+        --recipes '../shared/eval/corpus/*.tsv' --split dev --vectors /tmp/lab-vectors baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import hashlib
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from codesearch.engine import Engine, query_spec  # noqa: E402
+from codesearch.ranking import dense_weight, fuse  # noqa: E402
+from codesearch.search import Query, retrieve  # noqa: E402
+
+VARIANTS: dict[str, contextlib.AbstractContextManager] = {}  # name -> a context manager factory
+
+
+def variant(function):
+    VARIANTS[function.__name__.replace("_", "-")] = contextlib.contextmanager(function)
+    return function
+
+
+class Settings:
+    """What a variant may change besides patching the product's functions."""
+
+    weight_for = None  # (query text, the index's weight) -> the dense share for this query
+    ranker = None  # (store, text, vector, k, mode, weight) -> hits, in place of retrieve + fuse
+    repositories: dict = {}  # name -> Repository, for variants that rebuild an index
+
+
+def _ranker(function):
+    """A variant that ranks with `function` instead of retrieve + fuse."""
+    def apply():
+        Settings.ranker = function
+        try:
+            yield
+        finally:
+            Settings.ranker = None
+    VARIANTS[function.__name__.replace("_", "-")] = contextlib.contextmanager(apply)
+    return function
+
+
+def _first_pass(store, text, vector, k, mode, weight):
+    return fuse([retrieve(store, Query(text, k, mode, vector))], text, k, weight)
+
+
+@_ranker
+def dense_prf(store, text, vector, k, mode, weight, feedback=3, beta=0.5):
+    """Rocchio on the query vector: moved toward the fused top answers' vectors, then ranked again."""
+    if mode == "lexical":
+        return _first_pass(store, text, vector, k, mode, weight)
+    first = _first_pass(store, text, vector, feedback, mode, weight)
+    index = store.vector_index()
+    centroid = np.mean([index.reconstruct(hit.chunk.id) for hit in first], axis=0) if first else 0
+    moved = vector + beta * centroid
+    moved = (moved / np.linalg.norm(moved)).astype(np.float32)
+    return _first_pass(store, text, moved, k, mode, weight)
+
+
+def _unit_terms(store):
+    """unit id -> its BM25 document's term counts (cached per store)."""
+    cached = getattr(store, "_lab_unit_terms", None)
+    if cached is None:
+        from collections import Counter
+
+        from codesearch.chunk import units_of
+        from codesearch.lexical import unit_document
+
+        units = units_of(store.metadata.unit_parts(), chunk_of=lambda part: part[0])
+        cached = {unit[0][0].id: Counter(unit_document(unit[0][0].symbol, unit[0][0].path, [t for _, t in unit]))
+                  for unit in units}
+        store._lab_unit_terms = cached
+    return cached
+
+
+def _rm3(feedback_terms=10, weight_new=0.3, feedback=3):
+    def lexical_prf(store, text, vector, k, mode, weight):
+        if mode == "semantic":
+            return _first_pass(store, text, vector, k, mode, weight)
+        import codesearch.search as search_module
+        from codesearch.lexical import query_terms
+
+        first = _first_pass(store, text, vector, feedback, mode, weight)
+        lexicon = store.lexical_index()
+        documents = _unit_terms(store)
+        original = query_terms(text)
+        frequencies = lexicon.frequencies(list({t for hit in first for t in documents.get(hit.chunk.id, {})}))
+        n = len(lexicon)
+        import math
+        pooled = defaultdict(float)
+        for hit in first:
+            counts = documents.get(hit.chunk.id)
+            if not counts:
+                continue
+            total = sum(counts.values())
+            for term, count in counts.items():
+                df = frequencies.get(term, n)
+                pooled[term] += count / total * math.log(1 + (n - df + 0.5) / (df + 0.5))
+        expansion = [t for t, _ in sorted(pooled.items(), key=lambda item: -item[1]) if t not in original][:feedback_terms]
+        real_search = lexicon.search
+
+        def search(terms, limit, allowed=None):
+            scores = {}
+            for chunk_id, score in real_search(terms, max(limit, 200), allowed):
+                scores[chunk_id] = score
+            if expansion:
+                for chunk_id, score in real_search(expansion, max(limit, 200), allowed):
+                    scores[chunk_id] = scores.get(chunk_id, 0.0) + weight_new * score
+            ranked = sorted(scores.items(), key=lambda item: -item[1])[:limit]
+            return ranked
+        lexicon.search = search
+        try:
+            return _first_pass(store, text, vector, k, mode, weight)
+        finally:
+            del lexicon.search
+    return lexical_prf
+
+
+for _terms, _weight in ((10, 0.3), (10, 0.1), (20, 0.2)):
+    _function = _rm3(_terms, _weight)
+    _function.__name__ = f"rm3_{_terms}_{_weight}"
+    _ranker(_function)
+
+
+def _normalisation(kind):
+    def apply():
+        import codesearch.ranking as ranking
+
+        real = ranking.normalised_scores
+
+        def normalised(rankings):
+            if kind == "rrf":
+                return {key: {source: (1.0 / (60 + rank), rank) for source, (value, rank) in evidence.items()}
+                        for key, evidence in real(rankings).items()}
+            out = {}
+            for source, ranking_ in rankings.items():
+                if not ranking_:
+                    continue
+                scores = np.asarray([score for _, score in ranking_])
+                mean, spread = scores.mean(), scores.std() or 1.0
+                for rank, (key, score) in enumerate(ranking_, 1):
+                    out.setdefault(key, {})[source] = ((score - mean) / spread, rank)
+            return out
+        ranking.normalised_scores = normalised
+        try:
+            yield
+        finally:
+            ranking.normalised_scores = real
+    return apply
+
+
+def _relexed(store):
+    """The store's BM25 index rebuilt from its chunks' texts with the lexical module as patched now."""
+    from codesearch.lexical import LexicalIndex, text_terms
+    from codesearch.metadata import StoredChunk
+
+    rows = store.metadata.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', "
+                                     "text FROM chunks ORDER BY path, symbol, kind, start_line").fetchall()
+    return LexicalIndex.from_parts((StoredChunk(*columns), text_terms(text)) for *columns, text in rows)
+
+
+@contextlib.contextmanager
+def lexicon_patched(**replacements):
+    """Patches codesearch.lexical's names, rebuilds every repository's BM25 index with them, and restores."""
+    import codesearch.lexical as lexical
+
+    saved = {name: getattr(lexical, name) for name in replacements}
+    kept = {name: repository.engine.store._lexical for name, repository in Settings.repositories.items()}
+    for name, value in replacements.items():
+        setattr(lexical, name, value)
+    try:
+        for repository in Settings.repositories.values():
+            store = repository.engine.store
+            store._lexical = (store.generation, _relexed(store))
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(lexical, name, value)
+        for name, repository in Settings.repositories.items():
+            repository.engine.store._lexical = kept[name]
+
+
+def _abbreviation_table(path=Path("/work/lab/abbreviations.tsv")):
+    table = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            abbreviation, words = line.split("\t")
+            table[abbreviation] = words.split()
+    return table
+
+
+def _expanding_code_terms(table, widths=True):
+    import re
+
+    import codesearch.lexical as lexical
+
+    real = lexical.code_terms
+    width = re.compile(r"(u|i|f|s|uint|int|float)(8|16|32|64|128)(?:_t)?")
+    kinds = {"u": ["unsigned", "integer"], "uint": ["unsigned", "integer"], "i": ["signed", "integer"],
+             "s": ["signed", "integer"], "int": ["signed", "integer"], "f": ["float"], "float": ["float"]}
+
+    def code_terms(text):
+        terms = real(text)
+        for identifier in lexical._IDENTIFIER.findall(text):
+            for piece in identifier.split("_"):
+                for token in {piece.lower(), *(part.lower() for part in lexical._CAMEL_PART.findall(piece))}:
+                    if token in table:
+                        terms.extend(table[token])
+                    elif widths and (match := width.fullmatch(token)):
+                        terms.extend(kinds[match.group(1)] + [match.group(2)])
+        return terms
+    return code_terms
+
+
+@contextlib.contextmanager
+def abbreviations():
+    with lexicon_patched(code_terms=_expanding_code_terms(_abbreviation_table())):
+        yield
+
+
+@contextlib.contextmanager
+def abbreviations_no_widths():
+    with lexicon_patched(code_terms=_expanding_code_terms(_abbreviation_table(), widths=False)):
+        yield
+
+
+@contextlib.contextmanager
+def relexed():
+    """The control for the lexical variants: rebuilt from the texts, nothing changed."""
+    with lexicon_patched():
+        yield
+
+
+def _bm25f_index(store, weights, bs, k1=1.2):
+    """A LexicalIndex whose precomputed scores are BM25F over fields (symbol, path, body) instead of BM25
+    over one bag in which the symbol's terms are repeated."""
+    from collections import Counter
+
+    import scipy.sparse as sparse
+
+    from codesearch.chunk import units_of
+    from codesearch.lexical import LexicalIndex, _stemmer, code_terms, text_terms
+    from codesearch.metadata import StoredChunk
+
+    rows = store.metadata.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', "
+                                     "text FROM chunks ORDER BY path, symbol, kind, start_line").fetchall()
+    parts = [(StoredChunk(*columns), text_terms(text)) for *columns, text in rows]
+    index = LexicalIndex.from_parts(parts)  # the vocabulary and unit order; its scores are replaced below
+    if index.retriever is None:
+        return index
+    stem = _stemmer().stemWords
+    units = units_of(parts, chunk_of=lambda part: part[0])
+    fields = [[Counter(stem(code_terms(unit[0][0].symbol))), Counter(stem(code_terms(unit[0][0].path))),
+               Counter(term for _, terms in unit for term in terms.split())] for unit in units]
+    assert [unit[0][0].id for unit in units] == index.unit_ids.tolist()
+    lengths = np.asarray([[sum(field.values()) for field in unit] for unit in fields], dtype=np.float64)
+    average = np.maximum(lengths.mean(axis=0), 1e-9)
+    vocabulary = index.retriever.vocab_dict
+    pseudo = defaultdict(float)
+    for document, unit in enumerate(fields):
+        norms = [1 - b + b * lengths[document, f] / average[f] for f, b in enumerate(bs)]
+        for f, field in enumerate(unit):
+            for term, count in field.items():
+                pseudo[(vocabulary[term], document)] += weights[f] * count / norms[f]
+    keys = np.asarray(list(pseudo), dtype=np.int64)
+    tf = np.asarray(list(pseudo.values()))
+    documents = len(fields)
+    frequency = np.bincount(keys[:, 0], minlength=len(vocabulary))
+    idf = np.log(1 + (documents - frequency + 0.5) / (frequency + 0.5))
+    data = idf[keys[:, 0]] * tf / (k1 + tf)
+    matrix = sparse.csc_matrix((data, (keys[:, 1], keys[:, 0])), shape=(documents, len(vocabulary)))
+    index.retriever.scores = {"data": matrix.data.astype(np.float32), "indices": matrix.indices.astype(np.int32),
+                              "indptr": matrix.indptr.astype(np.int32), "num_docs": documents}
+    return index
+
+
+def _bm25f(weights, bs):
+    @contextlib.contextmanager
+    def apply():
+        kept = {name: repository.engine.store._lexical for name, repository in Settings.repositories.items()}
+        try:
+            for repository in Settings.repositories.values():
+                store = repository.engine.store
+                store._lexical = (store.generation, _bm25f_index(store, weights, bs))
+            yield
+        finally:
+            for name, repository in Settings.repositories.items():
+                repository.engine.store._lexical = kept[name]
+    return apply
+
+
+VARIANTS["bm25f-4-1-1"] = _bm25f((4, 1, 1), (0.75, 0.75, 0.75))
+VARIANTS["bm25f-4-1-1-b0"] = _bm25f((4, 1, 1), (0.0, 0.0, 0.75))
+VARIANTS["bm25f-2-1-1-b0"] = _bm25f((2, 1, 1), (0.0, 0.0, 0.75))
+VARIANTS.update({"abbreviations": abbreviations, "abbreviations-no-widths": abbreviations_no_widths,
+                 "relexed": relexed})
+VARIANTS["rrf"] = contextlib.contextmanager(_normalisation("rrf"))
+VARIANTS["zscore"] = contextlib.contextmanager(_normalisation("zscore"))
+
+
+@variant
+def baseline():
+    yield
+
+
+def _weights(rule):
+    def apply():
+        Settings.weight_for = rule
+        try:
+            yield
+        finally:
+            Settings.weight_for = None
+    return apply
+
+
+for _share in (0.3, 0.4, 0.6, 0.7):
+    VARIANTS[f"weight-{_share}"] = contextlib.contextmanager(_weights(lambda text, weight, share=_share: share))
+
+
+def _by_style(identifier: float, prose: float):
+    from codesearch.ranking import names_in
+
+    def rule(text, weight):
+        names = names_in(text)
+        return identifier if names.names or names.qualified else prose
+    return rule
+
+
+for _identifier, _prose in ((0.3, 0.5), (0.4, 0.5), (0.5, 0.4), (0.3, 0.6)):
+    VARIANTS[f"style-{_identifier}-{_prose}"] = contextlib.contextmanager(_weights(_by_style(_identifier, _prose)))
+
+
+def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
+    by_repo = defaultdict(list)
+    for name in sorted(glob.glob(patterns)):
+        for line in Path(name).read_text().splitlines():
+            if line.strip():
+                query = json.loads(line)
+                if split == "all" or recipes.get(query["repo"], {}).get("split") == split:
+                    by_repo[query["repo"]].append(query)
+    return by_repo
+
+
+def read_recipes(patterns: str) -> dict[str, dict]:
+    recipes = {}
+    for name in sorted(glob.glob(patterns)):
+        for line in Path(name).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                fields = line.split("\t")
+                recipes[fields[0]] = {"language": fields[4], "split": fields[5] if len(fields) > 5 else "all"}
+    return recipes
+
+
+class Repository:
+    """One indexed repository with its questions' vectors, ready to rank again and again."""
+
+    embedders: dict = {}
+
+    def __init__(self, path: Path, queries: list[dict], vectors_dir: Path):
+        self.engine = Engine.open(path)
+        self.queries = queries
+        manifest = self.engine.store.manifest()
+        from codesearch.metadata import SCHEMA_VERSION
+
+        if manifest.get("schema_version") != SCHEMA_VERSION:  # terms of an older codesearch: made anew
+            store = self.engine.store
+            store._lexical = (store.generation, _relexed(store))
+        self.weight = dense_weight(manifest.get("model"))
+        spec = query_spec(manifest)
+        texts = [query["query"] for query in queries]
+        key = hashlib.sha256(json.dumps([spec.name, spec.query_format, spec.query_instruction,
+                                         texts]).encode()).hexdigest()[:16]
+        cache = vectors_dir / f"{path.name}-{key}.npy"
+        if cache.exists():
+            self.vectors = np.load(cache)
+        else:
+            if spec.name not in self.embedders:
+                from codesearch.weights import load_embedder
+
+                self.embedders[spec.name] = load_embedder(spec)
+            self.vectors = np.asarray(self.embedders[spec.name].encode_queries(texts), dtype=np.float32)
+            vectors_dir.mkdir(parents=True, exist_ok=True)
+            np.save(cache, self.vectors)
+
+    def rank(self, mode: str, k: int = 10) -> list[list[dict]]:
+        store = self.engine.store
+        results = []
+        for query, vector in zip(self.queries, self.vectors):
+            weight = Settings.weight_for(query["query"], self.weight) if Settings.weight_for else self.weight
+            hits = (Settings.ranker or _first_pass)(store, query["query"], vector, k, mode, weight)
+            results.append([{"path": hit.chunk.path, "start": hit.chunk.start_line, "end": hit.chunk.end_line}
+                            for hit in hits])
+        return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--queries", required=True, help="glob of the questions' .jsonl files")
+    parser.add_argument("--recipes", required=True, help="glob of the corpus recipes (.tsv): language and split")
+    parser.add_argument("--split", default="all")
+    parser.add_argument("--vectors", required=True, help="folder that keeps the questions' vectors between runs")
+    parser.add_argument("--modes", default="hybrid,lexical")
+    parser.add_argument("--repos", default="", help="comma-separated names; default: all with questions")
+    parser.add_argument("--out", help="write per-query nDCG@10 of every variant and mode here (JSON)")
+    parser.add_argument("variants", nargs="+", help=f"of: {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(HERE.parent.parent / "shared" / "eval"))
+    from score import score_query  # the eval's own scoring
+
+    recipes = read_recipes(args.recipes)
+    by_repo = read_queries(args.queries, args.split, recipes)
+    wanted = set(filter(None, args.repos.split(",")))
+    repositories = {name: Repository(Path(args.corpus) / name, queries, Path(args.vectors))
+                    for name, queries in sorted(by_repo.items()) if not wanted or name in wanted}
+    Settings.repositories = repositories
+    table, per_query = {}, {}
+    for name in args.variants:
+        for mode in args.modes.split(","):
+            groups = defaultdict(list)
+            with VARIANTS[name]():
+                for repo, repository in repositories.items():
+                    for query, results in zip(repository.queries, repository.rank(mode)):
+                        value = score_query(results, query["answers"], 10)["metrics"]["nDCG@10"]
+                        per_query[f"{name}/{mode}/{query['id']}"] = value
+                        for group in ("all", recipes[repo]["language"], f"style:{query.get('style', '?')}"):
+                            groups[group].append(value)
+            table[f"{name}/{mode}"] = {group: float(np.mean(values)) for group, values in groups.items()}
+    groups = list(next(iter(table.values())))
+    groups = ["all"] + sorted(g for g in groups if g != "all" and not g.startswith("style:")) + \
+        sorted(g for g in groups if g.startswith("style:"))
+    columns = list(table)
+    print("| nDCG@10 | " + " | ".join(columns) + " |")
+    print("| --- " * (len(columns) + 1) + "|")
+    for group in groups:
+        print(f"| {group} | " + " | ".join(f"{table[column].get(group, float('nan')):.3f}" for column in columns) + " |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"table": table, "queries": per_query}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
