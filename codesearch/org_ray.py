@@ -98,6 +98,8 @@ def index_organisation(org_dir: str | os.PathLike, repositories: Sequence[str | 
     roots = list(dict.fromkeys(str(repository_root(path)) for path in repositories))
     org_dir = Path(os.path.abspath(org_dir))
     _refuse_inside_repositories(org_dir, roots)
+    if not roots and not os.path.lexists(org_dir / org.CATALOG_NAME):
+        raise CodesearchError("give the repositories to index: codesearch org index ORG_DIR REPO...")
     org_dir = org.organisation_dir(org_dir, create=True)
     with org.OrganisationLock(org_dir):
         catalog = org.read_catalog(org_dir)

@@ -239,3 +239,14 @@ def test_bad_input_is_one_line(tmp_path, args, needle):
 def test_an_unknown_repository_name_is_one_line(organisation):
     result = codesearch("query", "--org", organisation[0], "x", "--repo-name", "nope")
     assert_one_line_error(result, "no repository named 'nope'", "known: imaging, mono, notifier, payments")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["org", "index", "{tmp}/org"], "give the repositories to index"),
+    (["org", "index", "{tmp}/org", ".", "--workers", "0"], "--workers must be at least 1"),
+])
+def test_bad_index_input_is_one_line_and_creates_nothing(tmp_path, args, needle):
+    pytest.importorskip("ray")
+    result = codesearch(*[arg.replace("{tmp}", str(tmp_path)) for arg in args], cwd=TESTS)
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "org").exists()
