@@ -311,6 +311,105 @@ def _bm25f(weights, bs):
 VARIANTS["bm25f-4-1-1"] = _bm25f((4, 1, 1), (0.75, 0.75, 0.75))
 VARIANTS["bm25f-4-1-1-b0"] = _bm25f((4, 1, 1), (0.0, 0.0, 0.75))
 VARIANTS["bm25f-2-1-1-b0"] = _bm25f((2, 1, 1), (0.0, 0.0, 0.75))
+_DOC = __import__("re").compile(r'"""(.*?)(?:"""|$)|/\*\*(.*?)(?:\*/|$)|((?:^[ \t]*(?:///?|//!|#|--)[^\n]*\n?)+)',
+                                 __import__("re").S | __import__("re").M)
+
+
+def _summary(text: str) -> str:
+    """The first sentence of the first doc comment in a class's chunk (an approximation of the chunker)."""
+    import re
+
+    found = _DOC.search(text)
+    if not found:
+        return ""
+    body = next(group for group in found.groups() if group is not None)
+    body = re.sub(r"^[ \t]*(?:\*|///?|//!|#|--)[ \t]?", "", body, flags=re.M)
+    body = " ".join(body.split())
+    sentence = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0]
+    return sentence[:200]
+
+
+def _class_doc_vectors(repository, name):
+    store = repository.engine.store
+    rows = store.metadata.db.execute("SELECT id, path, symbol, kind, context, text FROM chunks "
+                                     "ORDER BY path, start_line").fetchall()
+    summaries = {}
+    for _, path, symbol, kind, _, text in rows:
+        if kind in ("class", "interface", "struct", "enum", "object", "trait", "impl", "protocol", "module_type") \
+                and (path, symbol) not in summaries:
+            summaries[(path, symbol)] = _summary(text)
+    changed = [(chunk_id, f"{path} :: {context} ({summaries[(path, context)]})\n{text}")
+               for chunk_id, path, _, _, context, text in rows if context and summaries.get((path, context))]
+    cache = Path("/work/lab/vectors") / f"classdoc-{name}-{len(changed)}.npy"
+    if cache.exists():
+        vectors = np.load(cache)
+    elif changed:
+        from codesearch.engine import query_spec
+        from codesearch.weights import load_embedder
+
+        spec = query_spec(store.manifest())
+        if spec.name not in Repository.embedders:
+            Repository.embedders[spec.name] = load_embedder(spec)
+        vectors = np.asarray(Repository.embedders[spec.name].encode_documents([text for _, text in changed]),
+                             dtype=np.float32)
+        np.save(cache, vectors)
+    else:
+        vectors = np.zeros((0, 1), dtype=np.float32)
+    print(f"{name}: {len(changed)} of {len(rows)} chunks get their class's summary", file=sys.stderr)
+    return [chunk_id for chunk_id, _ in changed], vectors
+
+
+@contextlib.contextmanager
+def class_doc():
+    """Enclosing context: a method's embedded header also carries its class's doc summary."""
+    import faiss
+
+    kept = {}
+    for name, repository in Settings.repositories.items():
+        store = repository.engine.store
+        index = store.vector_index()
+        kept[name] = store._vectors
+        ids, vectors = _class_doc_vectors(repository, name)
+        if not len(ids):
+            continue
+        all_ids = faiss.vector_to_array(index.id_map)
+        matrix = np.stack([index.reconstruct(int(i)) for i in all_ids])
+        position = {int(i): n for n, i in enumerate(all_ids)}
+        for chunk_id, vector in zip(ids, vectors):
+            matrix[position[chunk_id]] = vector
+        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(matrix.shape[1]))
+        flat.add_with_ids(matrix, all_ids)
+        store._vectors = (store.generation, flat)
+    try:
+        yield
+    finally:
+        for name, repository in Settings.repositories.items():
+            repository.engine.store._vectors = kept[name]
+
+
+@contextlib.contextmanager
+def flat_control():
+    """class_doc's control: the same vectors in a flat fp32 index (the product keeps fp16)."""
+    import faiss
+
+    kept = {}
+    for name, repository in Settings.repositories.items():
+        store = repository.engine.store
+        index = store.vector_index()
+        kept[name] = store._vectors
+        all_ids = faiss.vector_to_array(index.id_map)
+        matrix = np.stack([index.reconstruct(int(i)) for i in all_ids])
+        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(matrix.shape[1]))
+        flat.add_with_ids(matrix, all_ids)
+        store._vectors = (store.generation, flat)
+    try:
+        yield
+    finally:
+        for name, repository in Settings.repositories.items():
+            repository.engine.store._vectors = kept[name]
+
+
+VARIANTS.update({"class-doc": class_doc, "flat-control": flat_control})
 VARIANTS.update({"abbreviations": abbreviations, "abbreviations-no-widths": abbreviations_no_widths,
                  "relexed": relexed})
 VARIANTS["rrf"] = contextlib.contextmanager(_normalisation("rrf"))
