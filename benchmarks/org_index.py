@@ -1,7 +1,7 @@
 """The dev eval's repositories as one organisation: `codesearch org index` on a local Ray with 1 and 2
 embedding workers, against `codesearch index` on each repository one after another, in the same run.
 
-    .venv/bin/python benchmarks/org_index.py --corpus /work/evalcorpus --model minilm [--repos N]
+    .venv/bin/python benchmarks/org_index.py --corpus ../evalcorpus --model minilm [--repos N]
 
 The repositories are cloned into a scratch folder first (the corpus, and the indexes in it, are never
 touched), so every run starts cold: no index, no embedding cache. Prints, per way of indexing: seconds,
@@ -99,7 +99,7 @@ def organisation(clones: list[Path], model: str, workers: int, org_dir: Path) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=Path("/work/evalcorpus"))
+    parser.add_argument("--corpus", type=Path, required=True, help="the dev corpus (get_corpus.py --split dev)")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--repos", type=int, default=0, help="only the N smallest repositories (0: all)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])

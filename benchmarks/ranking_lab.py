@@ -45,6 +45,7 @@ class Settings:
     weight_for = None  # (query text, the index's weight) -> the dense share for this query
     ranker = None  # (store, text, vector, k, mode, weight) -> hits, in place of retrieve + fuse
     repositories: dict = {}  # name -> Repository, for variants that rebuild an index
+    vectors: Path = Path(".")  # --vectors
 
 
 def _ranker(function):
@@ -199,47 +200,10 @@ def lexicon_patched(**replacements):
             repository.engine.store._lexical = kept[name]
 
 
-def _abbreviation_table(path=Path("/work/lab/abbreviations.tsv")):
-    table = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            abbreviation, words = line.split("\t")
-            table[abbreviation] = words.split()
-    return table
-
-
-def _expanding_code_terms(table, widths=True):
-    import re
-
-    import codesearch.lexical as lexical
-
-    real = lexical.code_terms
-    width = re.compile(r"(u|i|f|s|uint|int|float)(8|16|32|64|128)(?:_t)?")
-    kinds = {"u": ["unsigned", "integer"], "uint": ["unsigned", "integer"], "i": ["signed", "integer"],
-             "s": ["signed", "integer"], "int": ["signed", "integer"], "f": ["float"], "float": ["float"]}
-
-    def code_terms(text):
-        terms = real(text)
-        for identifier in lexical._IDENTIFIER.findall(text):
-            for piece in identifier.split("_"):
-                for token in {piece.lower(), *(part.lower() for part in lexical._CAMEL_PART.findall(piece))}:
-                    if token in table:
-                        terms.extend(table[token])
-                    elif widths and (match := width.fullmatch(token)):
-                        terms.extend(kinds[match.group(1)] + [match.group(2)])
-        return terms
-    return code_terms
-
-
 @contextlib.contextmanager
-def abbreviations():
-    with lexicon_patched(code_terms=_expanding_code_terms(_abbreviation_table())):
-        yield
-
-
-@contextlib.contextmanager
-def abbreviations_no_widths():
-    with lexicon_patched(code_terms=_expanding_code_terms(_abbreviation_table(), widths=False)):
+def no_abbreviations():
+    """Before the abbreviation vocabulary: no identifier part brings the words it stands for."""
+    with lexicon_patched(expansion=lambda token, alone=False: []):
         yield
 
 
@@ -340,7 +304,7 @@ def _class_doc_vectors(repository, name):
             summaries[(path, symbol)] = _summary(text)
     changed = [(chunk_id, f"{path} :: {context} ({summaries[(path, context)]})\n{text}")
                for chunk_id, path, _, _, context, text in rows if context and summaries.get((path, context))]
-    cache = Path("/work/lab/vectors") / f"classdoc-{name}-{len(changed)}.npy"
+    cache = Settings.vectors / f"classdoc-{name}-{len(changed)}.npy"
     if cache.exists():
         vectors = np.load(cache)
     elif changed:
@@ -410,8 +374,7 @@ def flat_control():
 
 
 VARIANTS.update({"class-doc": class_doc, "flat-control": flat_control})
-VARIANTS.update({"abbreviations": abbreviations, "abbreviations-no-widths": abbreviations_no_widths,
-                 "relexed": relexed})
+VARIANTS.update({"no-abbreviations": no_abbreviations, "relexed": relexed})
 VARIANTS["rrf"] = contextlib.contextmanager(_normalisation("rrf"))
 VARIANTS["zscore"] = contextlib.contextmanager(_normalisation("zscore"))
 
@@ -532,7 +495,7 @@ def main() -> int:
     wanted = set(filter(None, args.repos.split(",")))
     repositories = {name: Repository(Path(args.corpus) / name, queries, Path(args.vectors))
                     for name, queries in sorted(by_repo.items()) if not wanted or name in wanted}
-    Settings.repositories = repositories
+    Settings.repositories, Settings.vectors = repositories, Path(args.vectors)
     table, per_query = {}, {}
     for name in args.variants:
         for mode in args.modes.split(","):
