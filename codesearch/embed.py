@@ -41,6 +41,10 @@ class DocumentEncoder:
 
     documents_per_call: int = 256
 
+    def use_threads(self, threads: int) -> "DocumentEncoder":
+        """Run the model on `threads` CPU threads (0: the library's default); this encoder."""
+        return self
+
     def encode_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Vectors of `texts`, in their order."""
         import numpy as np
@@ -95,6 +99,13 @@ class Embedder(DocumentEncoder):
     _eos_id: int | None = field(default=None, repr=False)
     # Per tokenizer object: what it adds around a text itself, and its added tokens (see _layout).
     _layouts: dict = field(default_factory=dict, repr=False)
+
+    def use_threads(self, threads: int) -> "Embedder":
+        if threads and self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(threads)
+        return self
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         queries = list(queries)

@@ -24,6 +24,8 @@ from codesearch.errors import BadRequest, CodesearchError, IndexMissing
 from codesearch.limits import MAX_QUERY_CHARS
 from codesearch.search import MODES, Filters
 
+QUERY_THREADS = 1
+
 if TYPE_CHECKING:
     from codesearch.embed import Embedder
     from codesearch.models import ModelSpec
@@ -148,7 +150,8 @@ class Engine:
         if self._embedder_for is None:
             from codesearch.weights import load_embedder
 
-            self._embedder_for = load_embedder
+            # One thread: a query is a few tokens, and on a busy machine a second thread only waits for a core.
+            self._embedder_for = lambda spec: load_embedder(spec).use_threads(QUERY_THREADS)
         return self._embedder_for(spec)
 
 
@@ -158,8 +161,9 @@ def query_spec(manifest: dict, requested: str | None = None, instruction: str | 
     recorded (or `instruction`); asking for another model is an error."""
     from codesearch.models import resolve_model
 
+    # The runtime the index was built with: query vectors from the same model and runtime as its documents'.
     spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, runtime=manifest.get("runtime") or "torch")
     if requested and resolve_model(requested).name != spec.name:
         raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
                               f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")

@@ -190,7 +190,7 @@ def _embedding_key(spec: ModelSpec, chunk: chunking.Chunk) -> str:
 def _manifest(spec: ModelSpec, dimension: int) -> dict:
     return {
         "model": spec.name, "model_source": spec.source if not Path(spec.source).is_dir() else spec.name,
-        "backend": spec.backend, "pooling": spec.pooling, "dimension": dimension,
+        "backend": spec.backend, "runtime": spec.runtime, "pooling": spec.pooling, "dimension": dimension,
         "query_instruction": spec.query_instruction, "max_length": spec.max_length,
         "prompts": spec.prompt_record(), "weights": spec.weights, "dtype": spec.dtype,
         "model_fingerprint": spec.fingerprint, "chunker_version": chunking.CHUNKER_VERSION,

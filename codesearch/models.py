@@ -26,6 +26,7 @@ DECODER_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral", "gemma", 
 # special tokens in a text read as text, a tokenizer's BOS kept): part of every embedding key, so a
 # change here that changes the ids of a document must change this too.
 TOKENIZATION_RECIPE = "eos-after-truncation/split-special/v2"
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ModelSpec:
     # Set by pin_model before indexing: the weights' identity and the dtype vectors are computed in.
     weights: str = ""
     dtype: str = ""
+    # What runs the model (RUNTIMES): torch, or ONNX Runtime on an export of the same weights, which
+    # imports in a tenth of the time; its vectors differ from torch's in the 7th digit (int8: the 2nd),
+    # so it is in the fingerprint, and an index is queried with the runtime it was built with.
+    runtime: str = "torch"
 
     def instruction_for(self, query: str) -> str | None:
         if self.code_query_instruction and looks_like_code(query):
@@ -98,6 +103,8 @@ class ModelSpec:
         """
         parts = [self.name, self.revision or "", self.backend, self.pooling, str(self.max_length),
                  self.document_prompt, self.weights, self.dtype, TOKENIZATION_RECIPE]
+        if self.runtime != "torch":  # torch-built indexes keep the keys they had
+            parts.append(self.runtime)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -111,10 +118,11 @@ PRESETS: dict[str, ModelSpec] = {
 
 
 def resolve_model(name: str | None, *, instruction: str | None = None, max_length: int | None = None,
-                  trust_remote_code: bool = False) -> ModelSpec:
+                  trust_remote_code: bool = False, runtime: str | None = None) -> ModelSpec:
     """A ModelSpec for a preset name, a local model directory or a hub id (not loaded yet).
 
-    `instruction` replaces every query instruction ("" for none: queries go in bare).
+    `instruction` replaces every query instruction ("" for none: queries go in bare). `runtime` (default:
+    $CODESEARCH_RUNTIME, else default_runtime) is what runs the model.
     """
     name = name or settings.default_model() or DEFAULT_MODEL
     if name == "minilm":
@@ -136,7 +144,28 @@ def resolve_model(name: str | None, *, instruction: str | None = None, max_lengt
         spec = replace(spec, max_length=max_length)
     if trust_remote_code:
         spec = replace(spec, trust_remote_code=True)
-    return spec
+    return replace(spec, runtime=_runtime(spec, runtime or settings.runtime()))
+
+
+def _runtime(spec: ModelSpec, asked: str | None) -> str:
+    if asked is None:
+        return default_runtime(spec)
+    if asked not in RUNTIMES:
+        raise CodesearchError(f"unknown runtime {asked!r:.40}; use one of: {', '.join(RUNTIMES)}")
+    if asked != "torch" and (spec.backend != "encoder" or not Path(spec.source).is_dir()):
+        raise CodesearchError(f"the {asked} runtime runs encoder models from a local folder; "
+                              f"{spec.name!r} needs the torch runtime (CODESEARCH_RUNTIME=torch)")
+    return asked
+
+
+def default_runtime(spec: ModelSpec) -> str:
+    """onnx for the minilm preset on a machine without a GPU when ONNX Runtime is installed (the `minilm`
+    extra brings it); torch otherwise. A GPU runs the torch model faster than ONNX Runtime's CPU."""
+    from codesearch.weights import default_device
+
+    if spec.name != "minilm" or importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    return "onnx" if default_device() == "cpu" else "torch"
 
 
 def _minilm_directory() -> Path:

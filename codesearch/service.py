@@ -150,10 +150,8 @@ class Service:
             if load is None:
                 from codesearch.weights import load_embedder as load
             embedder = self._models[key] = load(spec)
-            if self.threads and embedder.device == "cpu":
-                import torch
-
-                torch.set_num_threads(self.threads)  # here, on the one thread that runs the model
+            if self.threads and hasattr(embedder, "use_threads"):  # a stand-in model may have none
+                embedder.use_threads(self.threads)  # here, on the one thread that runs the model
         return embedder if embedder.spec == spec else replace(embedder, spec=spec)
 
     def _status(self, root: Path, count_stale: bool) -> dict:

@@ -4,6 +4,9 @@ the query client included, may use it at no cost.
 Read:
   CODESEARCH_MODEL       the model `index` uses when none is named (the CLI's --model takes it too)
   CODESEARCH_NO_SERVER   set (1, true, yes): `query` never asks a running server, it answers in-process
+  CODESEARCH_NO_AUTOSTART set (1, true, yes): a query answered in-process does not start a server
+  CODESEARCH_RUNTIME     what runs the model when indexing: torch, onnx or onnx-int8 (models.RUNTIMES)
+  XDG_CACHE_HOME         where ONNX exports of models are kept (codesearch/onnx/; default ~/.cache)
   CODESEARCH_DEBUG       set: an unexpected error shows its traceback instead of one line
   CUDA_VISIBLE_DEVICES   "" or -1 hides every GPU: torch need not even be imported to know
   HF_HUB_OFFLINE         set (1, true, yes): the Hugging Face hub is not asked
@@ -27,6 +30,19 @@ def default_model() -> str | None:
 
 def server_disabled() -> bool:
     return os.environ.get("CODESEARCH_NO_SERVER", "").lower() in _YES
+
+
+def autostart_disabled() -> bool:
+    return server_disabled() or os.environ.get("CODESEARCH_NO_AUTOSTART", "").lower() in _YES
+
+
+def runtime() -> str | None:
+    return os.environ.get("CODESEARCH_RUNTIME") or None
+
+
+def cache_dir() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                        "codesearch")
 
 
 def debug() -> bool:

@@ -33,7 +33,8 @@ def pin_model(spec: ModelSpec) -> ModelSpec:
         weights = "folder:" + folder_digest(Path(spec.source))
     else:
         weights = "hub:" + Path(_local_source(spec)).name  # the hub cache's snapshots/<commit>
-    return replace(spec, weights=weights, dtype=spec.dtype or planned_dtype())
+    dtype = spec.dtype or ("float32" if spec.runtime != "torch" else planned_dtype())  # ONNX Runtime: the CPU
+    return replace(spec, weights=weights, dtype=dtype)
 
 
 _MODEL_FILE_SUFFIXES = (".json", ".txt", ".model", ".tiktoken", ".py", ".safetensors", ".bin", ".pt", ".pth")
@@ -113,6 +114,10 @@ def planned_dtype(device: str | None = None) -> str:
 
 def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
     """Load tokenizer and weights; fail within seconds, with a way out, when they cannot be had."""
+    if spec.runtime != "torch":
+        from codesearch.onnx_model import load_onnx_embedder
+
+        return load_onnx_embedder(spec)
     source = _local_source(spec)
     import torch
     from transformers import AutoModel, AutoTokenizer

@@ -1,0 +1,93 @@
+"""MiniLM on torch vs ONNX Runtime (fp32 and int8) on real chunks: chunks/s side by side, and how close
+the vectors are (issue 19, targets 1 and 2).
+
+    python benchmarks/onnx_runtime.py [--source DIR] [--chunks 200] [--runs 5] [--threads 2]
+
+Chunks come from DIR (default: this repository's own source) cut by the product's chunker at MiniLM's
+window, a fixed random sample of them. Each run embeds the same chunks with every runtime, in turn
+(alternating, so a change in the machine's load hits all of them alike), through the product's own
+Embedder.encode_documents (tokenization in a second thread included). The medians of the runs and their
+ratios to torch are printed, then each runtime's cosine to torch's vectors (min, mean) on those chunks and
+on 20 queries, and whether the token ids are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from codesearch.chunk import PartBudget, chunk_file  # noqa: E402
+from codesearch.discover import discover_files  # noqa: E402
+from codesearch.models import resolve_model  # noqa: E402
+from codesearch.weights import load_embedder, pin_model  # noqa: E402
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+QUERIES = ["retry failed uploads with backoff", "read a json settings file", "where are scores fused",
+           "stop the server when idle", "open a file without following links", "hash the model weights",
+           "tokenize the next slice in a thread", "which languages are supported", "the lock file of a server",
+           "parse a query file", "exponential delay", "write the index atomically", "load the model on a gpu",
+           "mean pooling of token states", "check the peer uid of a socket", "cut a function into parts",
+           "BM25 over functions", "delete a damaged database", "git ls-files", "print results as vimgrep"]
+
+
+def real_chunks(source: Path, count: int, seed: int = 0) -> list[str]:
+    budget = PartBudget.for_window(resolve_model("minilm", runtime="torch").max_length)
+    texts = []
+    for found in discover_files(source):
+        try:
+            data = (source / found.path).read_bytes()
+        except OSError:
+            continue
+        texts += [piece.embedding_text for piece in chunk_file(found.path, data, budget=budget)]
+    random.Random(seed).shuffle(texts)
+    return texts[:count]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, default=ROOT, help="a git repository to take chunks from")
+    parser.add_argument("--chunks", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    texts = real_chunks(args.source.resolve(), args.chunks)
+    embedders = {}
+    for runtime in RUNTIMES:
+        started = time.perf_counter()
+        embedders[runtime] = load_embedder(pin_model(resolve_model("minilm", runtime=runtime))).use_threads(args.threads)
+        print(f"{runtime:10} loaded in {time.perf_counter() - started:.2f} s", flush=True)
+    print(f"{len(texts)} chunks from {args.source}, {args.threads} threads, {args.runs} runs, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    seconds = {runtime: [] for runtime in RUNTIMES}
+    vectors = {}
+    for embedder in embedders.values():
+        embedder.encode_documents(texts[:16])  # warm-up: first-call allocations, thread pools
+    for run in range(args.runs):
+        for runtime in (RUNTIMES if run % 2 == 0 else RUNTIMES[::-1]):
+            started = time.perf_counter()
+            vectors[runtime] = embedders[runtime].encode_documents(texts)
+            seconds[runtime].append(time.perf_counter() - started)
+        print(f"run {run + 1}: " + ", ".join(f"{runtime} {len(texts) / seconds[runtime][-1]:.1f}"
+                                             for runtime in RUNTIMES) + " chunks/s", flush=True)
+    base = statistics.median(seconds["torch"])
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+    for runtime in RUNTIMES:
+        median = statistics.median(seconds[runtime])
+        cosine = (vectors[runtime] * vectors["torch"]).sum(axis=1)
+        queries = (embedders[runtime].encode_queries(QUERIES) * embedders["torch"].encode_queries(QUERIES)).sum(axis=1)
+        same_ids = embedders[runtime].tokenize(texts) == embedders["torch"].tokenize(texts)
+        print(f"{runtime:10} median {len(texts) / median:6.1f} chunks/s  {base / median:4.2f}x torch   cosine to "
+              f"torch: chunks min {cosine.min():.7f} mean {cosine.mean():.7f}, queries min {queries.min():.7f}; "
+              f"token ids identical: {same_ids}")
+
+
+if __name__ == "__main__":
+    main()
