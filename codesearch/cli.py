@@ -135,7 +135,7 @@ def query(
     ray_address: Optional[str] = typer.Option(None, "--ray", help="With --org: shards kept in memory by actors of the Ray cluster at ADDRESS."),
 ):
     """Search the index; print ranked functions with path, lines, symbol and score."""
-    from codesearch.client import try_server
+    from codesearch.client import AUTOSTART_IDLE_SECONDS, NO_SERVER, try_server
     from codesearch.engine import QueryRequest
 
     output_format = "json" if as_json else output_format
@@ -162,9 +162,18 @@ def query(
             engine.close()
     try:
         _print_answer(request.queries, answer, output_format, files_only, context)
+        sys.stdout.flush()  # the answer first; then the server for the next query
     except BrokenPipeError:
         _stop_writing_stdout()
         raise typer.Exit(EXIT_FOUND) from None
+    if not served and served.reason.startswith(NO_SERVER) and not trust_remote_code:
+        from codesearch.client import start_server
+
+        started = start_server(answer.repository)
+        if verbose and started:
+            _stderr().print(f"codesearch: started a server for the next queries (pid {started}; it stops after "
+                            f"{AUTOSTART_IDLE_SECONDS // 60} idle minutes; CODESEARCH_NO_AUTOSTART=1 turns this off)",
+                            soft_wrap=True)
     raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
 
 
@@ -296,6 +305,7 @@ def serve(
     stop: bool = typer.Option(False, "--stop", help="Stop the server of these repositories instead."),
     threads: int = typer.Option(1, "--threads", help="CPU threads to embed a query; more only helps large models on an idle machine (0: torch's default)."),
     trust_remote_code: bool = TrustOption,
+    idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Exit after SECONDS without a request (what a server a query starts uses)."),
 ):
     """Keep the model and indexes in memory and answer `codesearch query` in milliseconds over a local socket."""
     from codesearch.client import stop_server
@@ -310,7 +320,8 @@ def serve(
                           else f"codesearch: no server is running for {path}")
         raise typer.Exit(EXIT_FOUND if all(pid for _, pid in stopped) else EXIT_NOT_FOUND)
     serve_forever(repos or [Path(".")], port=port, notice=lambda message: console.print(f"codesearch: {message}"),
-                  service=Service(threads=threads, trust_remote_code=trust_remote_code))
+                  service=Service(threads=threads, trust_remote_code=trust_remote_code),
+                  idle_exit=idle_exit if idle_exit is None or idle_exit > 0 else None)
 
 
 @app.command("mcp")
@@ -367,6 +378,9 @@ def status(
         info = engine.status()
     finally:
         engine.close()
+    from codesearch.client import server_status
+
+    info["server"] = server_status(info["repository"])
     if as_json:
         print(json.dumps(info))
         return
@@ -379,7 +393,18 @@ def status(
     print(f"repository  {info['repository']}\nmodel       {info['model']} ({info['dimension']} dims)\n"
           f"prompts     {describe_prompts(info['prompts'])}\n"
           f"indexed     {info['files']} files, {info['chunks']} chunks\nupdated     {updated}\n"
-          f"stale       {info['stale_files']} files changed since (run `codesearch index` to refresh)")
+          f"stale       {info['stale_files']} files changed since (run `codesearch index` to refresh)\n"
+          f"server      {_describe_server(info['server'])}")
+
+
+def _describe_server(server: dict) -> str:
+    if server["running"]:
+        idle = server.get("idle_exit")
+        return f"running (pid {server['pid']}; " + (f"stops after {idle:g} s without a query)" if idle else
+                                                    "started by hand: `codesearch serve --stop` stops it)")
+    if server["autostart"]:
+        return "not running (the next query starts one; CODESEARCH_NO_AUTOSTART=1 turns that off)"
+    return "not running (queries answer in-process: CODESEARCH_NO_AUTOSTART or CODESEARCH_NO_SERVER is set)"
 
 
 def _stop_writing_stdout() -> None:

@@ -54,6 +54,8 @@ MAX_ANSWER_BYTES = MAX_REQUEST_BYTES * 64
 CONNECT_SECONDS = 1.0
 FIRST_BYTE_SECONDS = 2.0  # silence this long means the server is stopped or hung
 ANSWER_SECONDS = 300.0  # generous: the first query for a model the server has not loaded yet loads it
+AUTOSTART_IDLE_SECONDS = 600  # a server a query started exits after this long without a request
+NO_SERVER = "no server running for this repository"
 
 
 # -- where the socket is ------------------------------------------------------------------------
@@ -229,7 +231,7 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
     except UntrustedPath as error:
         return NotServed(str(error))
     if found is None:
-        return NotServed("no server running for this repository")
+        return NotServed(NO_SERVER)
     hits, generation = [], 0
     try:
         for batch in _batches(list(request.queries)):
@@ -243,7 +245,7 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
     except NoAnswer as error:
         return NotServed(str(error))
     except (ConnectionRefusedError, FileNotFoundError):
-        return NotServed("no server running for this repository (a stale socket)")
+        return NotServed(f"{NO_SERVER} (a stale socket)")
     except OSError as error:
         return NotServed(f"the server could not be reached: {error.strerror or error}")
     except (ValueError, KeyError, TypeError) as error:
@@ -299,6 +301,43 @@ def request_server(address: Path | tuple[str, int], message: dict, timeout: floa
     if not isinstance(answer, dict):
         raise ValueError("the server's answer is not a JSON object")
     return answer
+
+
+def start_server(root: Path) -> int | None:
+    """Start `codesearch serve --idle-exit` for the repository at `root`, detached, unless
+    CODESEARCH_NO_AUTOSTART (or CODESEARCH_NO_SERVER) is set; its pid, or None.
+
+    Nothing waits for it: the query that started it was answered in-process, the next one finds its
+    socket. Two queries starting one each at once are harmless: the second server finds the first's
+    lock and exits. `-P` keeps the repository (the working directory) off the server's import path.
+    """
+    if settings.autostart_disabled():
+        return None
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-P", "-m", "codesearch", "serve", "--repo", str(root),
+               "--idle-exit", str(AUTOSTART_IDLE_SECONDS)]
+    try:
+        return subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True).pid
+    except OSError:
+        return None
+
+
+def server_status(path: str | os.PathLike) -> dict:
+    """Whether a server answers for the repository at `path` (its pid, and after how many idle seconds
+    it exits, None for never), and whether a query would start one."""
+    info = {"running": False, "pid": None, "idle_exit": None, "autostart": not settings.autostart_disabled()}
+    try:
+        found = find_socket(path)
+        if found is not None:
+            answer = request_server(found, {"op": "ping"}, timeout=FIRST_BYTE_SECONDS)
+            if answer.get("ok"):
+                info.update(running=True, pid=answer.get("pid"), idle_exit=answer.get("idle_exit"))
+    except (OSError, ValueError, CodesearchError):
+        pass
+    return info
 
 
 def stop_server(path: str | os.PathLike) -> int | None:

@@ -22,6 +22,10 @@ Liveness: an answer that is not ready half a second after its request line was r
 a space (which JSON ignores), written then, while the work goes on; a quick answer goes out as it
 always did, so an ordinary query pays nothing for this.
 
+Started by a query (client.start_server): `serve --idle-exit SECONDS`, detached, exits once that long
+passes without a request, as build tools' daemons do; it runs as the user who asked, under the same
+rules as one started by hand, and like any server only reads the index (it never takes the writers' lock).
+
 One server per repository: a lock file next to the socket (never followed if it is a link) is held
 for the server's life, so a second server refuses, and a socket file nobody holds the lock for is
 stale and replaced. The index on disk is checked on every request (its generation, and the database
@@ -42,6 +46,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +164,13 @@ class _TcpServer(_Bounded, socketserver.ThreadingTCPServer):
 class Dispatcher:
     """Turns request lines into response objects, for every listener of one server process."""
 
-    def __init__(self, service: Service, roots: list[Path], stop: threading.Event, token: str | None = None):
-        self.service, self.roots, self.stop, self.token = service, roots, stop, token
+    def __init__(self, service: Service, roots: list[Path], stop: threading.Event, token: str | None = None,
+                 idle_exit: float | None = None):
+        self.service, self.roots, self.stop, self.token, self.idle_exit = service, roots, stop, token, idle_exit
+        self.last_request = time.monotonic()
+
+    def idle_for(self) -> float:
+        return 0.0 if self.service.busy else time.monotonic() - self.last_request
 
     def respond(self, root: Path | None, line: bytes, over_tcp: bool,
                 waiting: Callable[[], object] | None = None) -> tuple[dict, bool]:
@@ -172,6 +182,7 @@ class Dispatcher:
             message = self._well_formed(line, over_tcp)
         except _Malformed as error:
             return _error(str(error), user_error=True), False
+        self.last_request = time.monotonic()  # well-formed requests only keep a server alive
         try:
             return self._answer(root, message, over_tcp, waiting), True
         except CodesearchError as error:
@@ -204,7 +215,7 @@ class Dispatcher:
     def _answer(self, root: Path | None, message: dict, over_tcp: bool, waiting) -> dict:
         op = message["op"]
         if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
+            return {"ok": True, "pid": os.getpid(), "idle_exit": self.idle_exit}
         if op == "stop":
             if over_tcp:
                 raise CodesearchError("stop is only accepted on the Unix socket")
@@ -212,7 +223,8 @@ class Dispatcher:
             return {"ok": True, "pid": os.getpid()}
         root = root or self._root_named(message.get("repo"))
         if op == "status":
-            return {"ok": True, **self.service.status(root, bool(message.get("stale")), waiting)}
+            return {"ok": True, **self.service.status(root, bool(message.get("stale")), waiting),
+                    "idle_exit": self.idle_exit}
         request = request_from_message(message).checked()
         answer = self.service.query(root, request, waiting)
         return {"ok": True, "repository": str(answer.repository), "generation": answer.generation,
@@ -242,8 +254,9 @@ class _Listener:
 
 
 def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[str], None] = lambda _: None,
-                  service: Service | None = None) -> None:
-    """Serve the repositories containing `paths` until SIGTERM, SIGINT or a stop request."""
+                  service: Service | None = None, idle_exit: float | None = None) -> None:
+    """Serve the repositories containing `paths` until SIGTERM, SIGINT, a stop request, or (`idle_exit`)
+    that many seconds without a request."""
     service = service or Service()
     stop = threading.Event()
     # Signal handlers can only be set from the main thread; tests run a server on another one.
@@ -261,7 +274,7 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
     try:
         for root in roots:
             listeners.append(_claim(root, token))
-        dispatcher = Dispatcher(service, roots, stop, token)
+        dispatcher = Dispatcher(service, roots, stop, token, idle_exit)
         for listener in listeners:
             listener.server = _bind_unix(listener.socket_file, dispatcher, listener.root)
             threading.Thread(target=listener.server.serve_forever, name=f"serve {listener.root}", daemon=True).start()
@@ -281,6 +294,9 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
             gone = [listener.socket_file for listener in listeners if not listener.socket_file.exists()]
             if gone:  # the index folder was deleted (git clean -x): nobody can reach us any more
                 notice(f"{gone[0]} was removed; stopping")
+                break
+            if idle_exit is not None and dispatcher.idle_for() > idle_exit:
+                notice(f"no request for {idle_exit:g} s; stopping")
                 break
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -35,7 +35,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     and with a fixed author (and none of the GIT_* a hook that runs the tests would set)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
     env.pop("CODESEARCH_MODEL", None)
-    return {**env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **GIT_ENV, **extra}
+    # No query starts a server in the background unless a test asks for it (tests/test_autostart.py).
+    return {**env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CODESEARCH_NO_AUTOSTART": "1", **GIT_ENV,
+            **extra}
 
 
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
