@@ -27,6 +27,9 @@ DECODER_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral", "gemma", 
 # change here that changes the ids of a document must change this too.
 TOKENIZATION_RECIPE = "eos-after-truncation/split-special/v2"
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+# How onnx_model exports and quantises a model: in the fingerprint of the ONNX runtimes (a new recipe can
+# move vectors in the last digits) and in the name of the cached export.
+ONNX_EXPORT_RECIPE = "torchscript-opset17-eager/bert-fusion/int8-matmul-attention-per-channel/v2"
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class ModelSpec:
         parts = [self.name, self.revision or "", self.backend, self.pooling, str(self.max_length),
                  self.document_prompt, self.weights, self.dtype, TOKENIZATION_RECIPE]
         if self.runtime != "torch":  # torch-built indexes keep the keys they had
-            parts.append(self.runtime)
+            parts += [self.runtime, ONNX_EXPORT_RECIPE]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

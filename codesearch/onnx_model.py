@@ -3,12 +3,13 @@ in the user's cache, tokenized by the `tokenizers` library the fast tokenizer is
 
 Why: importing torch and transformers and loading MiniLM takes seconds; onnxruntime and tokenizers take a
 tenth of that, which is most of what a query answered in-process costs. Vectors match torch's to a cosine
-of 0.9999999 (benchmarks/onnx_runtime.py). The int8 variant (dynamic quantisation of the MatMul weights,
-per channel) is faster and further off; it is an option (CODESEARCH_RUNTIME=onnx-int8), not the default.
+of 0.9999998 (benchmarks/onnx_runtime.py). The int8 variant (dynamic quantisation of the MatMul and
+attention weights, per channel) is about twice as fast and further off (mean cosine 0.993); it is an
+option (CODESEARCH_RUNTIME=onnx-int8), not the default.
 
 The export needs torch and transformers, once per set of weights: `<cache>/onnx/<digest>/`, where the
-digest covers the model folder (weights.folder_digest) and EXPORT_RECIPE. The folders are this user's
-only (trust.private_directory), and each file is put in place whole (trust.replace_atomically), so a
+digest covers the model folder (weights.folder_digest) and models.ONNX_EXPORT_RECIPE. The folders are this
+user's only (trust.private_directory), and each file is put in place whole (trust.replace_atomically), so a
 concurrent or killed export never leaves half a model to load.
 """
 
@@ -23,15 +24,13 @@ from typing import TYPE_CHECKING, Callable
 from codesearch import settings
 from codesearch.embed import TOKEN_BUDGET, Embedder, _batches_under_budget
 from codesearch.errors import CodesearchError
-from codesearch.models import ModelSpec
+from codesearch.models import ONNX_EXPORT_RECIPE, ModelSpec
 from codesearch.prompts import read_json
 from codesearch.trust import private_directory, replace_atomically
 
 if TYPE_CHECKING:
     import numpy as np
 
-# Part of the cache folder's name: a change to how the model is exported or quantised makes a new export.
-EXPORT_RECIPE = "torchscript-opset17/int8-matmul-per-channel/v1"
 OPSET = 17
 
 
@@ -55,14 +54,15 @@ class _Tokenizer:
 
 @dataclass
 class OnnxEmbedder(Embedder):
-    """An Embedder whose model is an ONNX Runtime session, made on first use with `threads` threads."""
+    """An Embedder whose model is an ONNX Runtime session (made on first use). Its `threads` run batches side
+    by side, one thread each, on one session: on 2 cores 1.2-1.3x faster than both threads inside each
+    operation of one batch at a time, as a small model's operations are too short to split well."""
 
     model_path: str = ""
-    threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
+    threads: int = 0  # 0: one per CPU this process may use
 
     def use_threads(self, threads: int) -> "OnnxEmbedder":
-        if threads != self.threads:
-            self.threads, self.model = threads, None
+        self.threads = threads
         return self
 
     @property
@@ -71,7 +71,7 @@ class OnnxEmbedder(Embedder):
             import onnxruntime
 
             options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = self.threads
+            options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             self.model = onnxruntime.InferenceSession(self.model_path, options, providers=["CPUExecutionProvider"])
@@ -83,10 +83,26 @@ class OnnxEmbedder(Embedder):
 
         output = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
-        for batch in _batches_under_budget(order, token_ids, self.token_budget):
+        batches = _batches_under_budget(order, token_ids, self.token_budget)
+        workers = min(len(batches), self.threads or _cpus())
+        self.session  # made once, before any thread asks for it
+
+        def forward(batch: list[int]) -> list[int]:
             output[batch] = self._forward([token_ids[i] for i in batch])
+            return batch
+
+        if workers <= 1:
+            done = map(forward, batches)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx")
+            done = pool.map(forward, batches)  # one session runs on several threads at once
+        for batch in done:
             if progress is not None:
                 progress(len(batch))
+        if workers > 1:
+            pool.shutdown()
         return output
 
     def _forward(self, batch_ids: list[list[int]]) -> np.ndarray:
@@ -106,6 +122,10 @@ class OnnxEmbedder(Embedder):
             pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return (pooled / norms).astype(np.float32)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_onnx_embedder(spec: ModelSpec) -> OnnxEmbedder:
@@ -133,7 +153,7 @@ def exported_model(spec: ModelSpec) -> Path:
     """The cached ONNX file of the spec's weights and runtime, made now when missing."""
     from codesearch.weights import folder_digest
 
-    digest = hashlib.sha256(f"{folder_digest(Path(spec.source))}\0{EXPORT_RECIPE}".encode()).hexdigest()[:20]
+    digest = hashlib.sha256(f"{folder_digest(Path(spec.source))}\0{ONNX_EXPORT_RECIPE}".encode()).hexdigest()[:20]
     folder = _cache_folder(digest)
     fp32 = folder / "model.onnx"
     if not fp32.is_file():
@@ -158,9 +178,13 @@ def _cache_folder(digest: str) -> Path:
 
 
 def _export(spec: ModelSpec, destination: Path) -> None:
+    """Export with eager attention, whose graph ONNX Runtime's transformer optimizer recognises and fuses
+    (attention, embedding and skip layer norms, bias GELU): 1.14x the unfused export's speed, and int8
+    quantisation of the fused attention gives another 1.7x (benchmarks/NOTES.md)."""
     import warnings
 
     import torch
+    from onnxruntime.transformers import optimizer
     from transformers import AutoModel
     from transformers.utils import logging as transformers_logging
 
@@ -176,20 +200,28 @@ def _export(spec: ModelSpec, destination: Path) -> None:
         def forward(self, input_ids, attention_mask):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    unfused = destination.with_name(destination.name + ".unfused")
     try:
-        model = AutoModel.from_pretrained(spec.source, dtype=torch.float32).eval()
+        model = AutoModel.from_pretrained(spec.source, dtype=torch.float32, attn_implementation="eager").eval()
         example = torch.ones((2, 8), dtype=torch.long)
         axes = {0: "batch", 1: "tokens"}
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
-            torch.onnx.export(LastHiddenState(model), (example, example), str(destination), dynamo=False,
+            torch.onnx.export(LastHiddenState(model), (example, example), str(unfused), dynamo=False,
                               input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
                               dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
                               opset_version=OPSET)
-    except (OSError, ValueError, RuntimeError, ImportError) as error:
+            fused = optimizer.optimize_model(str(unfused), model_type="bert",
+                                             num_heads=int(model.config.num_attention_heads),
+                                             hidden_size=int(model.config.hidden_size))
+        fused.save_model_to_file(str(destination))
+    except (OSError, ValueError, RuntimeError, ImportError, AttributeError) as error:
         raise CodesearchError(f"cannot export model {spec.name!r} to ONNX ({type(error).__name__}: "
                               f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
                               f"use CODESEARCH_RUNTIME=torch") from None
+    finally:
+        unfused.unlink(missing_ok=True)
+    os.chmod(destination, 0o600)
 
 
 def _quantise(fp32: Path, destination: Path) -> None:
@@ -204,10 +236,10 @@ def _quantise(fp32: Path, destination: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing on every run
     try:
-        # MatMul only, per output channel: the defaults (every op type, per tensor) cost far more accuracy
-        # (mean cosine to fp32 0.94 against 0.993 on real chunks) for little speed.
+        # The weights of MatMul and the fused Attention, per output channel; the defaults (the embedding
+        # table too, per tensor) cost far more accuracy (mean cosine to fp32 0.94 against 0.993 on real chunks).
         quantize_dynamic(str(fp32), str(destination), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"],
+                         op_types_to_quantize=["MatMul", "Attention"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.setLevel(level)
