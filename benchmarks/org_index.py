@@ -124,7 +124,7 @@ def main() -> None:
         import ray
 
         started = time.perf_counter()
-        ray.init(num_cpus=arguments.cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=arguments.cpus, include_dashboard=False, log_to_driver=False)
         print(f"local Ray start: {time.perf_counter() - started:.1f} s (not counted below)")
         for workers in arguments.workers:
             run = organisation(clones, arguments.model, workers, scratch / f"org-{workers}")

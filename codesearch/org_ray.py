@@ -193,8 +193,12 @@ def _embed_misses(ray, org_dir: Path, tables, spec: ModelSpec, embedder_factory,
     # One claim per text across the run, so that two shards holding the same file (a fork, a vendored
     # copy) send it to the embedders once.
     claims = ray.remote(num_cpus=0)(_Claims).remote()
+    # The cache lookups and writes around the pool are SQLite reads and writes that take no CPU of their
+    # own: asking for one would deadlock a node whose every CPU is held by an embedding actor (2 CPUs,
+    # --workers 2), the pool waiting for its input and the input for a CPU.
     misses = ray.data.from_arrow_refs(tables).map_batches(
-        _cache_misses, fn_kwargs={"org_dir": str(org_dir), "claims": claims}, batch_size=None, batch_format="pyarrow")
+        _cache_misses, fn_kwargs={"org_dir": str(org_dir), "claims": claims}, batch_size=None, batch_format="pyarrow",
+        num_cpus=0)
     with warnings.catch_warnings():  # bounded restarts are still passed as ray_remote_args in Ray 2.60
         warnings.simplefilter("ignore")
         vectors = misses.map_batches(
@@ -203,7 +207,7 @@ def _embed_misses(ray, org_dir: Path, tables, spec: ModelSpec, embedder_factory,
             compute=ray.data.ActorPoolStrategy(size=workers), batch_size=4096 if gpus else 256,
             batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
             max_restarts=RETRIES, max_task_retries=RETRIES)
-    stored = vectors.map_batches(_store_vectors, fn_kwargs={"org_dir": str(org_dir)}, batch_size=None,
+    stored = vectors.map_batches(_store_vectors, fn_kwargs={"org_dir": str(org_dir)}, batch_size=None, num_cpus=0,
                                  batch_format="numpy")
     embedded = dimension = 0
     for batch in stored.iter_batches(batch_size=None, batch_format="numpy"):

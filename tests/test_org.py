@@ -250,3 +250,19 @@ def test_bad_index_input_is_one_line_and_creates_nothing(tmp_path, args, needle)
     result = codesearch(*[arg.replace("{tmp}", str(tmp_path)) for arg in args], cwd=TESTS)
     assert_one_line_error(result, needle)
     assert not (tmp_path / "org").exists()
+
+
+def test_as_many_cpu_workers_as_cpus_do_not_deadlock_the_pipeline(ray_session, tmp_path):
+    """Two CPU embedding actors on the session's two CPUs: the cache lookups feeding them must not wait for
+    a CPU that the actors hold."""
+    import threading
+
+    from codesearch.org_ray import index_organisation
+
+    repo = make_files_repo(tmp_path / "imaging", FILES["imaging"])
+    reports = []
+    run = threading.Thread(target=lambda: reports.append(index_organisation(
+        tmp_path / "org", [repo], model="minilm", workers=2, embedder_factory=FakeEmbedder)), daemon=True)
+    run.start()
+    run.join(timeout=180)
+    assert reports and reports[0].workers == 2 and reports[0].chunks > 0
