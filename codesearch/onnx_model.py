@@ -31,6 +31,8 @@ from codesearch.trust import private_directory, replace_atomically
 if TYPE_CHECKING:
     import numpy as np
 
+settings.onnx_runtime_quiet()  # before anything here imports onnxruntime
+
 OPSET = 17
 
 

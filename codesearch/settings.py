@@ -15,6 +15,8 @@ Read:
 Set, for the libraries codesearch loads:
   HF_HUB_OFFLINE         once a model is known to need no hub (a local folder), or the hub is unreachable
   TOKENIZERS_PARALLELISM unless the user set it: tokenizer threads on a GPU machine, none beside a CPU model
+  ORT_DISABLE_TELEMETRY  1 unless the user set it: ONNX Runtime's Linux build otherwise keeps a device id
+                         and an event database under ~/.cache/Microsoft for its telemetry
 """
 
 from __future__ import annotations
@@ -74,3 +76,8 @@ def tokenizer_threads(parallel: bool) -> None:
     """Let the tokenizer use threads (a GPU waits for it) or not (a CPU model needs the cores), unless
     the user chose."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if parallel else "false")
+
+
+def onnx_runtime_quiet() -> None:
+    """Keep ONNX Runtime's telemetry off (it reads this when it starts), unless the user chose."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

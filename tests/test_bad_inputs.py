@@ -300,7 +300,11 @@ def test_nothing_is_written_outside_the_index_folder(strange):
                                                     if k != INDEX and not k.startswith(INDEX + "/")}
     assert snapshot(repo / ".git", skip=("info/exclude",)) == strange["git_before"]
     assert snapshot(strange["outside"]) == strange["outside_before"]
-    assert list(strange["home"].iterdir()) == []
+    # Only the model's ONNX export, in the user's cache (README "Runtimes"), private like the index.
+    home = strange["home"]
+    written = sorted(path.relative_to(home).as_posix() for path in home.rglob("*") if path.is_file())
+    assert all(path.startswith(".cache/codesearch/onnx/") and path.endswith(".onnx") for path in written), written
+    assert all(path.stat().st_mode & 0o077 == 0 for path in home.rglob("*") if ".cache/codesearch" in path.as_posix())
 
 
 def test_the_index_folder_is_excluded_from_git(strange):
