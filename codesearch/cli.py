@@ -312,6 +312,8 @@ def serve(
     from codesearch.serve import serve_forever
     from codesearch.service import Service
 
+    if idle_exit is not None and not idle_exit > 0:  # NaN too
+        raise CodesearchError("--idle-exit must be a positive number of seconds")
     console = _stderr()
     if stop:
         stopped = [(path, stop_server(path)) for path in repos or [Path(".")]]
@@ -321,7 +323,7 @@ def serve(
         raise typer.Exit(EXIT_FOUND if all(pid for _, pid in stopped) else EXIT_NOT_FOUND)
     serve_forever(repos or [Path(".")], port=port, notice=lambda message: console.print(f"codesearch: {message}"),
                   service=Service(threads=threads, trust_remote_code=trust_remote_code),
-                  idle_exit=idle_exit if idle_exit is None or idle_exit > 0 else None)
+                  idle_exit=idle_exit)
 
 
 @app.command("mcp")
@@ -404,7 +406,7 @@ def _describe_server(server: dict) -> str:
                                                     "started by hand: `codesearch serve --stop` stops it)")
     if server["autostart"]:
         return "not running (the next query starts one; CODESEARCH_NO_AUTOSTART=1 turns that off)"
-    return "not running (queries answer in-process: CODESEARCH_NO_AUTOSTART or CODESEARCH_NO_SERVER is set)"
+    return "not running (none is started for queries: CODESEARCH_NO_AUTOSTART or CODESEARCH_NO_SERVER is set)"
 
 
 def _stop_writing_stdout() -> None:

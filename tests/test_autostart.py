@@ -6,8 +6,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from codesearch.client import request_server, socket_path
-from conftest import clean_env, codesearch, codesearch_process, make_repo
+from conftest import assert_one_line_error, clean_env, codesearch, codesearch_process, make_repo
 
 
 def wait_for(condition, seconds: float = 120) -> bool:
@@ -26,9 +28,15 @@ def answers(repo) -> bool:
         return False
 
 
-def test_a_query_starts_a_server_that_the_next_query_uses(tmp_path):
-    repo = make_repo(tmp_path / "repo")
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("autostart") / "repo")
     codesearch("index", str(repo), "--model", "minilm", check=True)
+    return repo
+
+
+def test_a_query_starts_a_server_that_the_next_query_uses(indexed):
+    repo = indexed
     off = codesearch_process("query", "retry failed uploads", "-v", "--repo", repo,
                              env=clean_env(CODESEARCH_NO_AUTOSTART="1"))
     assert off.returncode == 0 and "started a server" not in off.stderr
@@ -54,9 +62,8 @@ def test_a_query_starts_a_server_that_the_next_query_uses(tmp_path):
     assert wait_for(lambda: not socket_path(repo).exists(), 30)
 
 
-def test_an_idle_server_exits_by_itself(tmp_path):
-    repo = make_repo(tmp_path / "repo")
-    codesearch("index", str(repo), "--model", "minilm", check=True)
+def test_an_idle_server_exits_by_itself(indexed):
+    repo = indexed
     server = subprocess.Popen([sys.executable, "-m", "codesearch", "serve", "--repo", str(repo), "--idle-exit", "2"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
     try:
@@ -68,3 +75,8 @@ def test_an_idle_server_exits_by_itself(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+@pytest.mark.parametrize("seconds", ["0", "-5", "nan"])
+def test_a_bad_idle_time_is_one_line(seconds):
+    assert_one_line_error(codesearch("serve", "--idle-exit", seconds), "--idle-exit must be a positive number")
