@@ -1,0 +1,135 @@
+"""Peak memory (RSS) of `codesearch index` with minilm on a large repository (issue 19, target 4).
+
+    python benchmarks/index_memory.py --sdist Django-5.1.4.tar.gz [--embedded 400] [--full]
+
+The sdist is unpacked into a scratch git repository (one commit). Two processes are measured, each
+from a fresh interpreter, by its peak RSS (its own ru_maxrss):
+  pipeline   index_repository on the whole repository with the product's real discovery, chunker,
+             embedding keys, cache writes, FAISS and BM25, but a stand-in embedder that hands back
+             random unit vectors at once: everything but the model, at the repository's full size;
+  embedder   the real minilm embedder (the runtime `codesearch index` picks here) loaded and run over
+             the repository's EMBEDDED longest chunks, the batches that need the most memory, and
+             what it adds: its peak less the RSS before it was loaded (Linux: /proc/self/statm);
+and an interpreter with the same imports only. Peak of a real run is estimated as pipeline + what the
+embedder adds. `--full` also times and measures a real `codesearch index`
+(hours on 2 CPU cores for ~58,000 chunks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+from pathlib import Path
+from codesearch.embed import DocumentEncoder
+from codesearch.indexing import index_repository
+from codesearch.models import resolve_model
+from codesearch.weights import load_embedder, pin_model
+what, repo, embedded = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+if what == "imports":
+    import faiss, bm25s, onnxruntime, tokenizers
+    print(json.dumps({{"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}}))
+    sys.exit(0)
+
+class StandIn(DocumentEncoder):
+    dim = 384
+    def tokenize(self, texts):
+        return list(texts)
+    def encode_token_ids(self, texts, progress=None):
+        vectors = np.random.default_rng(len(texts)).normal(size=(len(texts), self.dim)).astype(np.float32)
+        if progress:
+            progress(len(texts))
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+started = time.perf_counter()
+result = {{}}
+if what == "pipeline":
+    report = index_repository(repo, model="minilm", rebuild=True, embedder_factory=lambda spec: StandIn())
+    result = {{"chunks": report.chunks, "files": report.files, "embedded": report.embedded}}
+elif what == "embedder":
+    from codesearch.chunk import PartBudget, chunk_file
+    from codesearch.discover import discover_files
+    spec = pin_model(resolve_model("minilm"))
+    budget = PartBudget.for_window(spec.max_length)
+    texts = []
+    for found in discover_files(repo):
+        texts += [piece.embedding_text for piece in chunk_file(found.path, (repo / found.path).read_bytes(), budget=budget)]
+    texts = sorted(texts, key=len, reverse=True)[:embedded]
+    import gc, os
+    gc.collect()
+    before = os.sysconf("SC_PAGE_SIZE") * int(open("/proc/self/statm").read().split()[1]) / 2**20
+    embedder = load_embedder(spec)
+    embedder.encode_documents(texts)
+    result = {{"runtime": spec.runtime, "embedded": len(texts), "rss_before_load_mib": round(before)}}
+result["seconds"] = round(time.perf_counter() - started, 1)
+result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(json.dumps(result))
+"""
+
+
+def unpack(sdist: Path, destination: Path) -> Path:
+    with tarfile.open(sdist) as archive:
+        archive.extractall(destination, filter="data")
+    (repo,) = [path for path in destination.iterdir() if path.is_dir()]
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@example.com"}
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "sdist"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, env=env)
+    return repo
+
+
+def measured(command: list[str], env: dict) -> tuple[dict, float]:
+    """The child's JSON line and its peak RSS in MiB: its own ru_maxrss, else (a real `codesearch index`, run
+    last) the largest of this process's children's."""
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise SystemExit(f"{command[:4]} failed: {result.stderr[-2000:]}")
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    answer = json.loads(lines[-1]) if lines else {}
+    peak = answer.pop("peak_rss_mib", None)
+    return answer, peak if peak is not None else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sdist", type=Path, required=True)
+    parser.add_argument("--embedded", type=int, default=400)
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CODESEARCH_NO_AUTOSTART": "1"}
+    with tempfile.TemporaryDirectory() as scratch:
+        repo = unpack(args.sdist, Path(scratch))
+        print(f"{repo.name}: load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores", flush=True)
+        child = [sys.executable, "-c", CHILD.format(root=str(ROOT))]
+        imports, imports_peak = measured(child + ["imports", str(repo), "0"], env)
+        print(f"imports only   peak RSS {imports_peak:7.0f} MiB", flush=True)
+        embedder, embedder_peak = measured(child + ["embedder", str(repo), str(args.embedded)], env)
+        print(f"embedder       peak RSS {embedder_peak:7.0f} MiB  {embedder}", flush=True)
+        pipeline, pipeline_peak = measured(child + ["pipeline", str(repo), "0"], env)
+        print(f"pipeline       peak RSS {pipeline_peak:7.0f} MiB  {pipeline}", flush=True)
+        added = embedder_peak - embedder["rss_before_load_mib"]
+        print(f"the embedder adds {added:.0f} MiB to the RSS it found (peak - RSS before loading it); estimate "
+              f"for a real index: {pipeline_peak + added:.0f} MiB (pipeline + what the embedder adds)")
+        if args.full:
+            started = time.perf_counter()
+            report, peak = measured([sys.executable, "-m", "codesearch", "index", str(repo), "--rebuild", "--model",
+                                     "minilm", "--json"], env)
+            print(f"real index     peak RSS {peak:7.0f} MiB  {report}  {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
