@@ -180,24 +180,34 @@ def _relexed(store):
 
 
 @contextlib.contextmanager
+def stores_replaced(attribute, make):
+    """Each repository's store gets `attribute` (its cached "_lexical" or "_vectors" index) from
+    make(repository, name) for the current generation, and its own back afterwards."""
+    kept = {name: getattr(repository.engine.store, attribute) for name, repository in Settings.repositories.items()}
+    try:
+        for name, repository in Settings.repositories.items():
+            store = repository.engine.store
+            setattr(store, attribute, (store.generation, make(repository, name)))
+        yield
+    finally:
+        for name, repository in Settings.repositories.items():
+            setattr(repository.engine.store, attribute, kept[name])
+
+
+@contextlib.contextmanager
 def lexicon_patched(**replacements):
     """Patches codesearch.lexical's names, rebuilds every repository's BM25 index with them, and restores."""
     import codesearch.lexical as lexical
 
     saved = {name: getattr(lexical, name) for name in replacements}
-    kept = {name: repository.engine.store._lexical for name, repository in Settings.repositories.items()}
     for name, value in replacements.items():
         setattr(lexical, name, value)
     try:
-        for repository in Settings.repositories.values():
-            store = repository.engine.store
-            store._lexical = (store.generation, _relexed(store))
-        yield
+        with stores_replaced("_lexical", lambda repository, name: _relexed(repository.engine.store)):
+            yield
     finally:
         for name, value in saved.items():
             setattr(lexical, name, value)
-        for name, repository in Settings.repositories.items():
-            repository.engine.store._lexical = kept[name]
 
 
 @contextlib.contextmanager
@@ -258,18 +268,8 @@ def _bm25f_index(store, weights, bs, k1=1.2):
 
 
 def _bm25f(weights, bs):
-    @contextlib.contextmanager
-    def apply():
-        kept = {name: repository.engine.store._lexical for name, repository in Settings.repositories.items()}
-        try:
-            for repository in Settings.repositories.values():
-                store = repository.engine.store
-                store._lexical = (store.generation, _bm25f_index(store, weights, bs))
-            yield
-        finally:
-            for name, repository in Settings.repositories.items():
-                repository.engine.store._lexical = kept[name]
-    return apply
+    return lambda: stores_replaced("_lexical", lambda repository, name: _bm25f_index(repository.engine.store,
+                                                                                    weights, bs))
 
 
 VARIANTS["bm25f-4-1-1"] = _bm25f((4, 1, 1), (0.75, 0.75, 0.75))
@@ -323,54 +323,31 @@ def _class_doc_vectors(repository, name):
     return [chunk_id for chunk_id, _ in changed], vectors
 
 
-@contextlib.contextmanager
-def class_doc():
-    """Enclosing context: a method's embedded header also carries its class's doc summary."""
+def _flat_vectors(repository, name, replace=False):
+    """The store's vectors in a flat fp32 index, with (replace) the class-doc vectors put in for methods."""
     import faiss
 
-    kept = {}
-    for name, repository in Settings.repositories.items():
-        store = repository.engine.store
-        index = store.vector_index()
-        kept[name] = store._vectors
+    index = repository.engine.store.vector_index()
+    all_ids = faiss.vector_to_array(index.id_map)
+    matrix = np.stack([index.reconstruct(int(i)) for i in all_ids])
+    if replace:
         ids, vectors = _class_doc_vectors(repository, name)
-        if not len(ids):
-            continue
-        all_ids = faiss.vector_to_array(index.id_map)
-        matrix = np.stack([index.reconstruct(int(i)) for i in all_ids])
         position = {int(i): n for n, i in enumerate(all_ids)}
         for chunk_id, vector in zip(ids, vectors):
             matrix[position[chunk_id]] = vector
-        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(matrix.shape[1]))
-        flat.add_with_ids(matrix, all_ids)
-        store._vectors = (store.generation, flat)
-    try:
-        yield
-    finally:
-        for name, repository in Settings.repositories.items():
-            repository.engine.store._vectors = kept[name]
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(matrix.shape[1]))
+    flat.add_with_ids(matrix, all_ids)
+    return flat
 
 
-@contextlib.contextmanager
+def class_doc():
+    """Enclosing context: a method's embedded header also carries its class's doc summary."""
+    return stores_replaced("_vectors", lambda repository, name: _flat_vectors(repository, name, replace=True))
+
+
 def flat_control():
     """class_doc's control: the same vectors in a flat fp32 index (the product keeps fp16)."""
-    import faiss
-
-    kept = {}
-    for name, repository in Settings.repositories.items():
-        store = repository.engine.store
-        index = store.vector_index()
-        kept[name] = store._vectors
-        all_ids = faiss.vector_to_array(index.id_map)
-        matrix = np.stack([index.reconstruct(int(i)) for i in all_ids])
-        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(matrix.shape[1]))
-        flat.add_with_ids(matrix, all_ids)
-        store._vectors = (store.generation, flat)
-    try:
-        yield
-    finally:
-        for name, repository in Settings.repositories.items():
-            repository.engine.store._vectors = kept[name]
+    return stores_replaced("_vectors", _flat_vectors)
 
 
 VARIANTS.update({"class-doc": class_doc, "flat-control": flat_control})

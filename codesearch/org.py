@@ -24,8 +24,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import stat
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from codesearch.errors import CodesearchError
-from codesearch.trust import PrivateLock, private_directory, read_regular_file, write_private_file
+from codesearch.trust import PrivateLock, private_directory, read_regular_file, remove_path, write_private_file
 
 if TYPE_CHECKING:
     from codesearch.engine import QueryRequest
@@ -191,7 +189,7 @@ def write_shard(org_dir: Path, plan: ShardPlan, rows: dict[str, list], manifest:
     from codesearch.store import IndexStore
 
     folder = shard_folder(org_dir, plan.key, run)
-    remove_folder(folder)  # a killed run's half-written copy of this very folder
+    remove_path(folder)  # a killed run's half-written copy of this very folder
     chunks_by_path: dict[str, tuple[list, list]] = {path: ([], []) for path, _ in plan.files}
     for position in range(len(rows["key"])):
         row = {name: rows[name][position] for name in CHUNK_COLUMNS}
@@ -304,17 +302,7 @@ def remove_unnamed_folders(org_dir: Path, keep: set[str]) -> None:
     for name in os.listdir(shards):
         base = name.split(".tmp", 1)[0]
         if name not in keep and _SHARD_FOLDER.fullmatch(base):
-            remove_folder(shards / name)
-
-
-def remove_folder(path: Path) -> None:
-    try:
-        if stat.S_ISDIR(os.lstat(path).st_mode):
-            shutil.rmtree(path, ignore_errors=True)  # never follows a link inside
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
+            remove_path(shards / name)
 
 
 class OrganisationLock:

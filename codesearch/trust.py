@@ -99,16 +99,16 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     The one way codesearch replaces a file or folder: index generations, the manifest copy, hook scripts.
     """
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    _remove(temporary)
+    remove_path(temporary)
     try:
         write(temporary)
         _sync(temporary)
         if stat.S_ISDIR(os.lstat(temporary).st_mode) and os.path.lexists(path):
-            _remove(path)  # a rename replaces an empty folder only
+            remove_path(path)  # a rename replaces an empty folder only
         os.replace(temporary, path)
     except BaseException:
         try:
-            _remove(temporary)
+            remove_path(temporary)
         except OSError:
             pass
         raise
@@ -136,7 +136,7 @@ def _sync(path: Path) -> None:
         os.close(descriptor)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     """Delete a file or a folder at `path`, if there is one; a link is removed, never followed."""
     try:
         if stat.S_ISDIR(os.lstat(path).st_mode):
