@@ -202,12 +202,14 @@ def lexicon_patched(**replacements):
     saved = {name: getattr(lexical, name) for name in replacements}
     for name, value in replacements.items():
         setattr(lexical, name, value)
+    lexical._identifier_terms.cache_clear()  # it holds terms made with the names as they were
     try:
         with stores_replaced("_lexical", lambda repository, name: _relexed(repository.engine.store)):
             yield
     finally:
         for name, value in saved.items():
             setattr(lexical, name, value)
+        lexical._identifier_terms.cache_clear()
 
 
 @contextlib.contextmanager

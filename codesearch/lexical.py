@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -57,7 +57,8 @@ def code_terms(text: str) -> list[str]:
     return terms
 
 
-def _identifier_terms(identifier: str) -> tuple[list[str], list[str]]:
+@lru_cache(maxsize=1 << 16)  # a repository repeats its identifiers many times over
+def _identifier_terms(identifier: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the identifier whole and its parts, the words that the abbreviations among them stand for)."""
     pieces = identifier.split("_")
     parts = [part for piece in pieces for part in _CAMEL_PART.findall(piece)]
@@ -66,9 +67,9 @@ def _identifier_terms(identifier: str) -> tuple[list[str], list[str]]:
         named.extend(part.lower() for part in parts if len(part) > 1)
     alone = len(parts) == 1
     if alone and named[0] in _STOPWORDS:
-        return named, []  # prose: "be" in a comment is not big-endian
+        return tuple(named), ()  # prose: "be" in a comment is not big-endian
     tokens = sorted({piece.lower() for piece in pieces} | {part.lower() for part in parts})
-    return named, [word for token in tokens for word in expansion(token, alone)]
+    return tuple(named), tuple(word for token in tokens for word in expansion(token, alone))
 
 
 def expansion(token: str, alone: bool = False) -> list[str]:
