@@ -41,7 +41,7 @@ from codesearch.models import resolve_model
 from codesearch.weights import load_embedder, pin_model
 what, repo, embedded = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 if what == "imports":
-    import faiss, bm25s, onnxruntime, tokenizers
+    import faiss, onnxruntime, tokenizers
     print(json.dumps({{"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}}))
     sys.exit(0)
 

@@ -1,8 +1,8 @@
 """Warm search latency on a large index, excluding the query embedding.
 
 Builds an index of about N chunks (random unit vectors plus a real BM25 index over generated code-like
-text, long functions in two parts) with the product's own store, then times `search()` in each mode, and how long writing the
-lexical index takes (every refresh that changes something rewrites it).
+text, long functions in two parts) with the product's own store, in one segment, then times `search()` in
+each mode.
 
     python benchmarks/query_latency.py [--chunks 100000] [--dim 1536] [--queries 50]
 """
@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codesearch import generations
 from codesearch.chunk import Chunk
-from codesearch.lexical import LexicalIndex
 from codesearch.search import Filters, search
 from codesearch.store import IndexStore
 
@@ -97,11 +95,6 @@ def main() -> None:
         store = build(Path(tmp) / ".codesearch", args.chunks, args.dim)
         print(f"built {store.chunk_count()} chunks, dim {args.dim}, in {time.perf_counter() - started:.1f}s")
         store.vector_index()  # load once: the figure is warm latency
-        started = time.perf_counter()
-        lexical = LexicalIndex.from_parts(store.metadata.unit_parts())
-        built = time.perf_counter() - started
-        generations.write_lexical(store.directory, store.generation, lexical)
-        print(f"lexical index: built in {built:.1f}s, written in {time.perf_counter() - started - built:.1f}s")
         print(f"{'mode':<28} {'median ms':>10} {'p95 ms':>10}")
         cases = [("hybrid", Filters()), ("semantic", Filters()), ("lexical", Filters()),
                  ("hybrid --lang go", Filters(languages=("go",))),

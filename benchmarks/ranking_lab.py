@@ -64,19 +64,6 @@ def _first_pass(store, text, vector, k, mode, weight):
     return fuse([retrieve(store, Query(text, k, mode, vector))], text, k, weight)
 
 
-@_ranker
-def dense_prf(store, text, vector, k, mode, weight, feedback=3, beta=0.5):
-    """Rocchio on the query vector: moved toward the fused top answers' vectors, then ranked again."""
-    if mode == "lexical":
-        return _first_pass(store, text, vector, k, mode, weight)
-    first = _first_pass(store, text, vector, feedback, mode, weight)
-    index = store.vector_index()
-    centroid = np.mean([index.reconstruct(hit.chunk.id) for hit in first], axis=0) if first else 0
-    moved = vector + beta * centroid
-    moved = (moved / np.linalg.norm(moved)).astype(np.float32)
-    return _first_pass(store, text, moved, k, mode, weight)
-
-
 def _unit_terms(store):
     """unit id -> its BM25 document's term counts (cached per store)."""
     cached = getattr(store, "_lab_unit_terms", None)
@@ -171,27 +158,26 @@ def _normalisation(kind):
 
 def _relexed(store):
     """The store's BM25 index rebuilt from its chunks' texts with the lexical module as patched now."""
-    from codesearch.lexical import LexicalIndex, text_terms
+    from codesearch.lexical import LexicalIndex, Postings, text_terms
     from codesearch.metadata import StoredChunk
 
     rows = store.metadata.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', "
                                      "text FROM chunks ORDER BY path, symbol, kind, start_line").fetchall()
-    return LexicalIndex.from_parts((StoredChunk(*columns), text_terms(text)) for *columns, text in rows)
+    return LexicalIndex([(Postings.from_parts((StoredChunk(*columns), text_terms(text)) for *columns, text in rows),
+                          [])])
 
 
 @contextlib.contextmanager
-def stores_replaced(attribute, make):
-    """Each repository's store gets `attribute` (its cached "_lexical" or "_vectors" index) from
-    make(repository, name) for the current generation, and its own back afterwards."""
-    kept = {name: getattr(repository.engine.store, attribute) for name, repository in Settings.repositories.items()}
+def stores_replaced(method, make):
+    """Each repository's store answers `method` ("lexical_index" or "vector_index") with the index
+    make(repository, name) builds, and its own afterwards."""
     try:
         for name, repository in Settings.repositories.items():
-            store = repository.engine.store
-            setattr(store, attribute, (store.generation, make(repository, name)))
+            setattr(repository.engine.store, method, lambda made=make(repository, name): made)
         yield
     finally:
-        for name, repository in Settings.repositories.items():
-            setattr(repository.engine.store, attribute, kept[name])
+        for repository in Settings.repositories.values():
+            repository.engine.store.__dict__.pop(method, None)
 
 
 @contextlib.contextmanager
@@ -204,7 +190,7 @@ def lexicon_patched(**replacements):
         setattr(lexical, name, value)
     lexical._identifier_terms.cache_clear()  # it holds terms made with the names as they were
     try:
-        with stores_replaced("_lexical", lambda repository, name: _relexed(repository.engine.store)):
+        with stores_replaced("lexical_index", lambda repository, name: _relexed(repository.engine.store)):
             yield
     finally:
         for name, value in saved.items():
@@ -226,133 +212,6 @@ def relexed():
         yield
 
 
-def _bm25f_index(store, weights, bs, k1=1.2):
-    """A LexicalIndex whose precomputed scores are BM25F over fields (symbol, path, body) instead of BM25
-    over one bag in which the symbol's terms are repeated."""
-    from collections import Counter
-
-    import scipy.sparse as sparse
-
-    from codesearch.chunk import units_of
-    from codesearch.lexical import LexicalIndex, _stemmer, code_terms, text_terms
-    from codesearch.metadata import StoredChunk
-
-    rows = store.metadata.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', "
-                                     "text FROM chunks ORDER BY path, symbol, kind, start_line").fetchall()
-    parts = [(StoredChunk(*columns), text_terms(text)) for *columns, text in rows]
-    index = LexicalIndex.from_parts(parts)  # the vocabulary and unit order; its scores are replaced below
-    if index.retriever is None:
-        return index
-    stem = _stemmer().stemWords
-    units = units_of(parts, chunk_of=lambda part: part[0])
-    fields = [[Counter(stem(code_terms(unit[0][0].symbol))), Counter(stem(code_terms(unit[0][0].path))),
-               Counter(term for _, terms in unit for term in terms.split())] for unit in units]
-    assert [unit[0][0].id for unit in units] == index.unit_ids.tolist()
-    lengths = np.asarray([[sum(field.values()) for field in unit] for unit in fields], dtype=np.float64)
-    average = np.maximum(lengths.mean(axis=0), 1e-9)
-    vocabulary = index.retriever.vocab_dict
-    pseudo = defaultdict(float)
-    for document, unit in enumerate(fields):
-        norms = [1 - b + b * lengths[document, f] / average[f] for f, b in enumerate(bs)]
-        for f, field in enumerate(unit):
-            for term, count in field.items():
-                pseudo[(vocabulary[term], document)] += weights[f] * count / norms[f]
-    keys = np.asarray(list(pseudo), dtype=np.int64)
-    tf = np.asarray(list(pseudo.values()))
-    documents = len(fields)
-    frequency = np.bincount(keys[:, 0], minlength=len(vocabulary))
-    idf = np.log(1 + (documents - frequency + 0.5) / (frequency + 0.5))
-    data = idf[keys[:, 0]] * tf / (k1 + tf)
-    matrix = sparse.csc_matrix((data, (keys[:, 1], keys[:, 0])), shape=(documents, len(vocabulary)))
-    index.retriever.scores = {"data": matrix.data.astype(np.float32), "indices": matrix.indices.astype(np.int32),
-                              "indptr": matrix.indptr.astype(np.int32), "num_docs": documents}
-    return index
-
-
-def _bm25f(weights, bs):
-    return lambda: stores_replaced("_lexical", lambda repository, name: _bm25f_index(repository.engine.store,
-                                                                                    weights, bs))
-
-
-VARIANTS["bm25f-4-1-1"] = _bm25f((4, 1, 1), (0.75, 0.75, 0.75))
-VARIANTS["bm25f-4-1-1-b0"] = _bm25f((4, 1, 1), (0.0, 0.0, 0.75))
-VARIANTS["bm25f-2-1-1-b0"] = _bm25f((2, 1, 1), (0.0, 0.0, 0.75))
-_DOC = __import__("re").compile(r'"""(.*?)(?:"""|$)|/\*\*(.*?)(?:\*/|$)|((?:^[ \t]*(?:///?|//!|#|--)[^\n]*\n?)+)',
-                                 __import__("re").S | __import__("re").M)
-
-
-def _summary(text: str) -> str:
-    """The first sentence of the first doc comment in a class's chunk (an approximation of the chunker)."""
-    import re
-
-    found = _DOC.search(text)
-    if not found:
-        return ""
-    body = next(group for group in found.groups() if group is not None)
-    body = re.sub(r"^[ \t]*(?:\*|///?|//!|#|--)[ \t]?", "", body, flags=re.M)
-    body = " ".join(body.split())
-    sentence = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0]
-    return sentence[:200]
-
-
-def _class_doc_vectors(repository, name):
-    store = repository.engine.store
-    rows = store.metadata.db.execute("SELECT id, path, symbol, kind, context, text FROM chunks "
-                                     "ORDER BY path, start_line").fetchall()
-    summaries = {}
-    for _, path, symbol, kind, _, text in rows:
-        if kind in ("class", "interface", "struct", "enum", "object", "trait", "impl", "protocol", "module_type") \
-                and (path, symbol) not in summaries:
-            summaries[(path, symbol)] = _summary(text)
-    changed = [(chunk_id, f"{path} :: {context} ({summaries[(path, context)]})\n{text}")
-               for chunk_id, path, _, _, context, text in rows if context and summaries.get((path, context))]
-    cache = Settings.vectors / f"classdoc-{name}-{len(changed)}.npy"
-    if cache.exists():
-        vectors = np.load(cache)
-    elif changed:
-        from codesearch.engine import query_spec
-        from codesearch.weights import load_embedder
-
-        spec = query_spec(store.manifest())
-        if spec.name not in Repository.embedders:
-            Repository.embedders[spec.name] = load_embedder(spec)
-        vectors = np.asarray(Repository.embedders[spec.name].encode_documents([text for _, text in changed]),
-                             dtype=np.float32)
-        np.save(cache, vectors)
-    else:
-        vectors = np.zeros((0, 1), dtype=np.float32)
-    print(f"{name}: {len(changed)} of {len(rows)} chunks get their class's summary", file=sys.stderr)
-    return [chunk_id for chunk_id, _ in changed], vectors
-
-
-def _flat_vectors(repository, name, replace=False):
-    """The store's vectors in a flat fp32 index, with (replace) the class-doc vectors put in for methods."""
-    import faiss
-
-    index = repository.engine.store.vector_index()
-    all_ids = faiss.vector_to_array(index.id_map)
-    matrix = np.stack([index.reconstruct(int(i)) for i in all_ids])
-    if replace:
-        ids, vectors = _class_doc_vectors(repository, name)
-        position = {int(i): n for n, i in enumerate(all_ids)}
-        for chunk_id, vector in zip(ids, vectors):
-            matrix[position[chunk_id]] = vector
-    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(matrix.shape[1]))
-    flat.add_with_ids(matrix, all_ids)
-    return flat
-
-
-def class_doc():
-    """Enclosing context: a method's embedded header also carries its class's doc summary."""
-    return stores_replaced("_vectors", lambda repository, name: _flat_vectors(repository, name, replace=True))
-
-
-def flat_control():
-    """class_doc's control: the same vectors in a flat fp32 index (the product keeps fp16)."""
-    return stores_replaced("_vectors", _flat_vectors)
-
-
-VARIANTS.update({"class-doc": class_doc, "flat-control": flat_control})
 VARIANTS.update({"no-abbreviations": no_abbreviations, "relexed": relexed})
 VARIANTS["rrf"] = contextlib.contextmanager(_normalisation("rrf"))
 VARIANTS["zscore"] = contextlib.contextmanager(_normalisation("zscore"))
@@ -420,11 +279,6 @@ class Repository:
         self.engine = Engine.open(path)
         self.queries = queries
         manifest = self.engine.store.manifest()
-        from codesearch.metadata import SCHEMA_VERSION
-
-        if manifest.get("schema_version") != SCHEMA_VERSION:  # terms of an older codesearch: made anew
-            store = self.engine.store
-            store._lexical = (store.generation, _relexed(store))
         self.weight = dense_weight(manifest.get("model"))
         spec = query_spec(manifest)
         texts = [query["query"] for query in queries]

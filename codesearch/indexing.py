@@ -102,6 +102,8 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
         rebuild = True
     report = IndexReport(model=spec.name, rebuilt_because=reason)
 
+    if not rebuild and (lost := store.repair()):
+        progress.notice(f"{len(lost)} files were in a damaged part of the index; indexing them again")
     files = discover_files(root, notice=progress.notice)
     known = {} if rebuild else store.file_fingerprints()
     current = {source.path: source for source in files}
@@ -112,7 +114,7 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     changed = {source.path: (source.fingerprint, _chunks_of(root, source, budget)) for source in to_read}
     keys_by_path = {path: [_embedding_key(spec, chunk) for chunk in chunks] for path, (_, chunks) in changed.items()}
     all_keys = sorted({key for keys in keys_by_path.values() for key in keys})
-    cached = set(store.cached_vectors(all_keys)) if all_keys else set()
+    cached = store.known_keys(all_keys) if all_keys else set()
     texts_by_key = {}
     for path, (_, chunks) in changed.items():
         for chunk, key in zip(chunks, keys_by_path[path]):
@@ -146,6 +148,7 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
             _manifest(spec, dimension),
             {path: (fingerprint, chunks, keys_by_path[path]) for path, (fingerprint, chunks) in changed.items()},
             removed, rebuild=rebuild)
+        store.merge_segments()
     report.files = store.file_count()
     report.chunks = store.chunk_count()
     report.seconds = time.perf_counter() - started

@@ -1,13 +1,13 @@
-"""BM25 over code terms, with bm25s: scores are precomputed per (term, unit) when an index generation
-is written, so a query only adds up a few sparse rows (about 1 ms at 100,000 chunks, where SQLite
-FTS5 scored every chunk matching any query word: 205 ms).
+"""BM25 over code terms. Each segment keeps its units' term frequencies (Postings) and scores are computed
+at query time with statistics over every live unit of every segment, so a refresh writes postings for what
+changed only, and a unit scores exactly as in one index built from scratch.
 
 A document is a whole unit (a function, however many parts the model needed), the thing an answer
 shows: a question's words often sit in the doc comment of a function's first part and its identifiers
 in another, and scoring each part alone missed that. Its terms are its identifiers, whole and split at
 camelCase/snake_case, Porter-stemmed; the terms of its symbol count SYMBOL_WEIGHT times, so a unit named
-after the query outranks one that only mentions it. SQLite keeps each part's terms, so the index is
-rebuilt without re-parsing whenever a generation is written.
+after the query outranks one that only mentions it. SQLite keeps each part's terms, from which a new
+segment's postings are built.
 
 Code abbreviates what questions spell out (ctx, cfg, idx, u64, le), so a known abbreviation among an
 identifier's parts also brings the words it stands for, from a general programming vocabulary
@@ -17,22 +17,20 @@ identifier's parts also brings the words it stands for, from a general programmi
 
 from __future__ import annotations
 
-import json
-import os
+import hashlib
+import math
 import re
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from codesearch.chunk import units_of
-from codesearch.trust import replace_atomically
 
 if TYPE_CHECKING:
     import numpy as np
 
 SYMBOL_WEIGHT = 4
 MAX_QUERY_TERMS = 64
-_FORMAT = 2  # of the folder this module writes; another value is rebuilt, not read
 _STOPWORDS = frozenset(
     "a an and are as at be by can do does for from get how i in into is it its me of on or our "
     "should so that the their them then there these this to use used uses using via was we what "
@@ -130,129 +128,264 @@ def _stemmer():
     return Stemmer.Stemmer("porter")
 
 
-class LexicalIndex:
-    """BM25 scores of one generation's units; each unit is known by the id of its first chunk."""
+class Postings:
+    """The BM25 documents of one segment's units as term frequencies, for BM25 computed at query time from
+    statistics over every segment. Units are in id order (each known by its first chunk's id); terms are
+    ordered by a stable 64-bit hash, so a term is found with one binary search over memory-mapped arrays."""
 
-    def __init__(self, retriever, unit_ids: np.ndarray, chunks: int):
-        self.retriever = retriever  # None when there are no units
-        self.unit_ids = unit_ids
-        self.chunks = chunks  # how many chunks the units hold: a stale folder is told apart by it
+    _ARRAYS = ("unit_ids", "unit_lengths", "term_hashes", "term_offsets", "term_bytes", "posting_starts",
+               "posting_units", "posting_counts")
+
+    def __init__(self, unit_ids, unit_lengths, term_hashes, term_offsets, term_bytes, posting_starts,
+                 posting_units, posting_counts):
+        self.unit_ids = unit_ids  # int64, ascending
+        self.unit_lengths = unit_lengths  # int64: terms in each unit's document
+        self.term_hashes = term_hashes  # uint64, ascending
+        self.term_offsets = term_offsets  # int64: term i is term_bytes[term_offsets[i]:term_offsets[i + 1]]
+        self.term_bytes = term_bytes  # uint8
+        self.posting_starts = posting_starts  # int64: term i's postings are posting_starts[i]:[i + 1]
+        self.posting_units = posting_units  # int32: unit positions
+        self.posting_counts = posting_counts  # uint16: the term's frequency in that unit (capped)
 
     def __len__(self) -> int:
         return len(self.unit_ids)
 
     @classmethod
-    def from_parts(cls, parts: Iterable[tuple[object, str]]) -> "LexicalIndex":
-        """One BM25 document per unit, from (chunk, its terms) in unit order (the parts of a split
-        function adjacent: metadata.unit_parts); each unit is known by its first chunk's id."""
-        units = units_of(parts, chunk_of=lambda part: part[0])
-        documents = ((unit[0][0].id, unit_document(unit[0][0].symbol, unit[0][0].path,
-                                                   [terms for _, terms in unit])) for unit in units)
-        return cls.build(documents, chunks=sum(len(unit) for unit in units))
-
-    @classmethod
-    def build(cls, units: Iterable[tuple[int, list[str]]], chunks: int) -> "LexicalIndex":
+    def build(cls, documents: Iterable[tuple[int, list[str]]]) -> "Postings":
         """From (first chunk id, unit_document) pairs."""
         import numpy as np
+        from collections import Counter
 
-        ids, documents = [], []
-        for unit_id, document in units:
-            ids.append(unit_id)
-            documents.append(document)
-        unit_ids = np.asarray(ids, dtype=np.int64)
-        if not documents:
-            return cls(None, unit_ids, chunks)
-        bm25s = _bm25s()
-        retriever = bm25s.BM25(k1=1.2, b=0.75)  # Lucene's variant: the idf of a common term stays positive
-        retriever.index(documents, show_progress=False)
-        return cls(retriever, unit_ids, chunks)
+        documents = sorted(documents, key=lambda document: document[0])
+        columns: dict[str, int] = {}
+        term_column, unit_column, count_column = [], [], []
+        for position, (_, document) in enumerate(documents):
+            for term, count in Counter(document).items():
+                term_column.append(columns.setdefault(term, len(columns)))
+                unit_column.append(position)
+                count_column.append(count)
+        terms = list(columns)
+        return cls._from_triples(np.fromiter((unit_id for unit_id, _ in documents), np.int64, len(documents)),
+                                 np.fromiter((len(document) for _, document in documents), np.int64, len(documents)),
+                                 terms, np.asarray(term_column, np.int64), np.asarray(unit_column, np.int64),
+                                 np.asarray(count_column, np.int64))
 
-    def search(self, terms: list[str], limit: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """(first chunk id, score) of the best `limit` units that contain a term; `allowed` (chunk ids) filters
-        first (a unit's parts share path and language, so its first chunk stands for all of them)."""
+    @classmethod
+    def from_parts(cls, parts: Iterable[tuple[object, str]]) -> "Postings":
+        """One document per unit, from (chunk, its terms) in unit order (the parts of a split function
+        adjacent: metadata.unit_parts); each unit is known by its first chunk's id."""
+        units = units_of(parts, chunk_of=lambda part: part[0])
+        return cls.build((unit[0][0].id, unit_document(unit[0][0].symbol, unit[0][0].path, [terms for _, terms in unit]))
+                         for unit in units)
+
+    @classmethod
+    def _from_triples(cls, unit_ids, unit_lengths, terms: list[str], term_column, unit_column, count_column):
+        """From (term number, unit position, count) triples over `terms` (any order, one per pair)."""
         import numpy as np
 
-        if self.retriever is None or not terms:
+        hashes = np.fromiter((term_hash(term) for term in terms), np.uint64, len(terms))
+        order = sorted(range(len(terms)), key=lambda number: (int(hashes[number]), terms[number]))
+        rank = np.empty(len(terms), dtype=np.int64)
+        rank[order] = np.arange(len(terms))
+        encoded = [terms[number].encode("utf-8") for number in order]
+        lengths = np.fromiter((len(term) for term in encoded), np.int64, len(encoded))
+        ranked = rank[term_column] if len(term_column) else term_column
+        by_term = np.lexsort((unit_column, ranked))
+        return cls(np.asarray(unit_ids, np.int64), np.asarray(unit_lengths, np.int64), hashes[order],
+                   np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                   np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+                   np.searchsorted(ranked[by_term], np.arange(len(terms) + 1)).astype(np.int64),
+                   unit_column[by_term].astype(np.int32),
+                   np.minimum(count_column[by_term], np.iinfo(np.uint16).max).astype(np.uint16))
+
+    @classmethod
+    def merge(cls, sources: list[tuple["Postings", object]]) -> "Postings":
+        """One Postings of the units of `sources` that live, each (postings, deleted chunk ids)."""
+        import numpy as np
+
+        columns: dict[str, int] = {}
+        unit_ids, unit_lengths, term_column, unit_column, count_column = [], [], [], [], []
+        placed = 0
+        for postings, deleted in sources:
+            live = ~np.isin(postings.unit_ids, np.asarray(deleted, dtype=np.int64))
+            position = np.cumsum(live) - 1 + placed  # each live unit's position in the merged segment
+            unit_ids.append(np.asarray(postings.unit_ids)[live])
+            unit_lengths.append(np.asarray(postings.unit_lengths)[live])
+            mine = np.fromiter((columns.setdefault(term, len(columns)) for term in postings.terms()), np.int64,
+                               len(postings.term_hashes))
+            term_of_posting = np.repeat(mine, np.diff(postings.posting_starts))
+            units = np.asarray(postings.posting_units)
+            keep = live[units]
+            term_column.append(term_of_posting[keep])
+            unit_column.append(position[units[keep]])
+            count_column.append(np.asarray(postings.posting_counts)[keep].astype(np.int64))
+            placed += int(live.sum())
+        if not sources:
+            return cls.build([])
+        # Units are put in id order; a merge's sources hold disjoint ids.
+        ids = np.concatenate(unit_ids)
+        order = np.argsort(ids, kind="stable")
+        new_position = np.empty(len(ids), dtype=np.int64)
+        new_position[order] = np.arange(len(ids))
+        units = new_position[np.concatenate(unit_column)]
+        # A term whose every unit was deleted is dropped, as a fresh build would never have seen it.
+        terms_column = np.concatenate(term_column)
+        used = np.unique(terms_column)
+        renumber = np.full(len(columns), -1, dtype=np.int64)
+        renumber[used] = np.arange(len(used))
+        names = list(columns)
+        return cls._from_triples(ids[order], np.concatenate(unit_lengths)[order], [names[i] for i in used],
+                                 renumber[terms_column], units, np.concatenate(count_column))
+
+    def terms(self) -> list[str]:
+        """Every term, in the stored order."""
+        data, offsets = bytes(self.term_bytes), self.term_offsets.tolist()
+        return [data[start:end].decode("utf-8") for start, end in zip(offsets, offsets[1:])]
+
+    def column(self, term: str, hashed: int) -> int:
+        """The term's number here, or -1."""
+        import numpy as np
+
+        hashes = self.term_hashes
+        number = int(np.searchsorted(hashes, np.uint64(hashed)))
+        encoded = term.encode("utf-8")
+        while number < len(hashes) and int(hashes[number]) == hashed:
+            if bytes(self.term_bytes[self.term_offsets[number]:self.term_offsets[number + 1]]) == encoded:
+                return number
+            number += 1
+        return -1
+
+    def postings(self, column: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.posting_starts[column], self.posting_starts[column + 1]
+        return self.posting_units[start:end], self.posting_counts[start:end]
+
+    def save(self, folder: Path, save_array) -> None:
+        for name in self._ARRAYS:
+            save_array(folder / f"{name}.npy", getattr(self, name))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Postings":
+        import numpy as np
+
+        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in cls._ARRAYS))
+
+
+def term_hash(term: str) -> int:
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class LexicalIndex:
+    """BM25 over the live units of several segments, scored at query time with statistics over all of them
+    (units, each term's document frequency, the average length), so every score is the one a single index
+    built from the same units would give. Lucene's variant of BM25, as bm25s computes it."""
+
+    K1, B = 1.2, 0.75
+
+    def __init__(self, parts: list[tuple[Postings, object]]):
+        """parts: each segment's Postings with the chunk ids deleted from it."""
+        import numpy as np
+
+        self.parts = []
+        for postings, deleted in parts:
+            deleted = np.asarray(deleted, dtype=np.int64)
+            live = ~np.isin(postings.unit_ids, deleted) if len(deleted) else None
+            self.parts.append((postings, live))
+        self.documents = sum(len(p) if live is None else int(live.sum()) for p, live in self.parts)
+        length = sum(int(np.sum(p.unit_lengths if live is None else np.asarray(p.unit_lengths)[live]))
+                     for p, live in self.parts)
+        self.average_length = length / self.documents if self.documents else 1.0
+        self._norms: list | None = None
+
+    def __len__(self) -> int:
+        return self.documents
+
+    def _norm(self, part: int) -> np.ndarray:
+        """k1 · (1 − b + b · length / average length) per unit of a part: each term's denominator."""
+        import numpy as np
+
+        if self._norms is None:
+            self._norms = [self.K1 * (1 - self.B + self.B * np.asarray(p.unit_lengths, dtype=np.float64)
+                                      / self.average_length) for p, _ in self.parts]
+        return self._norms[part]
+
+    def _postings(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(part, unit positions, counts) of the live units holding `term`."""
+        hashed, found = term_hash(term), []
+        for number, (postings, live) in enumerate(self.parts):
+            column = postings.column(term, hashed)
+            if column < 0:
+                continue
+            units, counts = postings.postings(column)
+            if live is not None:
+                keep = live[units]
+                units, counts = units[keep], counts[keep]
+            if len(units):
+                found.append((number, units, counts))
+        return found
+
+    def _idf(self, frequency: int) -> float:
+        return math.log(1 + (self.documents - frequency + 0.5) / (frequency + 0.5))
+
+    def _weights(self, part: int, idf: float, units: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        counts = counts.astype(np.float64)
+        return idf * counts / (counts + self._norm(part)[units])
+
+    def search(self, terms: list[str], limit: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(first chunk id, score) of the best `limit` units that contain a term, ties in id order; `allowed`
+        (chunk ids) filters first (a unit's parts share path and language, so its first chunk stands for all)."""
+        import numpy as np
+
+        if not self.documents or not terms or limit <= 0:
             return []
-        term_ids = self.retriever.get_tokens_ids(terms)
-        if not term_ids:
+        scores: dict[int, np.ndarray] = {}
+        for term in dict.fromkeys(terms):
+            found = self._postings(term)
+            if not found:
+                continue
+            idf = self._idf(sum(len(units) for _, units, _ in found))
+            for part, units, counts in found:
+                if part not in scores:
+                    scores[part] = np.zeros(len(self.parts[part][0]), dtype=np.float64)
+                scores[part][units] += self._weights(part, idf, units, counts)
+        ids, values = [], []
+        for part, score in scores.items():
+            unit_ids = self.parts[part][0].unit_ids
+            if allowed is not None:
+                score[~np.isin(unit_ids, allowed)] = 0
+            matching = np.flatnonzero(score > 0)
+            if len(matching) > limit:
+                matching = matching[np.argpartition(-score[matching], limit - 1)[:limit]]
+            ids.append(np.asarray(unit_ids)[matching])
+            values.append(score[matching])
+        if not ids:
             return []
-        scores = self.retriever.get_scores_from_ids(term_ids)
-        if allowed is not None:
-            scores = np.where(np.isin(self.unit_ids, allowed), scores, 0)
-        matching = np.flatnonzero(scores > 0)
-        if len(matching) > limit:
-            matching = matching[np.argpartition(-scores[matching], limit - 1)[:limit]]
-        ranked = matching[np.argsort(-scores[matching], kind="stable")]
-        return [(int(self.unit_ids[i]), float(scores[i])) for i in ranked]
+        ids, values = np.concatenate(ids), np.concatenate(values)
+        best = np.lexsort((ids, -values))[:limit]
+        return [(int(ids[i]), float(values[i])) for i in best]
 
     def frequencies(self, terms: list[str]) -> dict[str, int]:
-        """Per term this index knows, in how many units it occurs (BM25's document frequency)."""
-        if self.retriever is None:
-            return {}
-        vocabulary, starts = self.retriever.vocab_dict, self.retriever.scores["indptr"]
-        return {term: int(starts[vocabulary[term] + 1] - starts[vocabulary[term]]) for term in terms
-                if term in vocabulary}
+        """Per term the live units hold, in how many of them it occurs (BM25's document frequency)."""
+        counts = {term: sum(len(units) for _, units, _ in self._postings(term)) for term in terms}
+        return {term: count for term, count in counts.items() if count}
 
     def term_scores(self, terms: list[str], unit_ids: list[int]) -> list[list[float]]:
         """The score of each unit (by its first chunk's id) split by term: one row per unit, one column per term."""
         import numpy as np
 
         rows = np.zeros((len(unit_ids), len(terms)), dtype=np.float64)
-        if self.retriever is None or not unit_ids:
-            return rows.tolist()
-        order = np.argsort(self.unit_ids, kind="stable")
-        positions = order[np.searchsorted(self.unit_ids, np.asarray(unit_ids), sorter=order)]
-        scores, vocabulary = self.retriever.scores, self.retriever.vocab_dict
+        wanted = np.asarray(unit_ids, dtype=np.int64)
         for column, term in enumerate(terms):
-            if term not in vocabulary:
+            found = self._postings(term)
+            if not found:
                 continue
-            start, end = scores["indptr"][vocabulary[term]], scores["indptr"][vocabulary[term] + 1]
-            by_document = dict(zip(scores["indices"][start:end].tolist(), scores["data"][start:end].tolist()))
-            rows[:, column] = [by_document.get(int(position), 0.0) for position in positions]
+            idf = self._idf(sum(len(units) for _, units, _ in found))
+            for part, units, counts in found:
+                held = np.asarray(self.parts[part][0].unit_ids)[units]
+                mine = np.isin(held, wanted)
+                if mine.any():
+                    weights = self._weights(part, idf, units[mine], counts[mine])
+                    for unit_id, weight in zip(held[mine].tolist(), weights.tolist()):
+                        rows[wanted == unit_id, column] = weight
         return rows.tolist()
-
-    # -- files: one folder per generation, written whole under a temporary name, then renamed ---------
-
-    def save(self, folder: Path) -> None:
-        import numpy as np
-
-        def write(temporary: Path) -> None:
-            temporary.mkdir(0o700)
-            if self.retriever is not None:
-                self.retriever.save(str(temporary))
-            np.save(temporary / "unit_ids.npy", self.unit_ids)
-            (temporary / "format.json").write_text(json.dumps({"format": _FORMAT, "documents": len(self),
-                                                               "chunks": self.chunks}))
-            for path in temporary.iterdir():  # written by bm25s and numpy, under the umask
-                os.chmod(path, 0o600, follow_symlinks=False)
-
-        replace_atomically(folder, write)
-
-    @classmethod
-    def load(cls, folder: Path) -> "LexicalIndex | None":
-        """The saved index, or None when it is missing, damaged or of another format."""
-        import numpy as np
-
-        try:
-            header = json.loads((folder / "format.json").read_text())
-            if header.get("format") != _FORMAT:
-                return None
-            unit_ids = np.load(folder / "unit_ids.npy", allow_pickle=False)
-            retriever = _bm25s().BM25.load(str(folder), mmap=False) if len(unit_ids) else None
-            chunks = int(header["chunks"])
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
-            return None
-        if header.get("documents") != len(unit_ids) or (retriever is not None and
-                                                        retriever.scores["num_docs"] != len(unit_ids)):
-            return None
-        return cls(retriever, unit_ids, chunks)
-
-
-def _bm25s():
-    import logging
-
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.ERROR)
-    return bm25s

@@ -1,8 +1,9 @@
-"""The index database (`index.sqlite`): the manifest, the files' fingerprints, the chunks with their
-lexical terms, and the embedding cache. The only module that speaks SQL.
+"""The index database (`index.sqlite`): the manifest (with the list of the current generation's segments),
+the files' fingerprints, the chunks with their lexical terms and the segment holding each, the chunks
+deleted from each segment, and the embedding cache: vectors no live chunk uses (a live chunk's vector is
+kept once, in its segment), up to a bound. The only module that speaks SQL.
 
-SQLite is the index's source of truth; the generation files (generations.py) are derived from it and
-rebuilt from it when lost. Its layout evolves by numbered migrations (migrations.py); whether its rows
+SQLite is the index's source of truth and the segments (segments.py) hold what it lists. Its layout evolves by numbered migrations (migrations.py); whether its rows
 still mean what this version expects is needs_rebuild's question, asked in one place.
 """
 
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 # What the rows mean; 3: chunks.terms holds a part's text terms only, BM25 documents are units; 4: terms
-# include the words of known abbreviations (lexical.code_terms).
-SCHEMA_VERSION = 4
+# include the words of known abbreviations (lexical.code_terms); 5: vectors and postings in segments.
+SCHEMA_VERSION = 5
 DATABASE_NAME = "index.sqlite"
 _BATCH = 500  # ids or keys per IN (...) list
 _CHUNK_COLUMNS = "id, path, start_line, end_line, symbol, kind, language, context, text"
@@ -124,6 +125,18 @@ class Metadata:
                 self.db.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state (WAL: a read transaction takes no lock from writers)."""
+        if self.db.in_transaction:  # already inside one: it is the snapshot
+            yield
+            return
+        self.db.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     # -- reading -------------------------------------------------------------------------
 
     def manifest(self) -> dict:
@@ -180,22 +193,46 @@ class Metadata:
         rows = self.db.execute(f"SELECT id FROM chunks {where}", parameters)
         return np.fromiter((chunk_id for (chunk_id,) in rows), dtype=np.int64)
 
-    def unit_parts(self) -> Iterator[tuple[StoredChunk, str]]:
-        """Every chunk (its text left out) with its lexical terms, in unit order: a unit's parts adjacent."""
+    def unit_parts(self, segment: int | None = None) -> Iterator[tuple[StoredChunk, str]]:
+        """Every chunk (of one segment, when given; its text left out) with its lexical terms, in unit order:
+        a unit's parts adjacent."""
+        where, parameters = ("WHERE segment = ?", (segment,)) if segment is not None else ("", ())
         rows = self.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', terms "
-                               "FROM chunks ORDER BY path, symbol, kind, start_line")
+                               f"FROM chunks {where} ORDER BY path, symbol, kind, start_line", parameters)
         for *columns, terms in rows:
             yield StoredChunk(*columns), terms
 
-    def chunk_vectors(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, float32 vectors) of every chunk, from the embedding cache, in batches."""
-        import numpy as np
+    def segment_chunks(self, segment: int) -> list[tuple[int, str]]:
+        """(id, embedding key) of the live chunks of a segment, by id."""
+        return self.db.execute("SELECT id, embedding_key FROM chunks WHERE segment = ? ORDER BY id", (segment,)).fetchall()
 
-        rows = self.db.execute("SELECT chunks.id, embeddings.vector FROM chunks JOIN embeddings "
-                               "ON embeddings.key = chunks.embedding_key")
-        while batch := rows.fetchmany(4096):
-            ids = np.asarray([row[0] for row in batch], dtype=np.int64)
-            yield ids, np.stack([np.frombuffer(row[1], dtype=np.float16) for row in batch]).astype(np.float32)
+    def live_locations(self, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """key -> (segment, chunk id) of a live chunk with that key, for each key some live chunk has."""
+        found = {}
+        for part in _batches(list(keys)):
+            rows = self.db.execute(f"SELECT embedding_key, segment, id FROM chunks WHERE embedding_key IN ({_marks(part)})",
+                                   part)
+            found.update({key: (segment, chunk_id) for key, segment, chunk_id in rows})
+        return found
+
+    def deleted_ids(self) -> dict[int, list[int]]:
+        """segment -> the ids of the chunks deleted from it since it was written."""
+        found: dict[int, list[int]] = {}
+        for segment, chunk_id in self.db.execute("SELECT segment, chunk_id FROM deleted ORDER BY segment, chunk_id"):
+            found.setdefault(segment, []).append(chunk_id)
+        return found
+
+    def segment_rows(self) -> dict[int, tuple[int, int]]:
+        """segment -> (its live chunks, its deleted chunks)."""
+        rows = {segment: (live, 0) for segment, live in
+                self.db.execute("SELECT segment, count(*) FROM chunks GROUP BY segment")}
+        for segment, deleted in self.db.execute("SELECT segment, count(*) FROM deleted GROUP BY segment"):
+            rows[segment] = (rows.get(segment, (0, 0))[0], deleted)
+        return rows
+
+    def files_in_segments(self, segments: Sequence[int]) -> list[str]:
+        return [path for (path,) in self.db.execute(
+            f"SELECT DISTINCT path FROM chunks WHERE segment IN ({_marks(segments)})", list(segments))]
 
     # -- the embedding cache: vectors by content key ---------------------------------------
 
@@ -216,43 +253,88 @@ class Metadata:
             self.db.executemany("INSERT OR REPLACE INTO embeddings(key, vector) VALUES (?, ?)",
                                 [(key, vector.astype(np.float16).tobytes()) for key, vector in zip(keys, vectors)])
 
-    def prune_embeddings(self) -> None:
-        """Keep the cache bounded: vectors no chunk uses are dropped once they outnumber the used ones."""
-        used = self.chunk_count()
-        total = self.db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-        if total > 2 * used + 1000:
+    def prune_embeddings(self, bound: int) -> None:
+        """Keep the cache to the `bound` vectors added last."""
+        excess = self.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] - bound
+        if excess > 0:
             with self.transaction():
-                self.db.execute("DELETE FROM embeddings WHERE key NOT IN (SELECT embedding_key FROM chunks)")
+                self.db.execute("DELETE FROM embeddings WHERE rowid IN "
+                                "(SELECT rowid FROM embeddings ORDER BY rowid LIMIT ?)", (excess,))
+
+    def cache_missing(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Inside the caller's transaction: remember vectors of keys not cached yet."""
+        import numpy as np
+
+        self.db.executemany("INSERT OR IGNORE INTO embeddings(key, vector) VALUES (?, ?)",
+                            [(key, vector.astype(np.float16).tobytes()) for key, vector in zip(keys, vectors)])
+
+    def uncache(self, keys: Sequence[str]) -> None:
+        """Inside the caller's transaction: forget cached vectors (a segment now holds them)."""
+        for part in _batches(list(keys)):
+            self.db.execute(f"DELETE FROM embeddings WHERE key IN ({_marks(part)})", part)
+
+    def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` cached or held by a live chunk."""
+        found = self.keys_in_use(keys)
+        for part in _batches([key for key in keys if key not in found]):
+            found.update(key for (key,) in self.db.execute(f"SELECT key FROM embeddings WHERE key IN ({_marks(part)})",
+                                                           part))
+        return found
+
+    def keys_in_use(self, keys: Sequence[str]) -> set[str]:
+        found = set()
+        for part in _batches(list(keys)):
+            found.update(key for (key,) in self.db.execute(
+                f"SELECT DISTINCT embedding_key FROM chunks WHERE embedding_key IN ({_marks(part)})", part))
+        return found
 
     # -- writing, inside a transaction of the caller's ---------------------------------------
 
-    def clear(self) -> list[int]:
-        """Forget every file, chunk and manifest entry (the cache stays); the ids the chunks had."""
-        ids = [row[0] for row in self.db.execute("SELECT id FROM chunks")]
-        for table in ("chunks", "files", "manifest"):
+    def clear(self) -> None:
+        """Forget every file, chunk, deletion and manifest entry (the cache stays)."""
+        for table in ("chunks", "files", "deleted", "manifest"):
             self.db.execute(f"DELETE FROM {table}")
-        return ids
 
-    def remove_paths(self, paths: list[str]) -> list[int]:
-        """Forget these files and their chunks; the ids the chunks had."""
-        ids = []
+    def remove_paths(self, paths: list[str]) -> list[tuple[int, int, str]]:
+        """Forget these files and their chunks, each marked deleted from its segment; (id, segment, embedding
+        key) of the chunks they had."""
+        removed = []
         for part in _batches(paths):
-            ids.extend(row[0] for row in self.db.execute(f"SELECT id FROM chunks WHERE path IN ({_marks(part)})", part))
+            rows = self.db.execute(f"SELECT id, segment, embedding_key FROM chunks WHERE path IN ({_marks(part)})",
+                                   part).fetchall()
+            removed.extend(rows)
+            self.db.executemany("INSERT OR IGNORE INTO deleted(segment, chunk_id) VALUES (?, ?)",
+                                [(segment, chunk_id) for chunk_id, segment, _ in rows])
             self.db.execute(f"DELETE FROM chunks WHERE path IN ({_marks(part)})", part)
             self.db.execute(f"DELETE FROM files WHERE path IN ({_marks(part)})", part)
-        return ids
+        return removed
+
+    def move_segments(self, sources: Sequence[int], target: int) -> None:
+        """The live chunks of `sources` now live in `target`, which holds none of their deleted ones."""
+        self.db.execute(f"UPDATE chunks SET segment = ? WHERE segment IN ({_marks(sources)})", [target, *sources])
+        self.db.execute(f"DELETE FROM deleted WHERE segment IN ({_marks(sources)})", list(sources))
+
+    def forget_segments(self, segments: Sequence[int]) -> list[str]:
+        """Forget the files whose chunks these (lost) segments held, so that the next refresh indexes them
+        again; their paths."""
+        paths = self.files_in_segments(segments)
+        for part in _batches(paths):
+            self.db.execute(f"DELETE FROM chunks WHERE path IN ({_marks(part)})", part)
+            self.db.execute(f"DELETE FROM files WHERE path IN ({_marks(part)})", part)
+        self.db.execute(f"DELETE FROM deleted WHERE segment IN ({_marks(segments)})", list(segments))
+        return paths
 
     def add_file(self, path: str, fingerprint: str, chunk_count: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO files(path, fingerprint, chunks) VALUES (?, ?, ?)",
                         (path, fingerprint, chunk_count))
 
-    def insert_chunk(self, chunk: Chunk, embedding_key: str) -> int:
-        """Store one chunk with its lexical terms; its new id."""
+    def insert_chunk(self, chunk: Chunk, embedding_key: str, segment: int) -> int:
+        """Store one chunk with its lexical terms, held by `segment`; its new id."""
         cursor = self.db.execute(
             "INSERT INTO chunks(path, start_line, end_line, symbol, kind, language, context, text, embedding_key, "
-            "terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "terms, segment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language, chunk.context,
-             chunk.text, embedding_key, text_terms(chunk.text)))
+             chunk.text, embedding_key, text_terms(chunk.text), segment))
         return cursor.lastrowid
 
     def set_manifest(self, manifest: dict) -> None:

@@ -59,6 +59,18 @@ def m003_manifest_table(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE meta RENAME TO manifest")
 
 
+@migration
+def m004_segments(db: sqlite3.Connection) -> None:
+    """The index is a set of immutable segments: each chunk names the segment holding its vector and postings,
+    and `deleted` lists the chunks removed from a segment since it was written."""
+    if "segment" not in {row[1] for row in db.execute("PRAGMA table_info(chunks)")}:
+        db.execute("ALTER TABLE chunks ADD COLUMN segment INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX IF NOT EXISTS chunks_by_segment ON chunks(segment)")
+    db.execute("CREATE INDEX IF NOT EXISTS chunks_by_key ON chunks(embedding_key)")
+    db.execute("CREATE TABLE IF NOT EXISTS deleted (segment INTEGER NOT NULL, chunk_id INTEGER NOT NULL, "
+               "PRIMARY KEY (segment, chunk_id))")
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Run the steps this database has not run yet; another process opening it at once waits its turn.
     `db` is in autocommit mode (isolation_level None)."""

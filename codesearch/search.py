@@ -117,18 +117,7 @@ def search(index: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
 
 
 def _dense(index: IndexStore, query: Query, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-    import faiss
-    import numpy as np
-
-    vectors = index.vector_index()
-    if vectors.ntotal == 0:
-        return []
-    parameters = None
-    if allowed is not None:
-        parameters = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-    scores, ids = vectors.search(query.vector.reshape(1, -1).astype(np.float32), min(query.pool, vectors.ntotal),
-                                 params=parameters)
-    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+    return index.vector_index().search(query.vector, query.pool, allowed)
 
 
 def _allowed_ids(index: IndexStore, filters: Filters) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""The per-repository index in `.codesearch/`: the database (metadata.py) and the files of its current
-generation (generations.py), opened together; and the step that moves the index to its next generation.
+"""The per-repository index in `.codesearch/`: the database (metadata.py) and the segments its current
+generation lists (segments.py), opened together; and the steps that move the index to its next generation:
+a refresh (one new segment, deletions marked) and a merge.
 
-SQLite is the source of truth and changes in one transaction per refresh. The FAISS file and the
-lexical folder of generation N are written before the transaction that moves the database to
-generation N commits, so a run that dies at any moment leaves either the old set or the new set on
-disk, never a mix; a missing or unreadable file is rebuilt from what the database keeps.
+SQLite is the source of truth and changes in one transaction per step. A step's new segment is written
+before the transaction that lists it commits, and folders are deleted only once no committed generation
+lists them, so a run that dies at any moment leaves either the old generation or the new one. A segment
+found unreadable is forgotten with the files it held, which the next refresh indexes again (repair).
 
 The folder is codesearch's alone (`trust.py`): a real folder of this user, closed to others and
 holding no links, checked each time an index is opened.
@@ -18,13 +19,13 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from codesearch import generations
 from codesearch.chunk import Chunk
 from codesearch.discover import INDEX_DIR, tracked_paths
-from codesearch.errors import CodesearchError, IndexMissing
-from codesearch.generations import MANIFEST_NAME
-from codesearch.lexical import LexicalIndex
+from codesearch.errors import CodesearchError, IndexDamaged, IndexMissing
+from codesearch.lexical import LexicalIndex, Postings
 from codesearch.metadata import DATABASE_NAME, SCHEMA_VERSION, Metadata, StoredChunk
+from codesearch.segments import (Segment, SegmentSize, VectorIndex, merge_segments, plan_merge, remove_unlisted,
+                                 write_segment)
 from codesearch.trust import (PrivateLock, UntrustedPath, is_repository_path, private_directory, read_regular_file,
                               refuse_links, write_private_file)
 
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["IndexStore", "StoredChunk", "DATABASE_NAME", "SCHEMA_VERSION", "index_dir", "checked_directory"]
 
 LOCK_NAME = "lock"
+MANIFEST_NAME = "manifest.json"
 MANIFEST_LIMIT_BYTES = 1_000_000
+CACHE_FLOOR = 1000  # vectors the cache keeps however small the index; beyond it, a quarter of the live chunks
 
 
 class IndexStore:
@@ -43,7 +46,8 @@ class IndexStore:
     def __init__(self, directory: Path, metadata: Metadata):
         self.directory = directory
         self.metadata = metadata
-        self._vectors = self._lexical = None  # each (generation number, index) once loaded
+        self._view = None  # (generation, VectorIndex, LexicalIndex) once loaded
+        self._opened: dict[int, Segment] = {}
 
     # -- opening -----------------------------------------------------------------------
 
@@ -80,7 +84,7 @@ class IndexStore:
                 return False
             for name in (DATABASE_NAME, DATABASE_NAME + "-wal", DATABASE_NAME + "-shm", MANIFEST_NAME):
                 (directory / name).unlink(missing_ok=True)
-            generations.remove_own_files(directory, keep=set())
+            remove_unlisted(directory, listed=())
         return True
 
     @classmethod
@@ -129,105 +133,203 @@ class IndexStore:
     def chunk_ids(self, path_allowed: Callable[[str], bool] | None = None, languages: Sequence[str] = ()) -> np.ndarray:
         return self.metadata.chunk_ids(path_allowed, languages)
 
+    def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` whose vectors are known (cached, or held by a live chunk), none of them read."""
+        return self.metadata.known_keys(keys)
+
     def cached_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        return self.metadata.cached_vectors(keys)
+        """The vectors known for these keys: a live chunk's, read from its segment, or the cache's."""
+        found = self.metadata.cached_vectors(keys)
+        found.update(self._segment_vectors(self.metadata.live_locations([key for key in keys if key not in found])))
+        return found
 
     def cache_vectors(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         self.metadata.cache_vectors(keys, vectors)
 
-    # -- reading: the current generation's files -----------------------------------------
+    # -- reading: the current generation's segments ----------------------------------------
 
-    def vector_index(self):
-        """The FAISS index of the current generation, rebuilt from stored vectors when its file is missing."""
-        number = self.generation
-        if self._vectors is not None and self._vectors[0] == number:
-            return self._vectors[1]
-        index = generations.read_vectors(self.directory, number)
-        if index is None or index.ntotal != self.chunk_count():
-            index = self._vectors_from_database()
-        self._vectors = (number, index)
-        return index
+    def vector_index(self) -> VectorIndex:
+        """Exact search over the vectors of the current generation's live chunks."""
+        return self._generation_view()[1]
 
     def lexical_index(self) -> LexicalIndex:
-        """The BM25 index of the current generation, rebuilt from the stored terms when its folder is
-        missing or unreadable."""
-        number = self.generation
-        if self._lexical is not None and self._lexical[0] == number:
-            return self._lexical[1]
+        """BM25 over the current generation's live units."""
         if self.manifest().get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise CodesearchError("this index was written by another version of codesearch; "
                                   "run `codesearch index` to update it")
-        index = generations.read_lexical(self.directory, number)
-        if index is None or index.chunks != self.chunk_count():
-            index = LexicalIndex.from_parts(self.metadata.unit_parts())
-        self._lexical = (number, index)
-        return index
+        return self._generation_view()[2]
+
+    def segment_numbers(self) -> list[int]:
+        return [int(number) for number in self.manifest().get("segments", [])]
+
+    def _generation_view(self) -> tuple[int, VectorIndex, LexicalIndex]:
+        if self._view is not None and self._view[0] == self.generation:
+            return self._view
+        for attempt in range(3):
+            with self.metadata.snapshot():
+                manifest, deleted = self.manifest(), self.metadata.deleted_ids()
+            number = int(manifest.get("generation", 0))
+            try:
+                listed = [self._segment(int(segment)) for segment in manifest.get("segments", [])]
+                break
+            except IndexDamaged:
+                # A merge committed meanwhile and deleted a folder this generation listed: read the next one.
+                if attempt == 2 or self.generation == number:
+                    raise
+        self._opened = {segment.number: segment for segment in listed}  # the rest may be deleted by now
+        self._view = (number,
+                      VectorIndex([(segment, deleted.get(segment.number, [])) for segment in listed],
+                                  int(manifest.get("dimension") or 0)),
+                      LexicalIndex([(segment.postings, deleted.get(segment.number, [])) for segment in listed]))
+        return self._view
+
+    def _segment(self, number: int) -> Segment:
+        """A segment, opened once: segments never change."""
+        if number not in self._opened:
+            self._opened[number] = Segment.open(self.directory, number)
+        return self._opened[number]
+
+    def _segment_vectors(self, locations: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+        """key -> vector, read from the segments at (segment, chunk id)."""
+        import numpy as np
+
+        found, by_segment = {}, {}
+        for key, (segment, chunk_id) in locations.items():
+            by_segment.setdefault(segment, []).append((chunk_id, key))
+        for segment, wanted in by_segment.items():
+            vectors = self._segment(segment).vectors_of(np.asarray([chunk_id for chunk_id, _ in wanted], np.int64))
+            found.update({key: vector for (_, key), vector in zip(wanted, vectors)})
+        return found
 
     # -- writing -------------------------------------------------------------------------
 
     def replace_files(self, manifest: dict, changed: dict[str, tuple[str, list[Chunk], list[str]]],
                       removed: Iterable[str], rebuild: bool = False) -> None:
-        """Swap in the chunks of changed files and drop removed ones, as one generation step.
+        """Swap in the chunks of changed files and drop removed ones, as one generation step: the new chunks
+        go into one new segment, the old ones are marked deleted from theirs (all of them on a rebuild).
 
-        changed maps path -> (fingerprint, chunks, embedding keys); every key is already cached.
-        """
+        changed maps path -> (fingerprint, chunks, embedding keys); every key's vector is known (cached, or
+        held by a live chunk)."""
         import numpy as np
 
         removed = list(removed)
         metadata = self.metadata
-        old_index = None if rebuild else self._current_index_or_none()
-        number = self.generation + 1
+        for path in [*changed, *removed]:
+            if not is_repository_path(path):
+                raise CodesearchError(f"refusing to index {path!r}: not a path inside the repository")
+        old = self.manifest()
+        listed = [] if rebuild else self.segment_numbers()
+        number = int(old.get("next_segment", 1))
+        new_keys = [key for _, _, keys in changed.values() for key in keys]
         try:
             with metadata.transaction():
-                stale_ids = metadata.clear() if rebuild else metadata.remove_paths(list(changed) + removed)
-                for path in [*changed, *removed]:
-                    if not is_repository_path(path):
-                        raise CodesearchError(f"refusing to index {path!r}: not a path inside the repository")
-                new_ids, new_keys = [], []
+                # Where each new chunk's vector is now: read before the chunks holding it are removed.
+                locations = metadata.live_locations(sorted(set(new_keys)))
+                if rebuild:
+                    metadata.clear()
+                    gone = []
+                else:
+                    gone = metadata.remove_paths(list(changed) + removed)
+                ids = []
                 for path, (fingerprint, chunks, keys) in changed.items():
                     metadata.add_file(path, fingerprint, len(chunks))
-                    for chunk, key in zip(chunks, keys):
-                        new_ids.append(metadata.insert_chunk(chunk, key))
-                        new_keys.append(key)
-                metadata.set_manifest({**manifest, "generation": number})
-                if old_index is None:
-                    index = self._vectors_from_database(dimension=manifest["dimension"])
-                else:
-                    index = old_index
-                    if stale_ids:
-                        index.remove_ids(np.asarray(stale_ids, dtype=np.int64))
-                    vectors = metadata.cached_vectors(sorted(set(new_keys)))
-                    if new_ids:
-                        index.add_with_ids(np.stack([vectors[key] for key in new_keys]),
-                                           np.asarray(new_ids, dtype=np.int64))
-                generation = generations.write_generation(self.directory, number, index, metadata.unit_parts())
-        except BaseException:
-            self._vectors = self._lexical = None
-            raise
-        self._vectors, self._lexical = (number, generation.vectors), (number, generation.lexical)
+                    ids.extend(metadata.insert_chunk(chunk, key, number) for chunk, key in zip(chunks, keys))
+                if ids:
+                    self._write_segment(number, manifest["dimension"], ids, new_keys, locations)
+                    listed.append(number)
+                # A removed chunk's vector no live chunk uses any more goes to the cache (a branch switch
+                # back finds it there); a vector now held by the new segment leaves it.
+                orphaned = {key: (segment, chunk_id) for chunk_id, segment, key in gone}
+                for key in metadata.keys_in_use(list(orphaned)):
+                    del orphaned[key]
+                for start in range(0, len(orphaned), 4096):
+                    part = dict(list(orphaned.items())[start:start + 4096])
+                    vectors = self._segment_vectors(part)
+                    metadata.cache_missing(list(vectors), np.stack(list(vectors.values())) if vectors else [])
+                metadata.uncache(sorted(set(new_keys)))
+                metadata.set_manifest({**manifest, "generation": int(old.get("generation", 0)) + 1, "segments": listed,
+                                       "next_segment": number + 1})
+        finally:
+            self._view = None
+        self._tidy()
+
+    def merge_segments(self) -> list[int]:
+        """Merge segments as the tiered policy asks (segments.plan_merge), each merge a generation step of its
+        own; the segments merged. The caller holds the lock."""
+        merged = []
+        while True:
+            rows = self.metadata.segment_rows()
+            sizes = [SegmentSize(number, sum(rows.get(number, (0, 0))), rows.get(number, (0, 0))[1])
+                     for number in self.segment_numbers()]
+            chosen = plan_merge(sizes)
+            if not chosen or set(chosen) <= set(merged):
+                return merged
+            self._merge(chosen)
+            merged.extend(chosen)
+
+    def _merge(self, chosen: list[int]) -> None:
+        manifest, deleted = self.manifest(), self.metadata.deleted_ids()
+        number = int(manifest.get("next_segment", 1))
+        held = merge_segments(self.directory, number, int(manifest["dimension"]),
+                              [(self._segment(segment), deleted.get(segment, [])) for segment in chosen])
+        listed = [segment for segment in self.segment_numbers() if segment not in chosen]
         try:
-            generations.remove_other_generations(self.directory, number)
-            self._write_manifest_file()
-            metadata.prune_embeddings()
-        except (OSError, sqlite3.Error):
-            # Housekeeping only: the new generation is committed, and the next refresh tidies up.
-            pass
+            with self.metadata.transaction():
+                self.metadata.move_segments(chosen, number)
+                self.metadata.set_manifest({"generation": self.generation + 1, "next_segment": number + 1,
+                                            "segments": listed + ([number] if held else [])})
+        finally:
+            self._view = None
+        self._tidy()
+
+    def repair(self) -> list[str]:
+        """Forget what unreadable segments held, so that the refresh under way indexes those files again; their
+        paths. The caller holds the lock."""
+        lost = []
+        for number in self.segment_numbers():
+            try:
+                self._segment(number)
+            except IndexDamaged:
+                lost.append(number)
+        if not lost:
+            return []
+        with self.metadata.transaction():
+            paths = self.metadata.forget_segments(lost)
+            self.metadata.set_manifest({"generation": self.generation + 1,
+                                        "segments": [n for n in self.segment_numbers() if n not in lost]})
+        self._view = None
+        return paths
 
     # -- internals -----------------------------------------------------------------------
 
-    def _current_index_or_none(self):
-        if not self.manifest().get("dimension"):
-            return None
-        try:
-            return self.vector_index()
-        except Exception:
-            return None
+    def _write_segment(self, number: int, dimension: int, ids: list[int], keys: list[str],
+                       locations: dict[str, tuple[int, int]]) -> None:
+        """Segment `number` of the chunks just inserted (ids ascending, keys alike), inside the transaction."""
+        import numpy as np
 
-    def _vectors_from_database(self, dimension: int | None = None):
-        dimension = dimension or int(self.manifest().get("dimension", 0))
-        if not dimension:
-            raise CodesearchError("the index has no vectors yet; run `codesearch index`")
-        return generations.vector_index(dimension, self.metadata.chunk_vectors())
+        def vector_batches():
+            for start in range(0, len(keys), 4096):
+                part = keys[start:start + 4096]
+                known = self.metadata.cached_vectors(part)
+                known.update(self._segment_vectors({key: locations[key] for key in part
+                                                    if key not in known and key in locations}))
+                missing = [key for key in part if key not in known]
+                if missing:
+                    raise CodesearchError(f"{len(missing)} chunks have no vector yet; run `codesearch index` again")
+                yield np.stack([known[key] for key in part])
+
+        postings = Postings.from_parts(self.metadata.unit_parts(number))
+        write_segment(self.directory, number, dimension, np.asarray(ids, dtype=np.int64), vector_batches(), postings)
+
+    def _tidy(self) -> None:
+        """Housekeeping after a commit: folders no generation lists go, the cache is bounded, the manifest
+        copy is rewritten. A failure here loses nothing; the next refresh tidies up."""
+        try:
+            remove_unlisted(self.directory, self.segment_numbers())
+            self.metadata.prune_embeddings(max(CACHE_FLOOR, self.chunk_count() // 4))
+            self._write_manifest_file()
+        except (OSError, sqlite3.Error):
+            pass
 
     def _write_manifest_file(self) -> None:
         """A human-readable copy of the manifest; the database holds the authoritative one."""

@@ -263,19 +263,23 @@ def test_the_hook_log_is_written_by_codesearch_private_and_bounded(cli, tmp_path
     assert "refreshed" in cli("hook", "status", repo).stdout
 
 
-def test_refreshes_delete_only_the_generations_codesearch_wrote(tmp_path):
+def test_refreshes_delete_only_the_segments_codesearch_wrote(tmp_path):
     repo = repo_with(tmp_path / "repo")
     index_in_process(repo)
-    strangers = ["vectors-old.faiss", "vectors-2.faiss.bak", "lexical-notes", "lexical-2-keep", "my.tmp1"]
+    strangers = ["vectors-old.faiss", "vectors-2.faiss.bak", "lexical-notes", "lexical-2-keep", "my.tmp1",
+                 "segment-x", "segment-2.bak", "segment-1-keep"]
     for name in strangers:
         (repo / INDEX / name).write_text("not codesearch's\n", encoding="utf-8")
-    (repo / INDEX / "lexical-0.tmp99").mkdir()  # a killed run's temporary folder
+    (repo / INDEX / "lexical-0.tmp99").mkdir()  # killed runs' temporary folders
+    (repo / INDEX / "segment-9.tmp98").mkdir()
+    (repo / INDEX / "lexical-4").mkdir()  # the earlier layout's files
+    (repo / INDEX / "vectors-4.faiss").write_bytes(b"")
     (repo / "more.py").write_text(APP.replace("inside_app", "more_app"), encoding="utf-8")
     index_in_process(repo)
     names = sorted(path.name for path in (repo / INDEX).iterdir())
-    assert set(strangers) <= set(names) and "lexical-0.tmp99" not in names
-    assert [name for name in names if name.startswith(("vectors-", "lexical-")) and name not in strangers] == [
-        "lexical-2", "vectors-2.faiss"]
+    assert set(strangers) <= set(names)
+    assert [name for name in names if name.startswith(("vectors-", "lexical-", "segment-")) and name not in strangers] \
+        == ["segment-1", "segment-2"]
 
 
 # -- 3. stored paths that lead outside ------------------------------------------------------------

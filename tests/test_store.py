@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from codesearch.chunk import Chunk
-from codesearch.errors import CodesearchError
-from codesearch import generations
-from codesearch.lexical import LexicalIndex, code_terms, query_terms
+from codesearch import store as store_module
+from codesearch.errors import CodesearchError, IndexDamaged
+from codesearch.lexical import code_terms, query_terms
 from codesearch.store import IndexStore
 
 DIM = 8
@@ -33,8 +33,8 @@ def lexical_symbols(store, query):
 
 
 def nearest_symbol(store, vector):
-    _, ids = store.vector_index().search(vector.reshape(1, -1), 1)
-    return store.chunks_by_id([int(ids[0][0])])[int(ids[0][0])].symbol
+    ((chunk_id, _),) = store.vector_index().search(vector, 1)
+    return store.chunks_by_id([chunk_id])[chunk_id].symbol
 
 
 @pytest.fixture
@@ -67,75 +67,152 @@ def test_replacing_a_file_swaps_its_chunks_everywhere(store):
 def test_a_crash_before_commit_leaves_the_previous_index(store, tmp_path, monkeypatch):
     store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha"], seed=1), removed=[])
     changes = add_file(store, "b.py", ["beta"], seed=2)
+    original_write = store_module.write_segment
 
-    def die(*args):
-        raise KeyboardInterrupt  # the process is killed after the new FAISS file was written
+    def write_then_die(*args):
+        original_write(*args)
+        raise KeyboardInterrupt  # the process is killed after the new segment was written, before the commit
 
-    original_write = generations.write_vectors
-    monkeypatch.setattr(generations, "write_vectors",
-                        lambda directory, number, index: (original_write(directory, number, index), die()))
+    monkeypatch.setattr(store_module, "write_segment", write_then_die)
     with pytest.raises(KeyboardInterrupt):
-        store.replace_files(MANIFEST, changes, removed=[])
+        store.replace_files(MANIFEST, changes, removed=["a.py"])
     store.close()
     reopened = IndexStore.open(tmp_path / ".codesearch")
     assert reopened.generation == 1 and reopened.chunk_count() == 1
-    assert reopened.vector_index().ntotal == 1
+    assert reopened.vector_index().ntotal == 1 and lexical_symbols(reopened, "beta") == []
     assert nearest_symbol(reopened, unit_vectors(1, 1)[0]) == "alpha"
+    monkeypatch.undo()
+    reopened.replace_files(MANIFEST, add_file(reopened, "c.py", ["gamma"], seed=3), removed=[])
+    # The killed run's folder was never listed: the next refresh writes its own segment in its place.
+    assert sorted(path.name for path in (tmp_path / ".codesearch").glob("segment-*")) == ["segment-1", "segment-2"]
+    assert lexical_symbols(reopened, "beta") == [] and lexical_symbols(reopened, "gamma") == ["gamma"]
     reopened.close()
 
 
-def test_a_lost_vector_file_is_rebuilt_from_the_database(store, tmp_path):
-    store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha", "beta"], seed=3), removed=[])
-    store.close()
-    for path in (tmp_path / ".codesearch").glob("vectors-*.faiss"):
-        path.write_bytes(b"garbage")
-    reopened = IndexStore.open(tmp_path / ".codesearch")
-    assert nearest_symbol(reopened, unit_vectors(2, 3)[0]) == "alpha"
-    reopened.close()
-
-
-@pytest.mark.parametrize("step", ["write_vectors", "write_lexical"])
-def test_a_crash_after_writing_either_file_leaves_the_previous_pair(store, tmp_path, monkeypatch, step):
-    store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha"], seed=1), removed=[])
-    original = getattr(generations, step)
-
-    def write_then_die(directory, number, index):
-        original(directory, number, index)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(generations, step, write_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        store.replace_files(MANIFEST, add_file(store, "b.py", ["beta"], seed=2), removed=[])
-    store.close()
-    reopened = IndexStore.open(tmp_path / ".codesearch")
-    assert reopened.generation == 1 and lexical_symbols(reopened, "beta") == []
-    assert lexical_symbols(reopened, "alpha") == ["alpha"]
-    reopened.close()
-
-
-@pytest.mark.parametrize("damage", ["missing", "garbage", "other generation"])
-def test_a_lost_lexical_folder_is_rebuilt_from_the_stored_terms(store, tmp_path, damage):
+@pytest.mark.parametrize("damage", ["missing", "vectors", "postings", "ids"])
+def test_an_unreadable_segment_is_named_and_its_files_are_indexed_again(store, tmp_path, damage):
     import shutil
 
     store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha", "beta"], seed=3), removed=[])
     store.replace_files(MANIFEST, add_file(store, "b.py", ["gamma"], seed=4), removed=[])
     store.close()
-    folder = tmp_path / ".codesearch" / "lexical-2"
+    folder = tmp_path / ".codesearch" / "segment-1"
     if damage == "missing":
         shutil.rmtree(folder)
-    elif damage == "garbage":
-        for path in folder.iterdir():
-            path.write_bytes(b"garbage")
-    else:  # an older generation's folder under this generation's name: it holds another number of chunks
-        shutil.rmtree(folder)
-        store = IndexStore.open(tmp_path / ".codesearch")
-        index = LexicalIndex.from_parts(store.metadata.unit_parts())
-        index.chunks -= 1
-        index.save(folder)
-        store.close()
+    else:
+        name = {"vectors": "vectors.faiss", "postings": "posting_units.npy", "ids": "chunk_ids.npy"}[damage]
+        (folder / name).write_bytes(b"garbage")
     reopened = IndexStore.open(tmp_path / ".codesearch")
-    assert lexical_symbols(reopened, "gamma") == ["gamma"] and lexical_symbols(reopened, "beta") == ["beta"]
+    with pytest.raises(IndexDamaged, match="codesearch index"):
+        reopened.lexical_index()
+    with reopened.lock():
+        assert reopened.repair() == ["a.py"]
+    assert reopened.file_fingerprints() == {"b.py": "fp-4"}  # the refresh under way reads a.py again
+    assert lexical_symbols(reopened, "gamma") == ["gamma"] and lexical_symbols(reopened, "alpha") == []
     reopened.close()
+
+
+def _ranked(store, query, vector):
+    """Both retrievers' answers as (path, line, rounded score), independent of chunk ids and of the order of ties."""
+    def named(found):
+        chunks = store.chunks_by_id([chunk_id for chunk_id, _ in found])
+        return sorted((round(score, 9), chunks[i].path, chunks[i].start_line) for i, score in found)
+
+    return (named(store.lexical_index().search(query_terms(query), 20)),
+            named(store.vector_index().search(vector, 20)))
+
+
+def test_deleted_chunks_never_appear_and_statistics_count_live_units_only(store, tmp_path):
+    store.replace_files(MANIFEST, add_file(store, "a.py", ["retry_upload", "parse_config"], seed=1), removed=[])
+    store.replace_files(MANIFEST, add_file(store, "b.py", ["retry_download"], seed=2), removed=[])
+    store.replace_files(MANIFEST, add_file(store, "a.py", ["open_socket"], seed=3), removed=[])
+    assert store.segment_numbers() == [1, 2, 3]  # a.py's first two chunks are deleted from segment 1
+    symbols = {chunk.symbol for chunk in store.chunks_by_id(range(1, 10)).values()}
+    assert symbols == {"retry_download", "open_socket"}
+    lexicon = store.lexical_index()
+    assert len(lexicon) == 2 and lexicon.frequencies(query_terms("retry upload")) == {"retri": 1}
+    assert lexical_symbols(store, "retry upload") == ["retry_download"]
+    for vector in unit_vectors(2, 1):  # the deleted chunks' own vectors find only live ones
+        assert nearest_symbol(store, vector) in {"retry_download", "open_socket"}
+    assert store.vector_index().ntotal == 2
+
+
+def test_a_refreshed_index_answers_as_one_built_from_scratch(tmp_path):
+    """Random edits, deletions, renames and returns to earlier versions, each a new segment with deletions
+    marked (and merges along the way): every answer, BM25 score and inner product equals that of an index
+    built from scratch from the same files."""
+    import random
+
+    words = "retry upload parse config socket buffer token cache flush stream merge index query".split()
+    rng = random.Random(7)
+    versions: dict[str, list[str]] = {}
+    (tmp_path / "segmented").mkdir()
+    (tmp_path / "fresh").mkdir()
+    segmented = IndexStore.open(tmp_path / "segmented" / ".codesearch", create=True)
+    for step in range(40):
+        action = rng.random()
+        path = f"m{rng.randrange(8)}.py"
+        if action < 0.15 and versions:
+            removed_path = rng.choice(sorted(versions))
+            del versions[removed_path]
+            segmented.replace_files(MANIFEST, {}, removed=[removed_path])
+        elif action < 0.25 and versions:  # a rename: the same functions under another path
+            old_path = rng.choice(sorted(versions))
+            versions[path] = versions.pop(old_path)
+            segmented.replace_files(MANIFEST, _file(segmented, path, versions[path]), removed=[old_path])
+        else:
+            versions[path] = [f"{rng.choice(words)}_{rng.choice(words)}" for _ in range(rng.randint(1, 4))]
+            segmented.replace_files(MANIFEST, _file(segmented, path, versions[path]), removed=[])
+        if step in (9, 19, 29):
+            with segmented.lock():
+                segmented.merge_segments()
+    fresh = IndexStore.open(tmp_path / "fresh" / ".codesearch", create=True)
+    fresh.replace_files(MANIFEST, {path: _file(fresh, path, names)[path] for path, names in versions.items()},
+                        removed=[])
+    assert len(segmented.segment_numbers()) > 1 and len(fresh.segment_numbers()) == 1
+    for query in ["retry upload", "parse the config", "socket buffer flush", "token", "merge index query"]:
+        vector = unit_vectors(1, hash(query) % 1000)[0]
+        assert _ranked(segmented, query, vector) == _ranked(fresh, query, vector)
+    assert len(segmented.lexical_index()) == len(fresh.lexical_index())
+    assert segmented.lexical_index().average_length == fresh.lexical_index().average_length
+    segmented.close()
+    fresh.close()
+
+
+def _file(store, path, names):
+    """A file of functions whose vectors follow from their names, so the same function has the same vector."""
+    chunks = [Chunk(path, i * 10 + 1, i * 10 + 5, name, "function", "python", f"def {name}():\n    {name}()")
+              for i, name in enumerate(names)]
+    keys = [f"{path}:{name}" for name in names]
+    vectors = [unit_vectors(1, sum(map(ord, key)))[0] for key in keys]
+    store.cache_vectors(keys, np.stack(vectors))
+    return {path: (f"fp-{'-'.join(names)}", chunks, keys)}
+
+
+def test_a_merge_keeps_every_answer_and_drops_deleted_rows(store, tmp_path):
+    for number in range(12):
+        store.replace_files(MANIFEST, add_file(store, f"m{number}.py", [f"retry_{number}", f"parse_{number}"],
+                                               seed=number), removed=[])
+    store.replace_files(MANIFEST, {}, removed=["m0.py", "m1.py"])
+    vector = unit_vectors(1, 99)[0]
+    before = _ranked(store, "retry parse", vector)
+    with store.lock():
+        merged = store.merge_segments()
+    assert len(merged) >= 10 and len(store.segment_numbers()) <= 3
+    assert _ranked(store, "retry parse", vector) == before
+    assert store.metadata.deleted_ids() == {}
+    assert sorted(path.name for path in (tmp_path / ".codesearch").glob("segment-*")) == \
+        sorted(f"segment-{number}" for number in store.segment_numbers())
+
+
+def test_a_live_vector_is_kept_once_and_a_removed_one_goes_to_the_cache(store):
+    store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha"], seed=1), removed=[])
+    assert store.metadata.cached_vectors(["a.py:alpha:1"]) == {}  # held by segment 1 only
+    assert set(store.cached_vectors(["a.py:alpha:1"])) == {"a.py:alpha:1"}  # read from there
+    store.replace_files(MANIFEST, add_file(store, "a.py", ["beta"], seed=2), removed=[])
+    assert set(store.metadata.cached_vectors(["a.py:alpha:1"])) == {"a.py:alpha:1"}  # kept for a switch back
+    np.testing.assert_allclose(store.cached_vectors(["a.py:alpha:1"])["a.py:alpha:1"], unit_vectors(1, 1)[0],
+                               atol=1e-3)
 
 
 def test_lexical_filters_apply_before_the_cut(store):
