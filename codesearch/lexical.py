@@ -267,7 +267,9 @@ class Postings:
     def load(cls, folder: Path) -> "Postings":
         import numpy as np
 
-        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in cls._ARRAYS))
+        # Plain arrays over the mapped pages: numpy.memmap's own slicing costs more than the searches here.
+        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False).view(np.ndarray)
+                     for name in cls._ARRAYS))
 
 
 def term_hash(term: str) -> int:
@@ -308,20 +310,35 @@ class LexicalIndex:
                                       / self.average_length) for p, _ in self.parts]
         return self._norms[part]
 
-    def _postings(self, term: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """(part, unit positions, counts) of the live units holding `term`."""
+    def _postings(self, term: str, live_only: bool = True) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(part, unit positions, counts) of the units holding `term`: the live ones, or (not live_only) all,
+        deleted ones included, as stored (memory-mapped, by position)."""
         hashed, found = term_hash(term), []
         for number, (postings, live) in enumerate(self.parts):
             column = postings.column(term, hashed)
             if column < 0:
                 continue
             units, counts = postings.postings(column)
-            if live is not None:
+            if live_only and live is not None:
                 keep = live[units]
                 units, counts = units[keep], counts[keep]
             if len(units):
                 found.append((number, units, counts))
         return found
+
+    def _frequency(self, found: list[tuple[int, np.ndarray, np.ndarray]]) -> int:
+        """How many live units hold a term, from all its postings: deleted units are looked up, not scanned."""
+        import numpy as np
+
+        total = 0
+        for part, units, _ in found:
+            live = self.parts[part][1]
+            total += len(units)
+            if live is not None:
+                dead = np.flatnonzero(~live)
+                where = np.minimum(np.searchsorted(units, dead), len(units) - 1)
+                total -= int(np.count_nonzero(units[where] == dead))
+        return total
 
     def _idf(self, frequency: int) -> float:
         return math.log(1 + (self.documents - frequency + 0.5) / (frequency + 0.5))
@@ -334,36 +351,81 @@ class LexicalIndex:
 
     def search(self, terms: list[str], limit: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(first chunk id, score) of the best `limit` units that contain a term, ties in id order; `allowed`
-        (chunk ids) filters first (a unit's parts share path and language, so its first chunk stands for all)."""
+        (chunk ids) filters first (a unit's parts share path and language, so its first chunk stands for all).
+
+        Exact, without reading every posting (MaxScore, as Lucene prunes): no term adds more than its idf to a
+        unit (tf / (tf + k1 · norm) < 1), so terms are taken rarest first, and once the idfs of the terms left
+        add up to less than the limit-th best score so far, a unit holding none of the terms taken cannot
+        enter the answer: the common terms left are only looked up for the units already found."""
         import numpy as np
 
         if not self.documents or not terms or limit <= 0:
             return []
-        scores: dict[int, np.ndarray] = {}
+        weighted = []
         for term in dict.fromkeys(terms):
-            found = self._postings(term)
-            if not found:
-                continue
-            idf = self._idf(sum(len(units) for _, units, _ in found))
-            for part, units, counts in found:
-                if part not in scores:
-                    scores[part] = np.zeros(len(self.parts[part][0]), dtype=np.float64)
-                scores[part][units] += self._weights(part, idf, units, counts)
+            found = self._postings(term, live_only=False)
+            if found:
+                weighted.append((self._idf(self._frequency(found)), term, found))
+        weighted.sort(key=lambda item: (-item[0], item[1]))
+        scores = {part: np.zeros(len(postings), dtype=np.float64) for part, (postings, _) in enumerate(self.parts)}
+        seen = {part: np.zeros(len(postings), dtype=bool) for part, (postings, _) in enumerate(self.parts)}
+        candidates = None  # per part, unit positions, once only they can be answers
+        postings_seen = 0
+        for number, (idf, _, found) in enumerate(weighted):
+            if candidates is None:
+                for part, units, counts in found:
+                    live = self.parts[part][1]
+                    if live is not None:
+                        keep = live[units]
+                        units, counts = units[keep], counts[keep]
+                    scores[part][units] += self._weights(part, idf, units, counts)
+                    seen[part][units] = True
+                    postings_seen += len(units)
+                left = sum(item[0] for item in weighted[number + 1:])
+                # Once many units are found, pruning would look up about as many postings as it saves.
+                if left and postings_seen <= self.documents // 16:
+                    found_now = {part: self._allowed(part, np.flatnonzero(mask), allowed) for part, mask in seen.items()}
+                    if self._threshold(scores, found_now, limit) > left:
+                        candidates = found_now
+            else:
+                for part, units, counts in found:
+                    mine = candidates[part]
+                    if not len(mine):
+                        continue
+                    where = np.minimum(np.searchsorted(units, mine), len(units) - 1)
+                    hit = units[where] == mine
+                    if hit.any():
+                        scores[part][mine[hit]] += self._weights(part, idf, mine[hit], counts[where[hit]])
+        if candidates is None:
+            candidates = {part: self._allowed(part, np.flatnonzero(mask), allowed) for part, mask in seen.items()}
         ids, values = [], []
-        for part, score in scores.items():
-            unit_ids = self.parts[part][0].unit_ids
-            if allowed is not None:
-                score[~np.isin(unit_ids, allowed)] = 0
-            matching = np.flatnonzero(score > 0)
-            if len(matching) > limit:
-                matching = matching[np.argpartition(-score[matching], limit - 1)[:limit]]
-            ids.append(np.asarray(unit_ids)[matching])
-            values.append(score[matching])
+        for part, mine in candidates.items():
+            score = scores[part][mine]
+            if len(mine) > limit:
+                best = np.argpartition(-score, limit - 1)[:limit]
+                mine, score = mine[best], score[best]
+            ids.append(np.asarray(self.parts[part][0].unit_ids)[mine])
+            values.append(score)
         if not ids:
             return []
         ids, values = np.concatenate(ids), np.concatenate(values)
         best = np.lexsort((ids, -values))[:limit]
-        return [(int(ids[i]), float(values[i])) for i in best]
+        return [(int(ids[i]), float(values[i])) for i in best if values[i] > 0]
+
+    def _allowed(self, part: int, units: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+        import numpy as np
+
+        if allowed is None:
+            return units
+        return units[np.isin(np.asarray(self.parts[part][0].unit_ids)[units], allowed)]
+
+    @staticmethod
+    def _threshold(scores, found, limit: int) -> float:
+        """The limit-th best score of the units found so far (0 while fewer than that were found)."""
+        import numpy as np
+
+        values = np.concatenate([scores[part][units] for part, units in found.items()] or [np.zeros(0)])
+        return float(np.partition(values, len(values) - limit)[len(values) - limit]) if len(values) >= limit else 0.0
 
     def frequencies(self, terms: list[str]) -> dict[str, int]:
         """Per term the live units hold, in how many of them it occurs (BM25's document frequency)."""

@@ -189,6 +189,46 @@ def _file(store, path, names):
     return {path: (f"fp-{'-'.join(names)}", chunks, keys)}
 
 
+def test_bm25_search_prunes_without_changing_the_answer():
+    """Search skips common terms' postings once they cannot change the answer (MaxScore); its answers equal
+    BM25 computed over every unit by the textbook formula, across segments with deletions and filters."""
+    import math
+    import random
+
+    from codesearch.lexical import LexicalIndex, Postings
+
+    rng = random.Random(3)
+    common, rare = ["get", "set", "data", "value"], [f"rare{i}" for i in range(40)]
+    documents = {unit_id: [rng.choice(common) for _ in range(rng.randint(3, 30))] +
+                 [rng.choice(rare) for _ in range(rng.randint(0, 3))] for unit_id in range(1, 601)}
+    deleted = [unit_id for unit_id in documents if unit_id % 7 == 0]
+    index = LexicalIndex([(Postings.build([(i, documents[i]) for i in documents if i <= 300]), deleted),
+                          (Postings.build([(i, documents[i]) for i in documents if i > 300]), deleted)])
+    live = {unit_id: words for unit_id, words in documents.items() if unit_id not in deleted}
+    average = sum(map(len, live.values())) / len(live)
+
+    def textbook(terms, allowed):
+        scores = {}
+        for term in dict.fromkeys(terms):
+            holding = [unit_id for unit_id, words in live.items() if term in words]
+            idf = math.log(1 + (len(live) - len(holding) + 0.5) / (len(holding) + 0.5))
+            for unit_id in holding:
+                tf, length = live[unit_id].count(term), len(live[unit_id])
+                scores[unit_id] = scores.get(unit_id, 0) + idf * tf / (tf + 1.2 * (1 - 0.75 + 0.75 * length / average))
+        ranked = sorted((unit_id for unit_id in scores if allowed is None or unit_id in allowed),
+                        key=lambda unit_id: (-scores[unit_id], unit_id))
+        return [(unit_id, scores[unit_id]) for unit_id in ranked]
+
+    for _ in range(40):
+        terms = rng.sample(rare, 2) + rng.sample(common, 3)
+        allowed = np.asarray(rng.sample(range(1, 601), 200)) if rng.random() < 0.3 else None
+        for limit in (3, 10):
+            found = index.search(terms, limit, allowed)
+            expected = textbook(terms, None if allowed is None else set(allowed.tolist()))[:limit]
+            assert [unit_id for unit_id, _ in found] == [unit_id for unit_id, _ in expected]
+            assert [score for _, score in found] == pytest.approx([score for _, score in expected], rel=1e-9)
+
+
 def test_a_merge_keeps_every_answer_and_drops_deleted_rows(store, tmp_path):
     for number in range(12):
         store.replace_files(MANIFEST, add_file(store, f"m{number}.py", [f"retry_{number}", f"parse_{number}"],
