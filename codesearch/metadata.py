@@ -210,8 +210,9 @@ class Metadata:
         """key -> (segment, chunk id) of a live chunk with that key, for each key some live chunk has."""
         found = {}
         for part in _batches(list(keys)):
-            rows = self.db.execute(f"SELECT embedding_key, segment, id FROM chunks WHERE embedding_key IN ({_marks(part)})",
-                                   part)
+            # Segment 0 is none: chunks of an index from before segments, whose vectors are all in the cache.
+            rows = self.db.execute(f"SELECT embedding_key, segment, id FROM chunks WHERE segment > 0 AND "
+                                   f"embedding_key IN ({_marks(part)})", part)
             found.update({key: (segment, chunk_id) for key, segment, chunk_id in rows})
         return found
 
@@ -275,7 +276,7 @@ class Metadata:
 
     def known_keys(self, keys: Sequence[str]) -> set[str]:
         """Those of `keys` cached or held by a live chunk."""
-        found = self.keys_in_use(keys)
+        found = set(self.live_locations(keys))
         for part in _batches([key for key in keys if key not in found]):
             found.update(key for (key,) in self.db.execute(f"SELECT key FROM embeddings WHERE key IN ({_marks(part)})",
                                                            part))
