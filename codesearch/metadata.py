@@ -86,6 +86,10 @@ class Metadata:
             if create:
                 os.close(open_private(database, os.O_RDWR | os.O_CREAT))  # 0600, and SQLite gives -wal and -shm its mode
             db = sqlite3.connect(database, timeout=30, isolation_level=None)
+            if create and os.path.getsize(database) == 0:
+                # Free pages go back to the file system when asked (reclaim_space): vectors move from the cache
+                # into segments, and the file should not keep their size.
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             migrate(db)
@@ -234,6 +238,21 @@ class Metadata:
     def files_in_segments(self, segments: Sequence[int]) -> list[str]:
         return [path for (path,) in self.db.execute(
             f"SELECT DISTINCT path FROM chunks WHERE segment IN ({_marks(segments)})", list(segments))]
+
+    def reclaim_space(self, share: float = 0.25) -> None:
+        """Give free pages back to the file system once they are more than `share` of the file (vectors moved
+        out of the cache into a segment leave theirs free). An index from before incremental vacuum is
+        rewritten once (VACUUM) to turn it on. The caller holds the index's lock."""
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        if not pages or free / pages <= share:
+            return
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self.db.execute("VACUUM")
+        else:
+            self.db.executescript("PRAGMA incremental_vacuum;")  # stepped to the end (execute frees one page)
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- the embedding cache: vectors by content key ---------------------------------------
 

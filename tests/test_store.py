@@ -1,5 +1,7 @@
 """The index store: round trip, and what a crash at each step leaves behind."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -184,7 +186,7 @@ def _file(store, path, names):
     chunks = [Chunk(path, i * 10 + 1, i * 10 + 5, name, "function", "python", f"def {name}():\n    {name}()")
               for i, name in enumerate(names)]
     keys = [f"{path}:{name}" for name in names]
-    vectors = [unit_vectors(1, sum(map(ord, key)))[0] for key in keys]
+    vectors = [unit_vectors(1, zlib.crc32(key.encode()))[0] for key in keys]
     store.cache_vectors(keys, np.stack(vectors))
     return {path: (f"fp-{'-'.join(names)}", chunks, keys)}
 
@@ -229,6 +231,17 @@ def test_bm25_search_prunes_without_changing_the_answer():
             assert [score for _, score in found] == pytest.approx([score for _, score in expected], rel=1e-9)
 
 
+def test_ten_segments_of_about_one_size_merge_whatever_side_of_a_power_of_ten_they_lie():
+    from codesearch.segments import SegmentSize, plan_merge
+
+    sizes = [SegmentSize(number, 9_990 + 10 * number, 0) for number in range(10)]  # 9,990 to 10,080 rows
+    assert plan_merge(sizes) == list(range(10))
+    assert plan_merge(sizes[:9]) == []
+    # Nine small ones and one a hundred times larger do not merge; mostly deleted ones are rewritten.
+    assert plan_merge([SegmentSize(n, 50, 0) for n in range(9)] + [SegmentSize(9, 100_000, 0)]) == []
+    assert plan_merge([SegmentSize(1, 100, 40), SegmentSize(2, 100, 10)]) == [1]
+
+
 def test_a_merge_keeps_every_answer_and_drops_deleted_rows(store, tmp_path):
     for number in range(12):
         store.replace_files(MANIFEST, add_file(store, f"m{number}.py", [f"retry_{number}", f"parse_{number}"],
@@ -243,6 +256,60 @@ def test_a_merge_keeps_every_answer_and_drops_deleted_rows(store, tmp_path):
     assert store.metadata.deleted_ids() == {}
     assert sorted(path.name for path in (tmp_path / ".codesearch").glob("segment-*")) == \
         sorted(f"segment-{number}" for number in store.segment_numbers())
+
+
+def test_large_segments_are_ivf_over_one_quantizer_trained_once(store, tmp_path, monkeypatch):
+    """Past IVF_MIN_ROWS a segment is an IVF index over the repository's one coarse quantizer; scanning every
+    list it answers as the flat index does, deletions and filters included."""
+    from codesearch import segments
+
+    monkeypatch.setattr(segments, "IVF_MIN_ROWS", 40)
+    monkeypatch.setattr(segments, "NLIST", 4)
+    monkeypatch.setattr(segments, "NPROBE", 4)  # every list: exact
+    monkeypatch.setattr(segments, "TRAINING_ROWS", 40)
+    monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 10)
+    flat = IndexStore.open(tmp_path / "flat", create=True)
+    for number in range(12):
+        names = [f"fn_{number}_{i}" for i in range(5)]
+        for target in (store, flat):
+            target.replace_files(MANIFEST, _file(target, f"m{number}.py", names), removed=[])
+    for target in (store, flat):
+        target.replace_files(MANIFEST, {}, removed=["m3.py"])
+    with store.lock():
+        store.merge_segments()  # 12 segments of 5 rows: ten merge into one of 50, an IVF segment
+    directory = tmp_path / ".codesearch"
+    quantizer = store.manifest()["quantizer"]
+    assert list(directory.glob("quantizer-*.faiss")) == [directory / f"quantizer-{quantizer}.faiss"]
+    assert [store._segment(n).ivf for n in store.segment_numbers()].count(True) == 1
+    for seed in range(5):
+        vector = unit_vectors(1, 100 + seed)[0]
+        assert _ranked(store, "fn", vector) == _ranked(flat, "fn", vector)
+        allowed = store.chunk_ids(lambda path: path in ("m1.py", "m11.py"))
+        found = store.vector_index().search(vector, 20, allowed)
+        assert {store.chunks_by_id([i])[i].path for i, _ in found} == {"m1.py", "m11.py"} and len(found) == 10
+    # A later large segment is filed under the same centroids, not trained again.
+    for number in range(12, 24):
+        store.replace_files(MANIFEST, _file(store, f"m{number}.py", [f"fn_{number}_{i}" for i in range(5)]), removed=[])
+    with store.lock():
+        store.merge_segments()
+    assert store.manifest()["quantizer"] == quantizer
+    assert [store._segment(n).ivf for n in store.segment_numbers()].count(True) == 2
+    vectors = store.cached_vectors(["m1.py:fn_1_0"])  # read back from an IVF segment
+    np.testing.assert_allclose(vectors["m1.py:fn_1_0"], unit_vectors(1, zlib.crc32(b"m1.py:fn_1_0"))[0], atol=1e-3)
+    flat.close()
+
+
+def test_vectors_moved_into_a_segment_give_their_space_back(store, tmp_path):
+    big = {"model": "test", "dimension": 256}
+    chunks = [Chunk("a.py", i * 10 + 1, i * 10 + 5, f"f{i}", "function", "python", f"def f{i}():\n    pass")
+              for i in range(400)]
+    keys = [f"k{i}" for i in range(400)]
+    store.cache_vectors(keys, np.random.default_rng(0).normal(size=(400, 256)).astype(np.float32))
+    database = tmp_path / ".codesearch" / "index.sqlite"
+    cached_size = database.stat().st_size + (tmp_path / ".codesearch" / "index.sqlite-wal").stat().st_size
+    store.replace_files(big, {"a.py": ("fp", chunks, keys)}, removed=[])
+    free, pages = (store.metadata.db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("freelist_count", "page_count"))
+    assert free / pages <= 0.25 and database.stat().st_size < cached_size / 2
 
 
 def test_a_live_vector_is_kept_once_and_a_removed_one_goes_to_the_cache(store):
