@@ -164,7 +164,7 @@ class Postings:
                 term_column.append(columns.setdefault(term, len(columns)))
                 unit_column.append(position)
                 count_column.append(count)
-        terms = list(columns)
+        terms = [term.encode("utf-8") for term in columns]
         return cls._from_triples(np.fromiter((unit_id for unit_id, _ in documents), np.int64, len(documents)),
                                  np.fromiter((len(document) for _, document in documents), np.int64, len(documents)),
                                  terms, np.asarray(term_column, np.int64), np.asarray(unit_column, np.int64),
@@ -179,15 +179,19 @@ class Postings:
                          for unit in units)
 
     @classmethod
-    def _from_triples(cls, unit_ids, unit_lengths, terms: list[str], term_column, unit_column, count_column):
-        """From (term number, unit position, count) triples over `terms` (any order, one per pair)."""
+    def _from_triples(cls, unit_ids, unit_lengths, terms: list[bytes], term_column, unit_column, count_column,
+                      hashes: np.ndarray | None = None):
+        """From (term number, unit position, count) triples over `terms` (UTF-8, any order, one triple per
+        pair), with the terms' hashes when known."""
         import numpy as np
 
-        hashes = np.fromiter((term_hash(term) for term in terms), np.uint64, len(terms))
-        order = sorted(range(len(terms)), key=lambda number: (int(hashes[number]), terms[number]))
+        if hashes is None:
+            hashes = np.fromiter((_bytes_hash(term) for term in terms), np.uint64, len(terms))
+        # Terms sharing a hash (never seen yet) may lie in any order: column() compares each of them.
+        order = np.argsort(hashes, kind="stable")
         rank = np.empty(len(terms), dtype=np.int64)
         rank[order] = np.arange(len(terms))
-        encoded = [terms[number].encode("utf-8") for number in order]
+        encoded = [terms[number] for number in order.tolist()]
         lengths = np.fromiter((len(term) for term in encoded), np.int64, len(encoded))
         ranked = rank[term_column] if len(term_column) else term_column
         by_term = np.lexsort((unit_column, ranked))
@@ -203,7 +207,10 @@ class Postings:
         """One Postings of the units of `sources` that live, each (postings, deleted chunk ids)."""
         import numpy as np
 
-        columns: dict[str, int] = {}
+        if not sources:
+            return cls.build([])
+        columns: dict[bytes, int] = {}
+        hashes: list[int] = []
         unit_ids, unit_lengths, term_column, unit_column, count_column = [], [], [], [], []
         placed = 0
         for postings, deleted in sources:
@@ -211,8 +218,13 @@ class Postings:
             position = np.cumsum(live) - 1 + placed  # each live unit's position in the merged segment
             unit_ids.append(np.asarray(postings.unit_ids)[live])
             unit_lengths.append(np.asarray(postings.unit_lengths)[live])
-            mine = np.fromiter((columns.setdefault(term, len(columns)) for term in postings.terms()), np.int64,
-                               len(postings.term_hashes))
+            mine = np.empty(len(postings.term_hashes), dtype=np.int64)
+            for number, (term, hashed) in enumerate(zip(postings.encoded_terms(), postings.term_hashes.tolist())):
+                column = columns.get(term)
+                if column is None:
+                    column = columns[term] = len(columns)
+                    hashes.append(hashed)
+                mine[number] = column
             term_of_posting = np.repeat(mine, np.diff(postings.posting_starts))
             units = np.asarray(postings.posting_units)
             keep = live[units]
@@ -220,8 +232,6 @@ class Postings:
             unit_column.append(position[units[keep]])
             count_column.append(np.asarray(postings.posting_counts)[keep].astype(np.int64))
             placed += int(live.sum())
-        if not sources:
-            return cls.build([])
         # Units are put in id order; a merge's sources hold disjoint ids.
         ids = np.concatenate(unit_ids)
         order = np.argsort(ids, kind="stable")
@@ -234,13 +244,14 @@ class Postings:
         renumber = np.full(len(columns), -1, dtype=np.int64)
         renumber[used] = np.arange(len(used))
         names = list(columns)
-        return cls._from_triples(ids[order], np.concatenate(unit_lengths)[order], [names[i] for i in used],
-                                 renumber[terms_column], units, np.concatenate(count_column))
+        return cls._from_triples(ids[order], np.concatenate(unit_lengths)[order], [names[i] for i in used.tolist()],
+                                 renumber[terms_column], units, np.concatenate(count_column),
+                                 np.asarray(hashes, dtype=np.uint64)[used])
 
-    def terms(self) -> list[str]:
-        """Every term, in the stored order."""
+    def encoded_terms(self) -> list[bytes]:
+        """Every term in UTF-8, in the stored order."""
         data, offsets = bytes(self.term_bytes), self.term_offsets.tolist()
-        return [data[start:end].decode("utf-8") for start, end in zip(offsets, offsets[1:])]
+        return [data[start:end] for start, end in zip(offsets, offsets[1:])]
 
     def column(self, term: str, hashed: int) -> int:
         """The term's number here, or -1."""
@@ -273,7 +284,11 @@ class Postings:
 
 
 def term_hash(term: str) -> int:
-    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "little")
+    return _bytes_hash(term.encode("utf-8"))
+
+
+def _bytes_hash(term: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(term, digest_size=8).digest(), "little")
 
 
 class LexicalIndex:
