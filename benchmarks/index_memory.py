@@ -11,7 +11,9 @@ from a fresh interpreter, by its peak RSS (its own ru_maxrss):
              the repository's EMBEDDED longest chunks, the batches that need the most memory, and
              what it adds: its peak less the RSS before it was loaded (Linux: /proc/self/statm);
 and an interpreter with the same imports only. Peak of a real run is estimated as pipeline + what the
-embedder adds. `--full` also times and measures a real `codesearch index`
+embedder adds. `--refresh` also reports the pipeline's index time and disk, then edits one function of a
+Python file and refreshes (time, embedded, bytes written from /proc/self/io), and refreshes once more with
+nothing changed. `--full` also times and measures a real `codesearch index`
 (hours on 2 CPU cores for ~58,000 chunks).
 """
 
@@ -60,6 +62,19 @@ result = {{}}
 if what == "pipeline":
     report = index_repository(repo, model="minilm", rebuild=True, embedder_factory=lambda spec: StandIn())
     result = {{"chunks": report.chunks, "files": report.files, "embedded": report.embedded}}
+    result["index_seconds"] = round(time.perf_counter() - started, 1)
+    result["disk_mib"] = round(sum(p.stat().st_size for p in (repo / ".codesearch").rglob("*") if p.is_file()) / 2**20, 1)
+    if embedded:  # also a refresh after a one-function edit, and a no-op refresh, on the index just built
+        def written():
+            return int(dict(line.split(":") for line in open("/proc/self/io"))["write_bytes"])
+        target = max((p for p in repo.rglob("*.py") if ".codesearch" not in p.parts and p.stat().st_size < 40_000),
+                      key=lambda p: p.stat().st_size)
+        target.write_text(target.read_text() + "\n\ndef added_for_the_benchmark(value):\n    return value * 2\n")
+        for name in ("edit", "noop"):
+            began, before = time.perf_counter(), written()
+            refreshed = index_repository(repo, embedder_factory=lambda spec: StandIn())
+            result[f"{{name}}_refresh"] = {{"seconds": round(time.perf_counter() - began, 2), "embedded": refreshed.embedded,
+                                           "written_mib": round((written() - before) / 2**20, 2)}}
 elif what == "embedder":
     from codesearch.chunk import PartBudget, chunk_file
     from codesearch.discover import discover_files
@@ -109,6 +124,9 @@ def main() -> None:
     parser.add_argument("--sdist", type=Path, required=True)
     parser.add_argument("--embedded", type=int, default=400)
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--refresh", action="store_true",
+                        help="After the pipeline's index: a one-function edit and a no-op refresh, timed, with the bytes "
+                             "they write (the stand-in embedder: the index work alone)")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CODESEARCH_NO_AUTOSTART": "1"}
     with tempfile.TemporaryDirectory() as scratch:
@@ -119,7 +137,7 @@ def main() -> None:
         print(f"imports only   peak RSS {imports_peak:7.0f} MiB", flush=True)
         embedder, embedder_peak = measured(child + ["embedder", str(repo), str(args.embedded)], env)
         print(f"embedder       peak RSS {embedder_peak:7.0f} MiB  {embedder}", flush=True)
-        pipeline, pipeline_peak = measured(child + ["pipeline", str(repo), "0"], env)
+        pipeline, pipeline_peak = measured(child + ["pipeline", str(repo), "1" if args.refresh else "0"], env)
         print(f"pipeline       peak RSS {pipeline_peak:7.0f} MiB  {pipeline}", flush=True)
         added = embedder_peak - embedder["rss_before_load_mib"]
         print(f"the embedder adds {added:.0f} MiB to the RSS it found (peak - RSS before loading it); estimate "

@@ -61,6 +61,7 @@ NLIST = 1024  # centroids of the coarse quantizer: lists of 50-1,000 rows from 5
 # 42 %: benchmarks/ivf_recall.py, SEGMENTS.md); that makes IVF about 2.5x faster than a flat scan, not more.
 NPROBE = 384
 TRAINING_ROWS = 64 * NLIST  # k-means sample
+EXACT_FILTERED_ROWS = 50_000  # a filter leaving at most this many rows of an IVF segment scores them all
 _VECTOR_BATCH = 8192
 
 
@@ -278,6 +279,12 @@ class VectorIndex:
                 if len(deleted):
                     rows = rows[~np.isin(rows, deleted)]
                 if not len(rows):
+                    continue
+                if segment.ivf and len(rows) <= EXACT_FILTERED_ROWS:
+                    # The lists a probe scans may hold few of a filter's rows: those are scored one by one.
+                    scores = segment.vectors.reconstruct_batch(rows.astype(np.int64)) @ query[0]
+                    best = np.argsort(-scores, kind="stable")[:k]
+                    found.extend((int(segment.chunk_ids[rows[i]]), float(scores[i])) for i in best)
                     continue
                 selector = faiss.IDSelectorBatch(rows.astype(np.int64))
             elif len(deleted):
