@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +13,13 @@ from hypothesis import strategies as st
 
 from codesearch.chunk import MAX_CHUNK_LINES, PartBudget, chunk_file
 from codesearch.languages import LANGUAGES
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Inputs found by fuzzing that crash or stall a grammar (tree-sitter 0.26.1): bash 0.25.1 segfaults on "{" then
+# U+F0000 (in about half of all runs: its isdigit reads outside a table, tree-sitter-bash#337); Kotlin 1.1.0's
+# scanner loops forever on "private val()\n@"; Kotlin (497 bytes) and TSX 0.23.2 (17 bytes) parse for minutes,
+# Kotlin taking gigabytes.
+CRASH_INPUTS = sorted((FIXTURES / "crash_inputs").glob("crash_*"))
 
 
 def _cut(path: str, source: str):
@@ -215,6 +225,28 @@ def test_files_without_a_grammar_or_without_units_become_windows():
         chunks = chunk_file(path, text.encode())
         assert {c.kind for c in chunks} == {"window"}
         assert chunks[0].start_line == 1 and chunks[-1].end_line == 100
+
+
+def test_a_non_ascii_bash_function_keeps_its_name():
+    # bash's parser sees non-ASCII bytes as "x" (its crash on U+F0000); names come from the real bytes.
+    chunks = chunk_file("greet.sh", "grüße() {\n  echo \"héllo 🌍\"\n}\n".encode())
+    assert [(c.symbol, c.kind, c.text) for c in chunks] == [("grüße", "function", "grüße() {\n  echo \"héllo 🌍\"\n}")]
+
+
+def test_inputs_that_crashed_or_stalled_a_grammar_become_windows_quickly():
+    # Each run in a fresh process: the bash crash depends on where the process's memory happens to lie.
+    script = ("import sys, time; from pathlib import Path; from codesearch.chunk import chunk_file\n"
+              "for name in sys.argv[1:]:\n"
+              "    started = time.perf_counter(); chunks = chunk_file(Path(name).name, Path(name).read_bytes())\n"
+              "    print(Path(name).name, {c.kind for c in chunks} == {'window'}, time.perf_counter() - started)\n")
+    assert len(CRASH_INPUTS) == 4
+    for _run in range(3):
+        result = subprocess.run([sys.executable, "-c", script, *map(str, CRASH_INPUTS)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        for line in result.stdout.splitlines():
+            name, windows, seconds = line.split()
+            assert windows == "True" and float(seconds) < 2, line
 
 
 SAMPLE_EXTENSIONS = {spec.name: spec.extensions[0] for spec in LANGUAGES}
