@@ -13,7 +13,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from codesearch import chunk as chunking
 from codesearch.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
@@ -111,7 +111,8 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     to_read = [source for source in files if known.get(source.path) != source.fingerprint]
 
     budget = chunking.PartBudget.for_window(spec.max_length)
-    changed = {source.path: (source.fingerprint, _chunks_of(root, source, budget)) for source in to_read}
+    changed = {source.path: (source.fingerprint, chunks)
+               for source, chunks in chunks_of_files(root, to_read, budget, progress.notice)}
     keys_by_path = {path: [_embedding_key(spec, chunk) for chunk in chunks] for path, (_, chunks) in changed.items()}
     all_keys = sorted({key for keys in keys_by_path.values() for key in keys})
     cached = store.known_keys(all_keys) if all_keys else set()
@@ -155,18 +156,27 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     return report
 
 
-def _chunks_of(root: Path, source: SourceFile, budget: chunking.PartBudget) -> list[chunking.Chunk]:
+def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.PartBudget,
+                    notice: Callable[[str], None] | None = None) -> Iterator[tuple[SourceFile, list[chunking.Chunk]]]:
+    """Each source with its chunks. The parsers run in a child process (chunk.chunk_files): a file of an
+    untrusted repository that crashes or hangs a grammar is cut into line windows, with a notice."""
+    return zip(sources, chunking.chunk_files(((source.path, _source_of(root, source)) for source in sources),
+                                             budget, notice))
+
+
+def _source_of(root: Path, source: SourceFile) -> bytes | None:
+    """The file's text as UTF-8 bytes, or None when it is gone, unreadable, binary or minified."""
     real_path = resolve_inside(root, file_name(source.path))
     try:
         if real_path is None:
-            return []  # a link took it out of the repository since discovery
+            return None  # a link took it out of the repository since discovery
         data = read_regular_file(real_path)
     except OSError:
-        return []  # deleted or unreadable since discovery: indexed as absent
+        return None  # deleted or unreadable since discovery: indexed as absent
     data = _as_utf8(data)
     if data is None or looks_binary(data) or _looks_minified(data):
-        return []
-    return chunking.chunk_file(source.path, data, budget=budget)
+        return None
+    return data
 
 
 def _as_utf8(data: bytes) -> bytes | None:

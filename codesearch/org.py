@@ -151,13 +151,14 @@ def chunk_rows(plan: ShardPlan, spec) -> dict[str, list]:
     same as `codesearch index` computes (model fingerprint and exact embedded text)."""
     from codesearch import chunk as chunking
     from codesearch.discover import SourceFile
-    from codesearch.indexing import _chunks_of, _embedding_key
+    from codesearch.indexing import _embedding_key, chunks_of_files
 
     budget = chunking.PartBudget.for_window(spec.max_length)
     columns: dict[str, list] = {name: [] for name in CHUNK_COLUMNS}
     root = Path(plan.root)
-    for path, fingerprint in plan.files:
-        for piece in _chunks_of(root, SourceFile(path, fingerprint), budget):
+    sources = [SourceFile(path, fingerprint) for path, fingerprint in plan.files]
+    for _, pieces in chunks_of_files(root, sources, budget):
+        for piece in pieces:
             for name in CHUNK_COLUMNS[1:-1]:
                 columns[name].append(getattr(piece, name))
             columns["shard"].append(plan.key)

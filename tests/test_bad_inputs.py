@@ -271,16 +271,16 @@ def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch, fake_emb
     repo = make_repo(tmp_path / "repo")
     (repo / "doomed.py").write_text(_function("doomed_function"), encoding="utf-8")
     (repo / "shifting.py").write_text(_function("shifting_before"), encoding="utf-8")
-    original = indexing._chunks_of
+    original = indexing._source_of
 
-    def racing_chunks_of(root, source, budget):
+    def racing_source_of(root, source):
         if source.path == "doomed.py":
             (root / "doomed.py").unlink()
         elif source.path == "shifting.py":
             (root / "shifting.py").write_text(_function("shifting_after") + "\n# grown\n", encoding="utf-8")
-        return original(root, source, budget)
+        return original(root, source)
 
-    monkeypatch.setattr(indexing, "_chunks_of", racing_chunks_of)
+    monkeypatch.setattr(indexing, "_source_of", racing_source_of)
     indexing.index_repository(repo, model="minilm", embedder_factory=fake_embedder)
     assert "doomed.py" not in indexed_paths(repo)
     monkeypatch.undo()

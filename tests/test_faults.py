@@ -84,12 +84,12 @@ def work_tree_state(repo: Path) -> State:
     from codesearch.chunk import PartBudget
     from codesearch.discover import discover_files
     from codesearch.models import resolve_model
-    from codesearch.indexing import _chunks_of
+    from codesearch.indexing import chunks_of_files
 
     sources = discover_files(repo)
     budget = PartBudget.for_window(resolve_model("minilm").max_length)
     chunks = [(c.path, c.start_line, c.end_line, c.symbol, _digest(c.text))
-              for source in sources for c in _chunks_of(repo, source, budget)]
+              for _, pieces in chunks_of_files(repo, sources, budget) for c in pieces]
     return State(None, tuple(sorted((s.path, s.fingerprint) for s in sources)), tuple(sorted(chunks)))
 
 
