@@ -456,7 +456,8 @@ class _CliProgress:
             self._bar.stop()
 
     def notice(self, message: str) -> None:
-        self.console.print(f"codesearch: {message}")
+        # A notice quotes repository paths: taken literally (a path "a[/x].kt" is no markup), on one line.
+        self.console.print(f"codesearch: {message}", markup=False, soft_wrap=True)
 
     def planned(self, to_embed: int, spec) -> None:
         from codesearch.weights import default_device

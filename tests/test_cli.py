@@ -149,3 +149,16 @@ def test_version():
 
     result = codesearch("--version")
     assert (result.returncode, result.stdout.strip()) == (0, f"codesearch {__version__}")
+
+
+def test_a_notice_prints_a_repository_path_literally_on_one_line():
+    import io
+
+    from rich.console import Console
+
+    from codesearch.cli import _CliProgress
+
+    out = io.StringIO()
+    message = "a[/x].kt: parsing it as kotlin crashed (SIGSEGV); indexed as plain text " + "x" * 200
+    _CliProgress(Console(file=out, width=40, highlight=False)).notice(message)
+    assert out.getvalue() == f"codesearch: {message}\n"
