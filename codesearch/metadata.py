@@ -91,6 +91,9 @@ class Metadata:
                 # into segments, and the file should not keep their size.
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
+            # Sorts and VACUUM's copy stay in memory: SQLite's default would put chunk text in /var/tmp, and
+            # nothing of an index is written outside its folder.
+            db.execute("PRAGMA temp_store=MEMORY")
             db.execute("PRAGMA synchronous=NORMAL")
             migrate(db)
             db.execute("SELECT count(*) FROM chunks").fetchone()

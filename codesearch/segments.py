@@ -98,6 +98,8 @@ class Segment:
             # SQLite's reasoning holds here too: the folder is this user's, closed to others, and holds no link.
             vectors = faiss.read_index(str(folder / "vectors.faiss"),
                                        (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY)
+            if ivf:
+                vectors.parallel_mode = 1  # one query's lists are shared among the threads (0 shares queries)
             postings = Postings.load(folder)
             if not (len(chunk_ids) == vectors.ntotal == header["chunks"] and len(postings) == header["units"]):
                 raise ValueError("its files disagree")

@@ -397,3 +397,8 @@ def test_a_question_in_words_finds_the_abbreviated_code(store):
 def test_a_keyword_is_expanded_only_inside_a_longer_identifier():
     assert code_terms("def f(): return len(x)") == ["def", "f", "return", "len", "x"]
     assert code_terms("to_str") == ["to_str", "to", "str", "string"]
+
+
+def test_sqlite_keeps_its_temporary_files_in_memory(store):
+    """A merge's UPDATE and VACUUM need temporary space; in a file it would be chunk text in /var/tmp."""
+    assert store.metadata.db.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
