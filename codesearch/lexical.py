@@ -444,7 +444,7 @@ class LexicalIndex:
 
     def frequencies(self, terms: list[str]) -> dict[str, int]:
         """Per term the live units hold, in how many of them it occurs (BM25's document frequency)."""
-        counts = {term: sum(len(units) for _, units, _ in self._postings(term)) for term in terms}
+        counts = {term: self._frequency(self._postings(term, live_only=False)) for term in terms}
         return {term: count for term, count in counts.items() if count}
 
     def term_scores(self, terms: list[str], unit_ids: list[int]) -> list[list[float]]:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from codesearch.errors import IndexDamaged
 from codesearch.lexical import Postings
-from codesearch.trust import open_private, remove_path, replace_atomically
+from codesearch.trust import open_private, read_regular_file, remove_path, replace_atomically
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,7 +90,7 @@ class Segment:
 
         folder = folder_of(directory, number)
         try:
-            header = json.loads(os.fdopen(open_private(folder / "format.json", os.O_RDONLY)).read())
+            header = json.loads(read_regular_file(folder / "format.json", 4096))
             if header.get("format") != _FORMAT:
                 raise ValueError(f"format {header.get('format')!r}")
             chunk_ids = np.load(folder / "chunk_ids.npy", mmap_mode="r", allow_pickle=False).view(np.ndarray)
@@ -116,6 +116,12 @@ class Segment:
         inside = rows < len(self.chunk_ids)
         rows, ids = rows[inside], np.asarray(ids)[inside]
         return rows[self.chunk_ids[rows] == ids]
+
+    def live_rows(self, deleted) -> np.ndarray:
+        """The rows of the chunks not in `deleted` (chunk ids)."""
+        import numpy as np
+
+        return np.flatnonzero(~np.isin(self.chunk_ids, np.asarray(deleted, dtype=np.int64)))
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         """float32 vectors of chunk ids this segment holds, in the order given."""
@@ -144,10 +150,7 @@ def write_segment(directory: Path, number: int, dimension: int, chunk_ids: np.nd
 
     def write(temporary: Path) -> None:
         temporary.mkdir(0o700)
-        with os.fdopen(open_private(temporary / "vectors.faiss", os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
-            writer = faiss.PyCallbackIOWriter(handle.write)
-            faiss.write_index(index, writer)
-            del writer  # flushes its buffer into the file
+        _write_index(temporary / "vectors.faiss", index)
         _save_array(temporary / "chunk_ids.npy", np.asarray(chunk_ids, dtype=np.int64))
         postings.save(temporary, _save_array)
         header = {"format": _FORMAT, "chunks": len(chunk_ids), "units": len(postings), "dimension": dimension,
@@ -189,23 +192,19 @@ def train_quantizer(sample: np.ndarray):
     return quantizer
 
 
+def quantizer_name(number: int) -> str:
+    return f"quantizer-{number}.faiss"
+
+
 def write_quantizer(directory: Path, number: int, quantizer) -> None:
-    import faiss
-
-    def write(temporary: Path) -> None:
-        with os.fdopen(open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
-            writer = faiss.PyCallbackIOWriter(handle.write)
-            faiss.write_index(quantizer, writer)
-            del writer
-
-    replace_atomically(directory / f"quantizer-{number}.faiss", write)
+    replace_atomically(directory / quantizer_name(number), lambda temporary: _write_index(temporary, quantizer))
 
 
 def read_quantizer(directory: Path, number: int):
     import faiss
 
     try:
-        with os.fdopen(open_private(directory / f"quantizer-{number}.faiss", os.O_RDONLY), "rb") as handle:
+        with os.fdopen(open_private(directory / quantizer_name(number), os.O_RDONLY), "rb") as handle:
             reader = faiss.PyCallbackIOReader(handle.read)
             quantizer = faiss.read_index(reader)
             del reader
@@ -221,7 +220,7 @@ def merge_segments(directory: Path, number: int, dimension: int, sources: list[t
     `quantizer` when given; the number of chunks it holds."""
     import numpy as np
 
-    kept = [(segment, np.flatnonzero(~np.isin(segment.chunk_ids, deleted))) for segment, deleted in sources]
+    kept = [(segment, segment.live_rows(deleted)) for segment, deleted in sources]
     chunk_ids = np.concatenate([np.asarray(segment.chunk_ids)[rows] for segment, rows in kept] or [np.zeros(0, np.int64)])
     order = np.argsort(chunk_ids, kind="stable")
     chunk_ids = chunk_ids[order]
@@ -248,7 +247,7 @@ def live_sample(sources: list[tuple[Segment, np.ndarray]], size: int) -> np.ndar
     """Up to `size` live vectors drawn evenly from `sources` (a k-means sample)."""
     import numpy as np
 
-    rows = [(segment, np.flatnonzero(~np.isin(segment.chunk_ids, deleted))) for segment, deleted in sources]
+    rows = [(segment, segment.live_rows(deleted)) for segment, deleted in sources]
     total = sum(len(live) for _, live in rows)
     step = max(1, total // size)
     picked = [segment.vectors.reconstruct_batch(live[::step].astype(np.int64)) for segment, live in rows if len(live)]
@@ -292,7 +291,7 @@ class VectorIndex:
             elif len(deleted):
                 excluded = faiss.IDSelectorBatch(deleted.astype(np.int64))
                 selector = faiss.IDSelectorNot(excluded)  # `excluded` stays referenced while it searches
-            take = min(k, len(segment) - (0 if selector is None or allowed is not None else len(deleted)))
+            take = min(k, len(rows) if allowed is not None else len(segment) - len(deleted))
             if take <= 0:
                 continue
             if segment.ivf:
@@ -338,10 +337,22 @@ def plan_merge(sizes: list[SegmentSize]) -> list[int]:
 def remove_unlisted(directory: Path, listed: Iterable[int], quantizer: int | None = None) -> None:
     """Delete segment folders no generation lists, quantizers it does not name, the earlier layout's files,
     and killed runs' temporaries: exact names codesearch makes, never a pattern's other matches."""
-    keep = {folder_of(directory, number).name for number in listed} | {f"quantizer-{quantizer}.faiss"}
+    keep = {folder_of(directory, number).name for number in listed}
+    if quantizer is not None:
+        keep.add(quantizer_name(quantizer))
     for name in os.listdir(directory):
         if name not in keep and (_FOLDER.fullmatch(name) or _OWN_LEFTOVER.fullmatch(name)):
             remove_path(directory / name)
+
+
+def _write_index(path: Path, index) -> None:
+    """A FAISS index into a new private file, opened without following links."""
+    import faiss
+
+    with os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
+        writer = faiss.PyCallbackIOWriter(handle.write)
+        faiss.write_index(index, writer)
+        del writer  # flushes its buffer into the file
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:

@@ -245,9 +245,9 @@ class IndexStore:
                 orphaned = {key: (segment, chunk_id) for chunk_id, segment, key in gone}
                 for key in metadata.keys_in_use(list(orphaned)):
                     del orphaned[key]
-                for start in range(0, len(orphaned), 4096):
-                    part = dict(list(orphaned.items())[start:start + 4096])
-                    vectors = self._segment_vectors(part)
+                orphans = list(orphaned.items())
+                for start in range(0, len(orphans), 4096):
+                    vectors = self._segment_vectors(dict(orphans[start:start + 4096]))
                     metadata.cache_missing(list(vectors), np.stack(list(vectors.values())) if vectors else [])
                 metadata.uncache(sorted(set(new_keys)))
                 metadata.set_manifest({**manifest, "generation": int(old.get("generation", 0)) + 1, "segments": listed,
@@ -265,19 +265,17 @@ class IndexStore:
             rows = self.metadata.segment_rows()
             sizes = [SegmentSize(number, sum(rows.get(number, (0, 0))), rows.get(number, (0, 0))[1])
                      for number in self.segment_numbers()]
-            chosen = plan_merge(sizes)
-            if not chosen or set(chosen) <= set(merged):
+            chosen = plan_merge(sizes)  # each merge leaves fewer segments, or none mostly deleted: this ends
+            if not chosen:
                 return merged
             self._merge(chosen)
             merged.extend(chosen)
 
     def _merge(self, chosen: list[int]) -> None:
-        import numpy as np
-
         manifest, deleted = self.manifest(), self.metadata.deleted_ids()
         number = int(manifest.get("next_segment", 1))
         sources = [(self._segment(segment), deleted.get(segment, [])) for segment in chosen]
-        rows = sum(len(segment) - len(segment.rows_of(np.asarray(gone, dtype=np.int64))) for segment, gone in sources)
+        rows = sum(len(segment.live_rows(gone)) for segment, gone in sources)
         quantizer, trained = self._quantizer(manifest, number, rows, lambda size: live_sample(sources, size))
         held = merge_segments(self.directory, number, int(manifest["dimension"]), sources, quantizer)
         listed = [segment for segment in self.segment_numbers() if segment not in chosen]
