@@ -283,6 +283,18 @@ class Postings:
                      for name in cls._ARRAYS))
 
 
+def _holding(units: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `wanted`, its position in `units` (ascending) and whether it is there."""
+    import numpy as np
+
+    if not len(units):
+        return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    # Keys of the array's own type: numpy would otherwise copy the whole posting list to the keys' type.
+    wanted = np.asarray(wanted).astype(units.dtype, copy=False)
+    where = np.minimum(np.searchsorted(units, wanted), len(units) - 1)
+    return where, units[where] == wanted
+
+
 def term_hash(term: str) -> int:
     return _bytes_hash(term.encode("utf-8"))
 
@@ -350,9 +362,7 @@ class LexicalIndex:
             live = self.parts[part][1]
             total += len(units)
             if live is not None:
-                dead = np.flatnonzero(~live)
-                where = np.minimum(np.searchsorted(units, dead), len(units) - 1)
-                total -= int(np.count_nonzero(units[where] == dead))
+                total -= int(np.count_nonzero(_holding(units, np.flatnonzero(~live))[1]))
         return total
 
     def _idf(self, frequency: int) -> float:
@@ -371,7 +381,8 @@ class LexicalIndex:
         Exact, without reading every posting (MaxScore, as Lucene prunes): no term adds more than its idf to a
         unit (tf / (tf + k1 · norm) < 1), so terms are taken rarest first, and once the idfs of the terms left
         add up to less than the limit-th best score so far, a unit holding none of the terms taken cannot
-        enter the answer: the common terms left are only looked up for the units already found."""
+        enter the answer: the common terms left are only looked up for the units already found, and of
+        those only for the ones whose score plus the idfs left can still reach the limit-th best."""
         import numpy as np
 
         if not self.documents or not terms or limit <= 0:
@@ -382,11 +393,12 @@ class LexicalIndex:
             if found:
                 weighted.append((self._idf(self._frequency(found)), term, found))
         weighted.sort(key=lambda item: (-item[0], item[1]))
+        left_after = [sum(item[0] for item in weighted[number + 1:]) for number in range(len(weighted))]
         scores = {part: np.zeros(len(postings), dtype=np.float64) for part, (postings, _) in enumerate(self.parts)}
-        seen = {part: np.zeros(len(postings), dtype=bool) for part, (postings, _) in enumerate(self.parts)}
+        leaders = {part: np.zeros(0, dtype=np.int64) for part in scores}  # the best `limit` units found so far
         candidates = None  # per part, unit positions, once only they can be answers
-        postings_seen = 0
         for number, (idf, _, found) in enumerate(weighted):
+            left = left_after[number]
             if candidates is None:
                 for part, units, counts in found:
                     live = self.parts[part][1]
@@ -394,30 +406,38 @@ class LexicalIndex:
                         keep = live[units]
                         units, counts = units[keep], counts[keep]
                     scores[part][units] += self._weights(part, idf, units, counts)
-                    seen[part][units] = True
-                    postings_seen += len(units)
-                left = sum(item[0] for item in weighted[number + 1:])
-                # Once many units are found, pruning would look up about as many postings as it saves.
-                if left and postings_seen <= self.documents // 16:
-                    found_now = {part: self._allowed(part, np.flatnonzero(mask), allowed) for part, mask in seen.items()}
-                    if self._threshold(scores, found_now, limit) > left:
-                        candidates = found_now
+                    # Only the units this term raised can pass the ones that led before it.
+                    before = leaders[part]
+                    raised = _holding(units, before)[1]
+                    leaders[part] = np.concatenate([before[~raised], self._allowed(part, units, allowed)])
+                threshold = self._threshold(scores, leaders, limit)
+                leaders = self._reaching(scores, leaders, threshold)
+                if left and threshold > left:
+                    # Every unit found scores above zero; those below the floor cannot reach the answer.
+                    candidates = {part: self._allowed(part, np.flatnonzero(score >= threshold - left), allowed)
+                                  for part, score in scores.items()}
             else:
                 for part, units, counts in found:
                     mine = candidates[part]
                     if not len(mine):
                         continue
-                    where = np.minimum(np.searchsorted(units, mine), len(units) - 1)
-                    hit = units[where] == mine
+                    if len(units) <= 4 * len(mine):
+                        # Adding all its postings costs less than looking the candidates up; units that are not
+                        # candidates (deleted ones among them) never reach the answer whatever they score.
+                        scores[part][units] += self._weights(part, idf, units, counts)
+                        continue
+                    where, hit = _holding(units, mine)
                     if hit.any():
                         scores[part][mine[hit]] += self._weights(part, idf, mine[hit], counts[where[hit]])
+                if left:
+                    candidates = self._reaching(scores, candidates, self._threshold(scores, candidates, limit) - left)
         if candidates is None:
-            candidates = {part: self._allowed(part, np.flatnonzero(mask), allowed) for part, mask in seen.items()}
+            candidates = {part: self._allowed(part, np.flatnonzero(score), allowed) for part, score in scores.items()}
         ids, values = [], []
         for part, mine in candidates.items():
             score = scores[part][mine]
-            if len(mine) > limit:
-                best = np.argpartition(-score, limit - 1)[:limit]
+            if len(mine) > limit:  # all that tie with the limit-th best stay: ids decide among them below
+                best = score >= np.partition(score, len(score) - limit)[len(score) - limit]
                 mine, score = mine[best], score[best]
             ids.append(np.asarray(self.parts[part][0].unit_ids)[mine])
             values.append(score)
@@ -426,6 +446,11 @@ class LexicalIndex:
         ids, values = np.concatenate(ids), np.concatenate(values)
         best = np.lexsort((ids, -values))[:limit]
         return [(int(ids[i]), float(values[i])) for i in best if values[i] > 0]
+
+    @staticmethod
+    def _reaching(scores, units: dict, floor: float) -> dict:
+        """Of `units` (per part), those scoring at least `floor` so far: the others cannot reach the answer."""
+        return {part: mine[scores[part][mine] >= floor] for part, mine in units.items()}
 
     def _allowed(self, part: int, units: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
         import numpy as np
