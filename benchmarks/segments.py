@@ -116,6 +116,26 @@ def query_figures(store: IndexStore, dim: int, queries: list[str]) -> dict[str, 
     return figures
 
 
+def dense_recall(store: IndexStore, dim: int, count: int = 20, k: int = 10, pool: int = 100) -> float | None:
+    """Recall@k of the dense retriever (asked for `pool`, as search.Query asks) against exact search over
+    every live row, for random query vectors: the worst case for a sketch, random rows having no structure."""
+    if not hasattr(store, "_segment"):
+        return None
+    rng = np.random.default_rng(5)
+    index, shares = store.vector_index(), []
+    for _ in range(count):
+        vector = rng.normal(size=dim).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        found = [chunk_id for chunk_id, _ in index.search(vector, pool)[:k]]
+        exact = []
+        for segment, deleted in index.parts:
+            scores, rows = segment.vectors.search(vector.reshape(1, -1), min(len(segment), k + len(deleted)))
+            exact.extend((float(s), int(segment.chunk_ids[r])) for s, r in zip(scores[0], rows[0])
+                         if r >= 0 and r not in set(deleted.tolist()))
+        shares.append(len(set(found) & {chunk_id for _, chunk_id in sorted(exact, reverse=True)[:k]}) / k)
+    return float(np.mean(shares))
+
+
 def print_queries(label: str, figures: dict[str, list[float]]) -> None:
     print(f"{label}: " + "; ".join(f"{mode} median {median:.1f} ms p95 {p95:.1f} ms"
                                    for mode, (median, p95) in figures.items()), flush=True)
@@ -188,6 +208,8 @@ def main_steps(args, result: dict, directory: Path, queries: list[str], segmente
     result["queries"] = query_figures(store, args.dim, queries)
     print(f"reopened and loaded in {result['load_s']:.2f}s", flush=True)
     print_queries("warm queries", result["queries"])
+    result["dense_recall_at_10"] = dense_recall(store, args.dim)
+    print(f"dense recall@10 against exact search (random vectors): {result['dense_recall_at_10']}", flush=True)
 
     # 5. memory, in a fresh process (this one's heap still holds the build's freed memory)
     child = subprocess.run([sys.executable, __file__, "--memory-of", str(directory), "--dim", str(args.dim),

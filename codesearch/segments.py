@@ -4,8 +4,9 @@ one merge) wrote, as Lucene and Tantivy keep theirs.
 A segment is a folder `segment-N/`, written whole under a temporary name and renamed (trust.replace_atomically),
 never changed afterwards:
 
-    vectors.faiss        FAISS index of the chunks' vectors, row i = chunk_ids[i] (fp16, inner product): flat,
-                         or past IVF_MIN_ROWS an IVF index over the repository's one coarse quantizer
+    vectors.faiss        the chunks' vectors, row i = chunk_ids[i]: a flat FAISS index, fp16, inner product
+    sketch-P.faiss       past SKETCH_MIN_ROWS rows: RaBitQ codes of the rows (one bit a dimension), in parts
+                         of SKETCH_PART_ROWS rows, for a first pass
     chunk_ids.npy        the chunk ids, ascending
     unit_*.npy, term_*.npy, posting_*.npy   the BM25 documents of its units (lexical.Postings)
     format.json          what the folder holds, to tell a damaged or foreign one apart
@@ -13,14 +14,15 @@ never changed afterwards:
 The database lists the segments of the current generation and the chunks deleted from each since it was
 written (metadata.py); a generation is that list, committed in one transaction, so a run killed at any
 moment leaves the old list or the new one. Folders no generation lists (a killed run's, or those a merge
-replaced) are deleted afterwards, by exact name only. Everything is memory-mapped: a server with many
-repositories keeps in memory only the pages its searches touch.
+replaced) are deleted afterwards, by exact name only. The vectors and postings are memory-mapped: a server
+with many repositories keeps in memory only the pages its searches touch.
 
 A flat scan costs time in proportion to the rows (about 35 ms per 100,000 1536-d rows on two cores), so a
-segment of IVF_MIN_ROWS rows or more is an IVF index instead: its rows are filed under the nearest of
-NLIST centroids, and a search scans the NPROBE lists nearest the query. The centroids (`quantizer-N.faiss`)
-are trained once, by k-means on a sample of the first segment that large, and every later IVF segment is
-filed under the same ones.
+segment of SKETCH_MIN_ROWS rows or more is searched in two passes: FAISS's RaBitQ fast scan estimates every
+row's inner product from its sign bits (a sixteenth of the fp16 bytes, scanned with SIMD table lookups),
+and the best RESCORED times k rows are scored exactly from the fp16 rows. Nothing is trained but the
+rows' mean, so no segment depends on another. Its parts are scanned by parallel threads: FAISS scans one
+query on one thread.
 
 Segments merge by a tiered policy (plan_merge): a refresh adds a small segment, and when ten segments within
 a factor ten of each other in size gather, or a segment is mostly deleted, they are rewritten as one,
@@ -34,6 +36,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -46,22 +49,20 @@ if TYPE_CHECKING:
 
 _FORMAT = 1
 _FOLDER = re.compile(r"segment-(\d+)")
-# Names of the earlier layout (one whole FAISS file and one bm25s folder per generation) and temporaries of
-# killed runs: the only other names ever deleted here.
+# Names of earlier layouts (one whole FAISS file and one bm25s folder per generation; IVF's coarse quantizer)
+# and temporaries of killed runs: the only other names ever deleted here.
 _OWN_LEFTOVER = re.compile(r"(?:segment-\d+|quantizer-\d+\.faiss|vectors-\d+\.faiss|lexical-\d+|manifest\.json)"
                            r"\.tmp\d+|vectors-\d+\.faiss|lexical-\d+|quantizer-\d+\.faiss")
 MERGE_FACTOR = 10  # segments within a factor this wide of each other that merge (Lucene's segments per tier)
 SIZE_CLASS_FLOOR = 1000  # live chunks: every segment below this counts as this large when merges are planned
 SINGLE_THREAD_ROWS = 20_000  # a smaller segment is scanned on one thread: starting OpenMP's cost more than it saves
 DELETED_SHARE = 0.3  # a segment with more of its rows deleted than this is rewritten
-IVF_MIN_ROWS = 50_000  # rows from which a segment is an IVF index rather than flat
-NLIST = 1024  # centroids of the coarse quantizer: lists of 50-1,000 rows from 50,000 rows to a million
-# Lists a search scans per IVF segment: 3/8 of them. Questions lie far from the code they find, so a probe
-# must scan that much for recall@10 >= 0.98 against exact search on real embeddings (0.987 at 31 %, 0.994 at
-# 42 %: benchmarks/ivf_recall.py, SEGMENTS.md); that makes IVF about 2.5x faster than a flat scan, not more.
-NPROBE = 384
-TRAINING_ROWS = 64 * NLIST  # k-means sample
-EXACT_FILTERED_ROWS = 50_000  # a filter leaving at most this many rows of an IVF segment scores them all
+SKETCH_MIN_ROWS = 50_000  # rows from which a segment keeps a sketch and is searched in two passes
+SKETCH_PART_ROWS = 1 << 17  # rows of one sketch part: the unit of the first pass's parallel threads
+# Rows a first pass keeps per answer wanted, rescored exactly: at 10, recall@100 against exact search is
+# 0.998 and recall@10 0.999 on real embeddings (benchmarks/ivf_recall.py, SEGMENTS.md).
+RESCORED = 10
+EXACT_FILTERED_ROWS = 50_000  # a filter leaving at most this many rows of a sketched segment scores them all
 _VECTOR_BATCH = 8192
 
 
@@ -70,14 +71,18 @@ def folder_of(directory: Path, number: int) -> Path:
 
 
 class Segment:
-    """One segment, opened read-only and memory-mapped."""
+    """One segment, opened read-only, its vectors and postings memory-mapped."""
 
-    def __init__(self, number: int, chunk_ids: np.ndarray, vectors, postings: Postings, ivf: bool = False):
+    def __init__(self, number: int, chunk_ids: np.ndarray, vectors, postings: Postings, sketch: list | None = None,
+                 outdated: bool = False):
         self.number = number
-        self.ivf = ivf
         self.chunk_ids = chunk_ids  # ascending: row i of `vectors` is chunk chunk_ids[i]
         self.vectors = vectors
         self.postings = postings
+        self.sketch = sketch or []  # RaBitQ parts, part i holding rows from i * SKETCH_PART_ROWS
+        # Written by an earlier version as an IVF index: searched exactly, every list probed, and rewritten by
+        # the next merge (plan_merge).
+        self.outdated = outdated
 
     def __len__(self) -> int:
         return len(self.chunk_ids)
@@ -94,19 +99,21 @@ class Segment:
             if header.get("format") != _FORMAT:
                 raise ValueError(f"format {header.get('format')!r}")
             chunk_ids = np.load(folder / "chunk_ids.npy", mmap_mode="r", allow_pickle=False).view(np.ndarray)
-            ivf = header.get("vectors") == "ivf"
+            outdated = header.get("vectors") == "ivf"
             # SQLite's reasoning holds here too: the folder is this user's, closed to others, and holds no link.
-            vectors = faiss.read_index(str(folder / "vectors.faiss"),
-                                       (faiss.IO_FLAG_MMAP if ivf else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY)
-            if ivf:
-                vectors.parallel_mode = 1  # one query's lists are shared among the threads (0 shares queries)
+            vectors = faiss.read_index(str(folder / "vectors.faiss"), (faiss.IO_FLAG_MMAP if outdated else
+                                                                       faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY)
+            # FAISS reads a fast-scan index whole (it cannot map one): a sixteenth of the fp16 rows' bytes.
+            sketch = [faiss.read_index(str(folder / f"sketch-{part}.faiss"))
+                      for part in range(int(header.get("sketch_parts", 0)))]
             postings = Postings.load(folder)
-            if not (len(chunk_ids) == vectors.ntotal == header["chunks"] and len(postings) == header["units"]):
+            if not (len(chunk_ids) == vectors.ntotal == header["chunks"] == sum(part.ntotal for part in sketch or [vectors])
+                    and len(postings) == header["units"]):
                 raise ValueError("its files disagree")
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as error:
             raise IndexDamaged(f"segment {number} of the index in {directory} is unreadable ({error}); "
                                f"run `codesearch index` to rebuild what it held") from None
-        return cls(number, chunk_ids, vectors, postings, ivf)
+        return cls(number, chunk_ids, vectors, postings, sketch, outdated)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """The rows of those of `ids` this segment holds."""
@@ -133,28 +140,29 @@ class Segment:
 
 
 def write_segment(directory: Path, number: int, dimension: int, chunk_ids: np.ndarray,
-                  vector_batches: Iterable[np.ndarray], postings: Postings, quantizer=None) -> None:
+                  vector_batches: Iterable[np.ndarray], postings: Postings) -> None:
     """Write segment `number`: chunk_ids ascending, their vectors in that order (float32 batches), and the
-    BM25 postings of their units; an IVF index over `quantizer` when one is given, flat otherwise. Touches
-    nothing else: listing it in a generation is the caller's commit."""
-    import faiss
+    BM25 postings of their units; with a sketch from SKETCH_MIN_ROWS rows. Touches nothing else: listing it
+    in a generation is the caller's commit."""
     import numpy as np
 
-    index = empty_vector_index(dimension) if quantizer is None else _ivf_index(quantizer)
+    index = empty_vector_index(dimension)
     for batch in vector_batches:
         index.add(np.ascontiguousarray(batch, dtype=np.float32))
     if index.ntotal != len(chunk_ids):
         raise ValueError(f"segment {number}: {index.ntotal} vectors for {len(chunk_ids)} chunks")
-    if quantizer is not None:
-        index.make_direct_map()  # a row's vector read back by its number (vectors_of)
+    sketch = sketch_of(index) if index.ntotal >= SKETCH_MIN_ROWS else []
 
     def write(temporary: Path) -> None:
         temporary.mkdir(0o700)
         _write_index(temporary / "vectors.faiss", index)
+        for part, part_index in enumerate(sketch):
+            _write_index(temporary / f"sketch-{part}.faiss", part_index)
         _save_array(temporary / "chunk_ids.npy", np.asarray(chunk_ids, dtype=np.int64))
         postings.save(temporary, _save_array)
+        # A version that knows no sketch reads "sketched" as "flat": the same exact vectors.
         header = {"format": _FORMAT, "chunks": len(chunk_ids), "units": len(postings), "dimension": dimension,
-                  "vectors": "flat" if quantizer is None else "ivf"}
+                  "vectors": "sketched" if sketch else "flat", "sketch_parts": len(sketch)}
         with os.fdopen(open_private(temporary / "format.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as handle:
             handle.write(json.dumps(header))
 
@@ -168,56 +176,27 @@ def empty_vector_index(dimension: int):
     return faiss.IndexScalarQuantizer(dimension, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
 
 
-def _ivf_index(quantizer):
+def sketch_of(vectors) -> list:
+    """RaBitQ fast-scan indexes of a flat index's rows, SKETCH_PART_ROWS rows each. RaBitQ trains nothing but
+    the rows' mean, taken from an even sample."""
     import faiss
     import numpy as np
 
-    index = faiss.IndexIVFScalarQuantizer(faiss.clone_index(quantizer), quantizer.d, quantizer.ntotal,
-                                          faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-    index.by_residual = False  # rows kept as they are in fp16, as a flat segment keeps them: the same scores
-    index.train(np.zeros((1, quantizer.d), dtype=np.float32))  # the centroids are trained; fp16 needs nothing
-    return index
+    rows = vectors.ntotal
+    sample = vectors.reconstruct_batch(np.unique(np.linspace(0, rows - 1, min(rows, 65_536)).astype(np.int64)))
+    parts = []
+    for start in range(0, rows, SKETCH_PART_ROWS):
+        part = faiss.IndexRaBitQFastScan(vectors.d, faiss.METRIC_INNER_PRODUCT)
+        part.train(sample)
+        for batch in range(start, min(rows, start + SKETCH_PART_ROWS), _VECTOR_BATCH):
+            part.add(vectors.reconstruct_n(batch, min(_VECTOR_BATCH, start + SKETCH_PART_ROWS - batch, rows - batch)))
+        parts.append(part)
+    return parts
 
 
-def train_quantizer(sample: np.ndarray):
-    """NLIST centroids by spherical k-means over a sample of (unit) vectors, in a flat inner-product index."""
-    import faiss
-    import numpy as np
-
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    kmeans = faiss.Kmeans(sample.shape[1], min(NLIST, len(sample)), niter=10, spherical=True, seed=1)
-    kmeans.train(sample)
-    quantizer = faiss.IndexFlatIP(sample.shape[1])
-    quantizer.add(kmeans.centroids)
-    return quantizer
-
-
-def quantizer_name(number: int) -> str:
-    return f"quantizer-{number}.faiss"
-
-
-def write_quantizer(directory: Path, number: int, quantizer) -> None:
-    replace_atomically(directory / quantizer_name(number), lambda temporary: _write_index(temporary, quantizer))
-
-
-def read_quantizer(directory: Path, number: int):
-    import faiss
-
-    try:
-        with os.fdopen(open_private(directory / quantizer_name(number), os.O_RDONLY), "rb") as handle:
-            reader = faiss.PyCallbackIOReader(handle.read)
-            quantizer = faiss.read_index(reader)
-            del reader
-            return quantizer
-    except (OSError, RuntimeError) as error:
-        raise IndexDamaged(f"the coarse quantizer of the index in {directory} is unreadable ({error}); "
-                           f"run `codesearch index --rebuild`") from None
-
-
-def merge_segments(directory: Path, number: int, dimension: int, sources: list[tuple[Segment, np.ndarray]],
-                   quantizer=None) -> int:
-    """Write segment `number` holding the live rows of `sources`, each (segment, its deleted chunk ids), over
-    `quantizer` when given; the number of chunks it holds."""
+def merge_segments(directory: Path, number: int, dimension: int, sources: list[tuple[Segment, np.ndarray]]) -> int:
+    """Write segment `number` holding the live rows of `sources`, each (segment, its deleted chunk ids); the
+    number of chunks it holds."""
     import numpy as np
 
     kept = [(segment, segment.live_rows(deleted)) for segment, deleted in sources]
@@ -239,23 +218,13 @@ def merge_segments(directory: Path, number: int, dimension: int, sources: list[t
             yield out
 
     postings = Postings.merge([(segment.postings, deleted) for segment, deleted in sources])
-    write_segment(directory, number, dimension, chunk_ids, batches(), postings, quantizer)
+    write_segment(directory, number, dimension, chunk_ids, batches(), postings)
     return len(chunk_ids)
 
 
-def live_sample(sources: list[tuple[Segment, np.ndarray]], size: int) -> np.ndarray:
-    """Up to `size` live vectors drawn evenly from `sources` (a k-means sample)."""
-    import numpy as np
-
-    rows = [(segment, segment.live_rows(deleted)) for segment, deleted in sources]
-    total = sum(len(live) for _, live in rows)
-    step = max(1, total // size)
-    picked = [segment.vectors.reconstruct_batch(live[::step].astype(np.int64)) for segment, live in rows if len(live)]
-    return np.concatenate(picked) if picked else np.zeros((0, 1), dtype=np.float32)
-
-
 class VectorIndex:
-    """Exact inner-product search over the live rows of several segments, as if they were one index."""
+    """Inner-product search over the live rows of several segments, as if they were one index: exact over
+    flat segments, two passes (segments.py's docstring) over sketched ones."""
 
     def __init__(self, parts: list[tuple[Segment, np.ndarray]], dimension: int):
         import numpy as np
@@ -274,39 +243,86 @@ class VectorIndex:
         found: list[tuple[int, float]] = []
         threads = faiss.omp_get_max_threads()
         for segment, deleted in self.parts:
-            selector = None
+            rows = None  # the rows the search may return, when not all live ones
             if allowed is not None:
                 rows = segment.rows_of(allowed)
                 if len(deleted):
                     rows = rows[~np.isin(rows, deleted)]
                 if not len(rows):
                     continue
-                if segment.ivf and len(rows) <= EXACT_FILTERED_ROWS:
-                    # The lists a probe scans may hold few of a filter's rows: those are scored one by one.
-                    scores = segment.vectors.reconstruct_batch(rows.astype(np.int64)) @ query[0]
-                    best = np.argsort(-scores, kind="stable")[:k]
-                    found.extend((int(segment.chunk_ids[rows[i]]), float(scores[i])) for i in best)
-                    continue
+            scan_threads = 1 if len(segment) < SINGLE_THREAD_ROWS else threads
+            if segment.sketch and (rows is None or len(rows) > EXACT_FILTERED_ROWS):
+                # A filter leaving few rows scores them all; otherwise the sketch picks the rows to score.
+                rows, scan_threads = _first_pass(segment, query[0], k, deleted, rows), 1
+            selector = None
+            if rows is not None:
                 selector = faiss.IDSelectorBatch(rows.astype(np.int64))
             elif len(deleted):
                 excluded = faiss.IDSelectorBatch(deleted.astype(np.int64))
                 selector = faiss.IDSelectorNot(excluded)  # `excluded` stays referenced while it searches
-            take = min(k, len(rows) if allowed is not None else len(segment) - len(deleted))
+            take = min(k, len(rows) if rows is not None else len(segment) - len(deleted))
             if take <= 0:
                 continue
-            if segment.ivf:
-                parameters = faiss.SearchParametersIVF(sel=selector, nprobe=NPROBE) if selector is not None else \
-                    faiss.SearchParametersIVF(nprobe=NPROBE)
+            if segment.outdated:  # every list probed: exact
+                parameters = faiss.SearchParametersIVF(sel=selector, nprobe=segment.vectors.nlist) \
+                    if selector is not None else faiss.SearchParametersIVF(nprobe=segment.vectors.nlist)
             else:
                 parameters = faiss.SearchParameters(sel=selector) if selector is not None else None
-            faiss.omp_set_num_threads(1 if len(segment) < SINGLE_THREAD_ROWS else threads)
+            faiss.omp_set_num_threads(scan_threads)
             try:
-                scores, rows = segment.vectors.search(query, take, params=parameters)
+                scores, found_rows = segment.vectors.search(query, take, params=parameters)
             finally:
                 faiss.omp_set_num_threads(threads)
-            found.extend((int(segment.chunk_ids[row]), float(score)) for row, score in zip(rows[0], scores[0]) if row >= 0)
+            found.extend((int(segment.chunk_ids[row]), float(score))
+                         for row, score in zip(found_rows[0], scores[0]) if row >= 0)
         found.sort(key=lambda hit: (-hit[1], hit[0]))
         return found[:k]
+
+
+def _first_pass(segment: Segment, query: np.ndarray, k: int, deleted: np.ndarray,
+                rows: np.ndarray | None) -> np.ndarray:
+    """The RESCORED · k rows of a sketched segment whose estimated inner products are best, of those not
+    deleted (and among `rows` when given), to be scored exactly. Rows a search may not return are dropped
+    after the sketch's pass, so it asks for more in proportion, and again for four times as many while too
+    few are left."""
+    import numpy as np
+
+    searchable = len(rows) if rows is not None else len(segment) - len(deleted)
+    wanted = RESCORED * min(k, searchable)
+    if wanted <= 0:
+        return np.zeros(0, dtype=np.int64)
+    asked = math.ceil(wanted * len(segment) / searchable)
+    while True:
+        candidates = _estimated_best(segment, query, asked)
+        keep = np.isin(candidates, rows) if rows is not None else ~np.isin(candidates, deleted)
+        candidates = candidates[keep][:wanted]
+        if len(candidates) >= wanted or asked >= len(segment):
+            return candidates
+        asked *= 4
+
+
+def _estimated_best(segment: Segment, query: np.ndarray, asked: int) -> np.ndarray:
+    """The sketch's best `asked` rows of a segment, best first."""
+    import numpy as np
+
+    def scan(part: int) -> tuple[np.ndarray, np.ndarray]:
+        index = segment.sketch[part]
+        estimates, found = index.search(query.reshape(1, -1), min(asked, index.ntotal))
+        return estimates[0], found[0] + part * SKETCH_PART_ROWS
+
+    results = list(_scanners().map(scan, range(len(segment.sketch))))
+    estimates = np.concatenate([estimate for estimate, _ in results])
+    found = np.concatenate([rows for _, rows in results])
+    return found[np.argsort(-estimates, kind="stable")[:asked]]
+
+
+@cache
+def _scanners():
+    """Threads for sketch parts: FAISS scans one query in one thread, and releases Python's lock meanwhile."""
+    import faiss
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max(1, faiss.omp_get_max_threads()), thread_name_prefix="codesearch-scan")
 
 
 @dataclass(frozen=True)
@@ -314,6 +330,7 @@ class SegmentSize:
     number: int
     rows: int  # chunks written into it
     deleted: int  # of those, deleted since
+    outdated: bool = False  # in a format this version rewrites (Segment.outdated)
 
 
 def plan_merge(sizes: list[SegmentSize]) -> list[int]:
@@ -321,8 +338,9 @@ def plan_merge(sizes: list[SegmentSize]) -> list[int]:
     MERGE_FACTOR smallest segments (by live rows) that lie within a factor MERGE_FACTOR of each other (sizes
     below SIZE_CLASS_FLOOR count as the floor), the first such run from the smallest. So no more than
     MERGE_FACTOR - 1 segments stay in any band of sizes a factor MERGE_FACTOR wide, and each row is rewritten
-    about log(N / floor) / log(MERGE_FACTOR) times in all."""
-    chosen = {size.number for size in sizes if size.rows and size.deleted / size.rows > DELETED_SHARE}
+    about log(N / floor) / log(MERGE_FACTOR) times in all. An outdated segment is rewritten too."""
+    chosen = {size.number for size in sizes
+              if size.outdated or (size.rows and size.deleted / size.rows > DELETED_SHARE)}
     ranked = sorted(sizes, key=lambda size: (size.rows - size.deleted, size.number))
     for start in range(len(ranked) - MERGE_FACTOR + 1):
         window = ranked[start:start + MERGE_FACTOR]
@@ -330,16 +348,14 @@ def plan_merge(sizes: list[SegmentSize]) -> list[int]:
         if window[-1].rows - window[-1].deleted <= MERGE_FACTOR * smallest:
             chosen.update(size.number for size in window)
             break
-    # A mostly deleted segment alone is rewritten too; a single healthy one never is.
+    # A mostly deleted or outdated segment alone is rewritten too; a single healthy one never is.
     return sorted(chosen)
 
 
-def remove_unlisted(directory: Path, listed: Iterable[int], quantizer: int | None = None) -> None:
-    """Delete segment folders no generation lists, quantizers it does not name, the earlier layout's files,
-    and killed runs' temporaries: exact names codesearch makes, never a pattern's other matches."""
+def remove_unlisted(directory: Path, listed: Iterable[int]) -> None:
+    """Delete segment folders no generation lists, the earlier layouts' files, and killed runs' temporaries:
+    exact names codesearch makes, never a pattern's other matches."""
     keep = {folder_of(directory, number).name for number in listed}
-    if quantizer is not None:
-        keep.add(quantizer_name(quantizer))
     for name in os.listdir(directory):
         if name not in keep and (_FOLDER.fullmatch(name) or _OWN_LEFTOVER.fullmatch(name)):
             remove_path(directory / name)

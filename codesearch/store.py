@@ -24,10 +24,8 @@ from codesearch.discover import INDEX_DIR, tracked_paths
 from codesearch.errors import CodesearchError, IndexDamaged, IndexMissing
 from codesearch.lexical import LexicalIndex, Postings
 from codesearch.metadata import DATABASE_NAME, SCHEMA_VERSION, Metadata, StoredChunk
-from codesearch import segments
-from codesearch.segments import (Segment, SegmentSize, VectorIndex, live_sample,
-                                 merge_segments, plan_merge, read_quantizer, remove_unlisted, train_quantizer,
-                                 write_quantizer, write_segment)
+from codesearch.segments import (Segment, SegmentSize, VectorIndex, merge_segments, plan_merge, remove_unlisted,
+                                 write_segment)
 from codesearch.trust import (PrivateLock, UntrustedPath, is_repository_path, private_directory, read_regular_file,
                               refuse_links, write_private_file)
 
@@ -236,9 +234,8 @@ class IndexStore:
                 for path, (fingerprint, chunks, keys) in changed.items():
                     metadata.add_file(path, fingerprint, len(chunks))
                     ids.extend(metadata.insert_chunk(chunk, key, number) for chunk, key in zip(chunks, keys))
-                trained = None
                 if ids:
-                    trained = self._write_segment(number, manifest["dimension"], ids, new_keys, locations, old)
+                    self._write_segment(number, manifest["dimension"], ids, new_keys, locations)
                     listed.append(number)
                 # A removed chunk's vector no live chunk uses any more goes to the cache (a branch switch
                 # back finds it there); a vector now held by the new segment leaves it.
@@ -251,8 +248,7 @@ class IndexStore:
                     metadata.cache_missing(list(vectors), np.stack(list(vectors.values())) if vectors else [])
                 metadata.uncache(sorted(set(new_keys)))
                 metadata.set_manifest({**manifest, "generation": int(old.get("generation", 0)) + 1, "segments": listed,
-                                       "next_segment": number + 1,
-                                       "quantizer": trained if trained is not None else old.get("quantizer")})
+                                       "next_segment": number + 1})
         finally:
             self._view = None
         self._tidy()
@@ -263,8 +259,8 @@ class IndexStore:
         merged = []
         while True:
             rows = self.metadata.segment_rows()
-            sizes = [SegmentSize(number, sum(rows.get(number, (0, 0))), rows.get(number, (0, 0))[1])
-                     for number in self.segment_numbers()]
+            sizes = [SegmentSize(number, sum(rows.get(number, (0, 0))), rows.get(number, (0, 0))[1],
+                                 self._segment(number).outdated) for number in self.segment_numbers()]
             chosen = plan_merge(sizes)  # each merge leaves fewer segments, or none mostly deleted: this ends
             if not chosen:
                 return merged
@@ -275,16 +271,13 @@ class IndexStore:
         manifest, deleted = self.manifest(), self.metadata.deleted_ids()
         number = int(manifest.get("next_segment", 1))
         sources = [(self._segment(segment), deleted.get(segment, [])) for segment in chosen]
-        rows = sum(len(segment.live_rows(gone)) for segment, gone in sources)
-        quantizer, trained = self._quantizer(manifest, number, rows, lambda size: live_sample(sources, size))
-        held = merge_segments(self.directory, number, int(manifest["dimension"]), sources, quantizer)
+        held = merge_segments(self.directory, number, int(manifest["dimension"]), sources)
         listed = [segment for segment in self.segment_numbers() if segment not in chosen]
         try:
             with self.metadata.transaction():
                 self.metadata.move_segments(chosen, number)
                 self.metadata.set_manifest({"generation": self.generation + 1, "next_segment": number + 1,
-                                            "segments": listed + ([number] if held else []),
-                                            "quantizer": trained if trained is not None else manifest.get("quantizer")})
+                                            "segments": listed + ([number] if held else [])})
         finally:
             self._view = None
         self._tidy()
@@ -310,9 +303,8 @@ class IndexStore:
     # -- internals -----------------------------------------------------------------------
 
     def _write_segment(self, number: int, dimension: int, ids: list[int], keys: list[str],
-                       locations: dict[str, tuple[int, int]], manifest: dict) -> int | None:
-        """Segment `number` of the chunks just inserted (ids ascending, keys alike), inside the transaction;
-        the number of the coarse quantizer it trained, if it trained one."""
+                       locations: dict[str, tuple[int, int]]) -> None:
+        """Segment `number` of the chunks just inserted (ids ascending, keys alike), inside the transaction."""
         import numpy as np
 
         def vectors(part: list[str]) -> np.ndarray:
@@ -324,31 +316,15 @@ class IndexStore:
                 raise CodesearchError(f"{len(missing)} chunks have no vector yet; run `codesearch index` again")
             return np.stack([known[key] for key in part])
 
-        def sample(size: int) -> np.ndarray:
-            return vectors(keys[::max(1, len(keys) // size)])
-
-        quantizer, trained = self._quantizer(manifest, number, len(ids), sample)
         postings = Postings.from_parts(self.metadata.unit_parts(number))
         write_segment(self.directory, number, dimension, np.asarray(ids, dtype=np.int64),
-                      (vectors(keys[start:start + 4096]) for start in range(0, len(keys), 4096)), postings, quantizer)
-        return trained
-
-    def _quantizer(self, manifest: dict, number: int, rows: int, sample: Callable[[int], np.ndarray]):
-        """(the coarse quantizer a segment of `rows` rows is filed under, or None for a flat one; the number
-        of the quantizer trained now, or None): trained once, the first time a segment is that large."""
-        if rows < segments.IVF_MIN_ROWS:
-            return None, None
-        if manifest.get("quantizer") is not None:
-            return read_quantizer(self.directory, int(manifest["quantizer"])), None
-        quantizer = train_quantizer(sample(segments.TRAINING_ROWS))
-        write_quantizer(self.directory, number, quantizer)
-        return quantizer, number
+                      (vectors(keys[start:start + 4096]) for start in range(0, len(keys), 4096)), postings)
 
     def _tidy(self) -> None:
         """Housekeeping after a commit: folders no generation lists go, the cache is bounded, the manifest
         copy is rewritten. A failure here loses nothing; the next refresh tidies up."""
         try:
-            remove_unlisted(self.directory, self.segment_numbers(), self.manifest().get("quantizer"))
+            remove_unlisted(self.directory, self.segment_numbers())
             self.metadata.prune_embeddings(max(CACHE_FLOOR, self.chunk_count() // 4))
             self.metadata.reclaim_space()
             self._write_manifest_file()

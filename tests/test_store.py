@@ -258,44 +258,101 @@ def test_a_merge_keeps_every_answer_and_drops_deleted_rows(store, tmp_path):
         sorted(f"segment-{number}" for number in store.segment_numbers())
 
 
-def test_large_segments_are_ivf_over_one_quantizer_trained_once(store, tmp_path, monkeypatch):
-    """Past IVF_MIN_ROWS a segment is an IVF index over the repository's one coarse quantizer; scanning every
-    list it answers as the flat index does, deletions and filters included."""
-    from codesearch import segments
-
-    monkeypatch.setattr(segments, "IVF_MIN_ROWS", 40)
-    monkeypatch.setattr(segments, "NLIST", 4)
-    monkeypatch.setattr(segments, "NPROBE", 4)  # every list: exact
-    monkeypatch.setattr(segments, "TRAINING_ROWS", 40)
-    monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 10)
-    flat = IndexStore.open(tmp_path / "flat", create=True)
-    for number in range(12):
+def _twelve_files_merged(store, flat, first=0):
+    """Twelve files of five functions in both stores, one removed; `store`'s ten smallest segments merged."""
+    for number in range(first, first + 12):
         names = [f"fn_{number}_{i}" for i in range(5)]
         for target in (store, flat):
             target.replace_files(MANIFEST, _file(target, f"m{number}.py", names), removed=[])
     for target in (store, flat):
-        target.replace_files(MANIFEST, {}, removed=["m3.py"])
+        target.replace_files(MANIFEST, {}, removed=[f"m{first + 3}.py"])
     with store.lock():
-        store.merge_segments()  # 12 segments of 5 rows: ten merge into one of 50, an IVF segment
-    directory = tmp_path / ".codesearch"
-    quantizer = store.manifest()["quantizer"]
-    assert list(directory.glob("quantizer-*.faiss")) == [directory / f"quantizer-{quantizer}.faiss"]
-    assert [store._segment(n).ivf for n in store.segment_numbers()].count(True) == 1
+        store.merge_segments()
+
+
+def test_large_segments_are_sketched_and_answer_as_flat_when_every_row_is_rescored(store, tmp_path, monkeypatch):
+    """Past SKETCH_MIN_ROWS a segment keeps RaBitQ parts for a first pass; rescoring every row, it answers as
+    flat segments do, deletions and filters included."""
+    from codesearch import segments
+
+    monkeypatch.setattr(segments, "SKETCH_MIN_ROWS", 40)
+    monkeypatch.setattr(segments, "SKETCH_PART_ROWS", 16)  # several parts, scanned by several threads
+    monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 10)
+    monkeypatch.setattr(segments, "EXACT_FILTERED_ROWS", 0)  # filters go through the two passes too
+    monkeypatch.setattr(segments, "RESCORED", 1000)
+    flat = IndexStore.open(tmp_path / "flat", create=True)
+    _twelve_files_merged(store, flat)  # ten segments of 5 rows merge into one of 50: a sketched segment
+    sketched = [store._segment(n) for n in store.segment_numbers() if store._segment(n).sketch]
+    assert len(sketched) == 1 and len(sketched[0]) == 45 and [part.ntotal for part in sketched[0].sketch] == [16, 16, 13]
+    store.replace_files(MANIFEST, {}, removed=["m1.py"])  # deleted rows inside the sketched segment
+    flat.replace_files(MANIFEST, {}, removed=["m1.py"])
     for seed in range(5):
         vector = unit_vectors(1, 100 + seed)[0]
         assert _ranked(store, "fn", vector) == _ranked(flat, "fn", vector)
-        allowed = store.chunk_ids(lambda path: path in ("m1.py", "m11.py"))
+        allowed = store.chunk_ids(lambda path: path in ("m2.py", "m11.py"))
         found = store.vector_index().search(vector, 20, allowed)
-        assert {store.chunks_by_id([i])[i].path for i, _ in found} == {"m1.py", "m11.py"} and len(found) == 10
-    # A later large segment is filed under the same centroids, not trained again.
-    for number in range(12, 24):
-        store.replace_files(MANIFEST, _file(store, f"m{number}.py", [f"fn_{number}_{i}" for i in range(5)]), removed=[])
+        assert {store.chunks_by_id([i])[i].path for i, _ in found} == {"m2.py", "m11.py"} and len(found) == 10
+    vectors = store.cached_vectors(["m2.py:fn_2_0"])  # read back from the sketched segment
+    np.testing.assert_allclose(vectors["m2.py:fn_2_0"], unit_vectors(1, zlib.crc32(b"m2.py:fn_2_0"))[0], atol=1e-3)
+    flat.close()
+
+
+def test_a_first_pass_that_leaves_too_few_rows_asks_again(store, tmp_path, monkeypatch):
+    """The first pass keeps RESCORED · k rows; when deletions or a filter leave fewer than that among them,
+    it asks for more, so a search still finds k rows while k rows may be returned, and never a deleted one."""
+    from codesearch import segments
+
+    monkeypatch.setattr(segments, "SKETCH_MIN_ROWS", 40)
+    monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 10)
+    monkeypatch.setattr(segments, "EXACT_FILTERED_ROWS", 0)
+    monkeypatch.setattr(segments, "RESCORED", 1)
+    flat = IndexStore.open(tmp_path / "flat", create=True)
+    _twelve_files_merged(store, flat)
+    removed = [f"m{n}.py" for n in (0, 1, 2, 4, 5)]
+    deleted = set(store.chunk_ids(lambda path: path in removed).tolist())
+    store.replace_files(MANIFEST, {}, removed=removed)
+    for seed in range(5):
+        vector = unit_vectors(1, 200 + seed)[0]
+        found = store.vector_index().search(vector, 25)
+        assert len(found) == 25 and not deleted & {i for i, _ in found}
+        allowed = store.chunk_ids(lambda path: path == "m9.py")
+        assert len(store.vector_index().search(vector, 10, allowed)) == 5
+    flat.close()
+
+
+def test_an_ivf_segment_of_an_earlier_version_is_searched_exactly_and_rewritten(store, tmp_path):
+    """Segments written as IVF indexes (the version before sketches) are read, searched with every list
+    probed, and rewritten by the next merge."""
+    import json
+    import faiss
+
+    flat = IndexStore.open(tmp_path / "flat", create=True)
+    for target in (store, flat):
+        target.replace_files(MANIFEST, _file(target, "a.py", [f"fn_{i}" for i in range(30)]), removed=[])
+    number = store.segment_numbers()[0]
+    folder = tmp_path / ".codesearch" / f"segment-{number}"
+    rows = store._segment(number).vectors.reconstruct_n(0, 30)
+    store.close()
+    quantizer = faiss.IndexFlatIP(DIM)
+    quantizer.add(rows[:4])
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, DIM, 4, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    ivf.by_residual = False
+    ivf.train(rows[:1])
+    ivf.add(rows)
+    ivf.make_direct_map()
+    (folder / "vectors.faiss").unlink()
+    faiss.write_index(ivf, str(folder / "vectors.faiss"))
+    header = json.loads((folder / "format.json").read_text())
+    (folder / "format.json").write_text(json.dumps({**header, "vectors": "ivf"}))
+    store = IndexStore.open(tmp_path / ".codesearch")
+    assert store._segment(number).outdated
+    vector = unit_vectors(1, 7)[0]
+    assert _ranked(store, "fn", vector) == _ranked(flat, "fn", vector)
     with store.lock():
-        store.merge_segments()
-    assert store.manifest()["quantizer"] == quantizer
-    assert [store._segment(n).ivf for n in store.segment_numbers()].count(True) == 2
-    vectors = store.cached_vectors(["m1.py:fn_1_0"])  # read back from an IVF segment
-    np.testing.assert_allclose(vectors["m1.py:fn_1_0"], unit_vectors(1, zlib.crc32(b"m1.py:fn_1_0"))[0], atol=1e-3)
+        assert store.merge_segments() == [number]
+    assert not any(store._segment(n).outdated for n in store.segment_numbers())
+    assert _ranked(store, "fn", vector) == _ranked(flat, "fn", vector)
+    store.close()
     flat.close()
 
 
