@@ -1,6 +1,6 @@
 """The index database (`index.sqlite`): the manifest (with the list of the current generation's segments),
-the files' fingerprints, the chunks with their lexical terms and the segment holding each, the chunks
-deleted from each segment, and the embedding cache: vectors no live chunk uses (a live chunk's vector is
+the files' fingerprints, the chunks with their lexical terms and the segment each was written to, where
+merges moved the chunks of each segment, the chunks deleted from each segment, and the embedding cache: vectors no live chunk uses (a live chunk's vector is
 kept once, in its segment), up to a bound. The only module that speaks SQL.
 
 SQLite is the index's source of truth and the segments (segments.py) hold what it lists. Its layout evolves by numbered migrations (migrations.py); whether its rows
@@ -32,6 +32,9 @@ SCHEMA_VERSION = 5
 DATABASE_NAME = "index.sqlite"
 _BATCH = 500  # ids or keys per IN (...) list
 _CHUNK_COLUMNS = "id, path, start_line, end_line, symbol, kind, language, context, text"
+# chunks.segment is the segment a chunk was first written to; merges since are in `moved`.
+_PLACED = "chunks LEFT JOIN moved ON moved.source = chunks.segment"
+_SEGMENT = "coalesce(moved.target, chunks.segment)"
 
 
 @dataclass(frozen=True)
@@ -209,16 +212,12 @@ class Metadata:
         for *columns, terms in rows:
             yield StoredChunk(*columns), terms
 
-    def segment_chunks(self, segment: int) -> list[tuple[int, str]]:
-        """(id, embedding key) of the live chunks of a segment, by id."""
-        return self.db.execute("SELECT id, embedding_key FROM chunks WHERE segment = ? ORDER BY id", (segment,)).fetchall()
-
     def live_locations(self, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
         """key -> (segment, chunk id) of a live chunk with that key, for each key some live chunk has."""
         found = {}
         for part in _batches(list(keys)):
             # Segment 0 is none: chunks of an index from before segments, whose vectors are all in the cache.
-            rows = self.db.execute(f"SELECT embedding_key, segment, id FROM chunks WHERE segment > 0 AND "
+            rows = self.db.execute(f"SELECT embedding_key, {_SEGMENT}, id FROM {_PLACED} WHERE segment > 0 AND "
                                    f"embedding_key IN ({_marks(part)})", part)
             found.update({key: (segment, chunk_id) for key, segment, chunk_id in rows})
         return found
@@ -233,14 +232,14 @@ class Metadata:
     def segment_rows(self) -> dict[int, tuple[int, int]]:
         """segment -> (its live chunks, its deleted chunks)."""
         rows = {segment: (live, 0) for segment, live in
-                self.db.execute("SELECT segment, count(*) FROM chunks GROUP BY segment")}
+                self.db.execute(f"SELECT {_SEGMENT}, count(*) FROM {_PLACED} GROUP BY 1")}
         for segment, deleted in self.db.execute("SELECT segment, count(*) FROM deleted GROUP BY segment"):
             rows[segment] = (rows.get(segment, (0, 0))[0], deleted)
         return rows
 
     def files_in_segments(self, segments: Sequence[int]) -> list[str]:
         return [path for (path,) in self.db.execute(
-            f"SELECT DISTINCT path FROM chunks WHERE segment IN ({_marks(segments)})", list(segments))]
+            f"SELECT DISTINCT path FROM {_PLACED} WHERE {_SEGMENT} IN ({_marks(segments)})", list(segments))]
 
     def reclaim_space(self, share: float = 0.25) -> None:
         """Give free pages back to the file system once they are more than `share` of the file (vectors moved
@@ -315,7 +314,7 @@ class Metadata:
 
     def clear(self) -> None:
         """Forget every file, chunk, deletion and manifest entry (the cache stays)."""
-        for table in ("chunks", "files", "deleted", "manifest"):
+        for table in ("chunks", "files", "deleted", "moved", "manifest"):
             self.db.execute(f"DELETE FROM {table}")
 
     def remove_paths(self, paths: list[str]) -> list[tuple[int, int, str]]:
@@ -323,7 +322,7 @@ class Metadata:
         key) of the chunks they had."""
         removed = []
         for part in _batches(paths):
-            rows = self.db.execute(f"SELECT id, segment, embedding_key FROM chunks WHERE path IN ({_marks(part)})",
+            rows = self.db.execute(f"SELECT id, {_SEGMENT}, embedding_key FROM {_PLACED} WHERE path IN ({_marks(part)})",
                                    part).fetchall()
             removed.extend(rows)
             self.db.executemany("INSERT OR IGNORE INTO deleted(segment, chunk_id) VALUES (?, ?)",
@@ -333,8 +332,14 @@ class Metadata:
         return removed
 
     def move_segments(self, sources: Sequence[int], target: int) -> None:
-        """The live chunks of `sources` now live in `target`, which holds none of their deleted ones."""
-        self.db.execute(f"UPDATE chunks SET segment = ? WHERE segment IN ({_marks(sources)})", [target, *sources])
+        """The live chunks of `sources` now live in `target`, which holds none of their deleted ones. Recorded
+        per segment (`moved`), not per chunk: a merge would otherwise rewrite every row it moves, text and all."""
+        self.db.execute(f"UPDATE moved SET target = ? WHERE target IN ({_marks(sources)})", [target, *sources])
+        self.db.executemany("INSERT OR REPLACE INTO moved(source, target) VALUES (?, ?)",
+                            [(source, target) for source in sources])
+        # A segment no chunk was first written to (a merge's) needs no entry once nothing points through it.
+        self.db.execute("DELETE FROM moved WHERE target = ? AND NOT EXISTS "
+                        "(SELECT 1 FROM chunks WHERE chunks.segment = moved.source)", (target,))
         self.db.execute(f"DELETE FROM deleted WHERE segment IN ({_marks(sources)})", list(sources))
 
     def forget_segments(self, segments: Sequence[int]) -> list[str]:
@@ -345,6 +350,7 @@ class Metadata:
             self.db.execute(f"DELETE FROM chunks WHERE path IN ({_marks(part)})", part)
             self.db.execute(f"DELETE FROM files WHERE path IN ({_marks(part)})", part)
         self.db.execute(f"DELETE FROM deleted WHERE segment IN ({_marks(segments)})", list(segments))
+        self.db.execute(f"DELETE FROM moved WHERE target IN ({_marks(segments)})", list(segments))
         return paths
 
     def add_file(self, path: str, fingerprint: str, chunk_count: int) -> None:

@@ -71,6 +71,13 @@ def m004_segments(db: sqlite3.Connection) -> None:
                "PRIMARY KEY (segment, chunk_id))")
 
 
+@migration
+def m005_moved_segments(db: sqlite3.Connection) -> None:
+    """A merge records which segment the chunks of each merged one moved to, instead of rewriting every
+    chunk's row: a chunk's segment is its `moved` target if its first segment has one."""
+    db.execute("CREATE TABLE IF NOT EXISTS moved (source INTEGER PRIMARY KEY, target INTEGER NOT NULL)")
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Run the steps this database has not run yet; another process opening it at once waits its turn.
     `db` is in autocommit mode (isolation_level None)."""

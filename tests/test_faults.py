@@ -61,7 +61,9 @@ def indexed_state(repo: Path) -> State:
     try:
         meta = {key: json.loads(value) for key, value in connection.execute("SELECT key, value FROM manifest")}
         files = tuple(sorted(connection.execute("SELECT path, fingerprint FROM files")))
-        rows = connection.execute("SELECT id, path, start_line, end_line, symbol, text, segment FROM chunks").fetchall()
+        rows = connection.execute("SELECT id, path, start_line, end_line, symbol, text, "
+                                  "coalesce(moved.target, chunks.segment) FROM chunks "
+                                  "LEFT JOIN moved ON moved.source = chunks.segment").fetchall()
         deleted = set(connection.execute("SELECT segment, chunk_id FROM deleted"))
     finally:
         connection.close()

@@ -270,6 +270,31 @@ def _twelve_files_merged(store, flat, first=0):
         store.merge_segments()
 
 
+def test_a_merge_moves_chunks_without_rewriting_their_rows(store, monkeypatch):
+    """A merge records where each merged segment's chunks went (`moved`), chains of merges included; the
+    chunks' rows are not rewritten, and every chunk resolves to the listed segment that holds it."""
+    from codesearch import segments
+
+    monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 1)
+    for number in range(100):
+        store.replace_files(MANIFEST, _file(store, f"m{number}.py", [f"fn_{number}"]), removed=[])
+        if number == 0:
+            rows_before = store.metadata.db.execute("SELECT id, segment FROM chunks").fetchall()
+        with store.lock():
+            store.merge_segments()  # ten of one row merge, then ten of ten: merged segments merge again
+    assert store.metadata.db.execute("SELECT id, segment FROM chunks WHERE id = ?", (rows_before[0][0],)).fetchall() \
+        == rows_before
+    listed = set(store.segment_numbers())
+    assert {target for (target,) in store.metadata.db.execute("SELECT target FROM moved")} <= listed
+    assert store.metadata.db.execute("SELECT count(*) FROM moved").fetchone()[0] <= 100
+    held = {number: set(np.asarray(store._segment(number).chunk_ids).tolist()) for number in listed}
+    for segment, chunk_id in store.metadata.live_locations([f"m{n}.py:fn_{n}" for n in range(100)]).values():
+        assert chunk_id in held[segment]
+    assert sum(live for live, _ in store.metadata.segment_rows().values()) == 100
+    assert {number: live for number, (live, _) in store.metadata.segment_rows().items()} == \
+        {number: len(ids) for number, ids in held.items()}
+
+
 def test_large_segments_are_sketched_and_answer_as_flat_when_every_row_is_rescored(store, tmp_path, monkeypatch):
     """Past SKETCH_MIN_ROWS a segment keeps RaBitQ parts for a first pass; rescoring every row, it answers as
     flat segments do, deletions and filters included."""
