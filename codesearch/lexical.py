@@ -319,6 +319,9 @@ class LexicalIndex:
             deleted = np.asarray(deleted, dtype=np.int64)
             live = ~np.isin(postings.unit_ids, deleted) if len(deleted) else None
             self.parts.append((postings, live))
+        # Per part, the positions of its deleted units (None: none deleted), looked up in each term's postings.
+        self._dead = [None if live is None else np.flatnonzero(~live).astype(postings.posting_units.dtype)
+                      for postings, live in self.parts]
         self.documents = sum(len(p) if live is None else int(live.sum()) for p, live in self.parts)
         length = sum(int(np.sum(p.unit_lengths if live is None else np.asarray(p.unit_lengths)[live]))
                      for p, live in self.parts)
@@ -359,10 +362,9 @@ class LexicalIndex:
 
         total = 0
         for part, units, _ in found:
-            live = self.parts[part][1]
             total += len(units)
-            if live is not None:
-                total -= int(np.count_nonzero(_holding(units, np.flatnonzero(~live))[1]))
+            if self._dead[part] is not None:
+                total -= int(np.count_nonzero(_holding(units, self._dead[part])[1]))
         return total
 
     def _idf(self, frequency: int) -> float:

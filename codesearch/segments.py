@@ -310,7 +310,8 @@ def _estimated_best(segment: Segment, query: np.ndarray, asked: int) -> np.ndarr
         estimates, found = index.search(query.reshape(1, -1), min(asked, index.ntotal))
         return estimates[0], found[0] + part * SKETCH_PART_ROWS
 
-    results = list(_scanners().map(scan, range(len(segment.sketch))))
+    parts = range(len(segment.sketch))
+    results = [scan(0)] if len(parts) == 1 else list(_scanners().map(scan, parts))
     estimates = np.concatenate([estimate for estimate, _ in results])
     found = np.concatenate([rows for _, rows in results])
     return found[np.argsort(-estimates, kind="stable")[:asked]]
