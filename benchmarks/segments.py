@@ -132,8 +132,9 @@ def dense_recall(store: IndexStore, dim: int, count: int = 20, k: int = 10, pool
         exact = []
         for segment, deleted in index.parts:
             scores, rows = segment.vectors.search(vector.reshape(1, -1), min(len(segment), k + len(deleted)))
+            gone = set(deleted.tolist())
             exact.extend((float(s), int(segment.chunk_ids[r])) for s, r in zip(scores[0], rows[0])
-                         if r >= 0 and r not in set(deleted.tolist()))
+                         if r >= 0 and r not in gone)
         shares.append(len(set(found) & {chunk_id for _, chunk_id in sorted(exact, reverse=True)[:k]}) / k)
     return float(np.mean(shares))
 

@@ -1,7 +1,8 @@
 """The index database (`index.sqlite`): the manifest (with the list of the current generation's segments),
 the files' fingerprints, the chunks with their lexical terms and the segment each was written to, where
-merges moved the chunks of each segment, the chunks deleted from each segment, and the embedding cache: vectors no live chunk uses (a live chunk's vector is
-kept once, in its segment), up to a bound. The only module that speaks SQL.
+merges moved each segment's chunks, the chunks deleted from each segment, and the embedding cache: vectors
+no live chunk uses (a live chunk's vector is kept once, in its segment), up to a bound. The only module
+that speaks SQL.
 
 SQLite is the index's source of truth and the segments (segments.py) hold what it lists. Its layout evolves by numbered migrations (migrations.py); whether its rows
 still mean what this version expects is needs_rebuild's question, asked in one place.
