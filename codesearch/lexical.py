@@ -327,6 +327,7 @@ class LexicalIndex:
                      for p, live in self.parts)
         self.average_length = length / self.documents if self.documents else 1.0
         self._norms: list | None = None
+        self._searched: dict[str, int] = {}  # the last search's terms and their frequencies, which fusion asks for
 
     def __len__(self) -> int:
         return self.documents
@@ -389,11 +390,13 @@ class LexicalIndex:
 
         if not self.documents or not terms or limit <= 0:
             return []
-        weighted = []
+        weighted, frequencies = [], {}
+        self._searched = frequencies
         for term in dict.fromkeys(terms):
             found = self._postings(term, live_only=False)
+            frequencies[term] = self._frequency(found)
             if found:
-                weighted.append((self._idf(self._frequency(found)), term, found))
+                weighted.append((self._idf(frequencies[term]), term, found))
         weighted.sort(key=lambda item: (-item[0], item[1]))
         left_after = [sum(item[0] for item in weighted[number + 1:]) for number in range(len(weighted))]
         scores = {part: np.zeros(len(postings), dtype=np.float64) for part, (postings, _) in enumerate(self.parts)}
@@ -470,8 +473,10 @@ class LexicalIndex:
         return float(np.partition(values, len(values) - limit)[len(values) - limit]) if len(values) >= limit else 0.0
 
     def frequencies(self, terms: list[str]) -> dict[str, int]:
-        """Per term the live units hold, in how many of them it occurs (BM25's document frequency)."""
-        counts = {term: self._frequency(self._postings(term, live_only=False)) for term in terms}
+        """Per term the live units hold, in how many of them it occurs (BM25's document frequency); those of
+        the last search's terms are not computed again."""
+        counts = {term: self._searched[term] if term in self._searched else
+                  self._frequency(self._postings(term, live_only=False)) for term in terms}
         return {term: count for term, count in counts.items() if count}
 
     def term_scores(self, terms: list[str], unit_ids: list[int]) -> list[list[float]]:

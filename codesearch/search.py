@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 from codesearch.lexical import query_terms
@@ -94,18 +95,29 @@ class Candidates:
 
 
 def retrieve(index: IndexStore, query: Query) -> Candidates:
-    """The candidates of each retriever the query's mode asks for, filters applied inside each."""
+    """The candidates of each retriever the query's mode asks for, filters applied inside each. In hybrid
+    mode the dense search runs in another thread meanwhile: FAISS works without Python's lock, so the two
+    retrievers share the cores instead of waiting for each other."""
     allowed = _allowed_ids(index, query.filters) if query.filters else None
     nothing = allowed is not None and not len(allowed)  # the filters leave no chunk: no index file is read
     dense = lexical = terms = None
+    dense_search = None
     if query.mode in ("hybrid", "semantic") and query.vector is not None:
-        dense = [] if nothing else _dense(index, query, allowed)
+        dense = []
+        if not nothing:
+            vectors = index.vector_index()  # opened here: the database belongs to this thread
+            if query.mode == "hybrid":
+                dense_search = _dense_searches().submit(vectors.search, query.vector, query.pool, allowed)
+            else:
+                dense = vectors.search(query.vector, query.pool, allowed)
     if query.mode in ("hybrid", "lexical"):
         lexical = []
         if not nothing:
             lexicon, searched = index.lexical_index(), query_terms(query.text)
-            terms = TermStatistics(len(lexicon), lexicon.frequencies(searched))
             lexical = lexicon.search(searched, query.pool, allowed)
+            terms = TermStatistics(len(lexicon), lexicon.frequencies(searched))
+    if dense_search is not None:
+        dense = dense_search.result()
     ids = {chunk_id for ranking in (dense, lexical) if ranking for chunk_id, _ in ranking}
     return Candidates(index, query.pool, dense, lexical, terms, index.chunks_by_id(ids))
 
@@ -116,8 +128,12 @@ def search(index: IndexStore, query: str, k: int, mode: str = "hybrid", query_ve
     return fuse([retrieve(index, Query(query, k, mode, query_vector, filters))], query, k, dense_weight)
 
 
-def _dense(index: IndexStore, query: Query, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-    return index.vector_index().search(query.vector, query.pool, allowed)
+@cache
+def _dense_searches():
+    """Threads for dense searches, which mostly wait for FAISS (segments._scanners does the scanning)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(4, thread_name_prefix="codesearch-dense")
 
 
 def _allowed_ids(index: IndexStore, filters: Filters) -> np.ndarray:

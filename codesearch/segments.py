@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -55,13 +56,16 @@ _OWN_LEFTOVER = re.compile(r"(?:segment-\d+|quantizer-\d+\.faiss|vectors-\d+\.fa
                            r"\.tmp\d+|vectors-\d+\.faiss|lexical-\d+|quantizer-\d+\.faiss")
 MERGE_FACTOR = 10  # segments within a factor this wide of each other that merge (Lucene's segments per tier)
 SIZE_CLASS_FLOOR = 1000  # live chunks: every segment below this counts as this large when merges are planned
-SINGLE_THREAD_ROWS = 20_000  # a smaller segment is scanned on one thread: starting OpenMP's cost more than it saves
 DELETED_SHARE = 0.3  # a segment with more of its rows deleted than this is rewritten
+PARALLEL_MIN_ROWS = 10_000  # rows from which a flat segment is worth handing to another thread to scan
 SKETCH_MIN_ROWS = 50_000  # rows from which a segment keeps a sketch and is searched in two passes
 SKETCH_PART_ROWS = 1 << 17  # rows of one sketch part: the unit of the first pass's parallel threads
 # Rows a first pass keeps per answer wanted, rescored exactly: at 10, recall@100 against exact search is
-# 0.998 and recall@10 0.999 on real embeddings (benchmarks/ivf_recall.py, SEGMENTS.md).
+# 0.997 and recall@10 0.9995 on real embeddings (benchmarks/vector_recall.py, SEGMENTS.md).
 RESCORED = 10
+# Rows a selector-restricted scan tests in the time FAISS's distance computer, called from Python, scores one
+# (about 5 ns against 3 us here).
+SCANNED_PER_SCORED = 500
 EXACT_FILTERED_ROWS = 50_000  # a filter leaving at most this many rows of a sketched segment scores them all
 _VECTOR_BATCH = 8192
 
@@ -235,13 +239,12 @@ class VectorIndex:
         self.ntotal = sum(len(segment) - len(deleted) for segment, deleted in self.parts)
 
     def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """(chunk id, score) of the best k live chunks, of those in `allowed` when given."""
-        import faiss
+        """(chunk id, score) of the best k live chunks, of those in `allowed` when given. Flat segments and
+        sketch parts are scanned by parallel threads, each FAISS call on one thread (see _scanners)."""
         import numpy as np
 
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        found: list[tuple[int, float]] = []
-        threads = faiss.omp_get_max_threads()
+        exact, sketched = [], []
         for segment, deleted in self.parts:
             rows = None  # the rows the search may return, when not all live ones
             if allowed is not None:
@@ -250,33 +253,68 @@ class VectorIndex:
                     rows = rows[~np.isin(rows, deleted)]
                 if not len(rows):
                     continue
-            scan_threads = 1 if len(segment) < SINGLE_THREAD_ROWS else threads
+            # A filter leaving few rows scores them all; otherwise the sketch picks the rows to score.
             if segment.sketch and (rows is None or len(rows) > EXACT_FILTERED_ROWS):
-                # A filter leaving few rows scores them all; otherwise the sketch picks the rows to score.
-                rows, scan_threads = _first_pass(segment, query[0], k, deleted, rows), 1
-            selector = None
-            if rows is not None:
-                selector = faiss.IDSelectorBatch(rows.astype(np.int64))
-            elif len(deleted):
-                excluded = faiss.IDSelectorBatch(deleted.astype(np.int64))
-                selector = faiss.IDSelectorNot(excluded)  # `excluded` stays referenced while it searches
-            take = min(k, len(rows) if rows is not None else len(segment) - len(deleted))
-            if take <= 0:
-                continue
-            if segment.outdated:  # every list probed: exact
-                parameters = faiss.SearchParametersIVF(sel=selector, nprobe=segment.vectors.nlist) \
-                    if selector is not None else faiss.SearchParametersIVF(nprobe=segment.vectors.nlist)
+                sketched.append((segment, deleted, rows))
             else:
-                parameters = faiss.SearchParameters(sel=selector) if selector is not None else None
-            faiss.omp_set_num_threads(scan_threads)
-            try:
-                scores, found_rows = segment.vectors.search(query, take, params=parameters)
-            finally:
-                faiss.omp_set_num_threads(threads)
-            found.extend((int(segment.chunk_ids[row]), float(score))
-                         for row, score in zip(found_rows[0], scores[0]) if row >= 0)
+                exact.append((segment, query, k, deleted, rows))
+        # Large flat segments are scanned by other threads; the calling thread scans the small ones (handing
+        # one over costs more than scanning it), and runs the sketched segments' two passes.
+        large = [arguments for arguments in exact if len(arguments[0]) >= PARALLEL_MIN_ROWS]
+        here = [arguments for arguments in exact if len(arguments[0]) < PARALLEL_MIN_ROWS] + large[:1]
+        elsewhere = [_scanners().submit(_scored, *arguments) for arguments in large[1:]]
+        found: list[tuple[int, float]] = []
+        with _one_thread():
+            for arguments in here:
+                found += _scored(*arguments)
+            for segment, deleted, rows in sketched:
+                found += _rescored(segment, query[0], k, _first_pass(segment, query[0], k, deleted, rows))
+        for future in elsewhere:
+            found += future.result()
         found.sort(key=lambda hit: (-hit[1], hit[0]))
         return found[:k]
+
+
+def _scored(segment: Segment, query: np.ndarray, k: int, deleted: np.ndarray,
+            rows: np.ndarray | None) -> list[tuple[int, float]]:
+    """(chunk id, exact score) of a segment's best k rows: of `rows` when given, else of its live ones."""
+    import faiss
+    import numpy as np
+
+    selector = None
+    if rows is not None:
+        selector = faiss.IDSelectorBatch(rows.astype(np.int64))
+    elif len(deleted):
+        excluded = faiss.IDSelectorBatch(deleted.astype(np.int64))
+        selector = faiss.IDSelectorNot(excluded)  # `excluded` stays referenced while it searches
+    take = min(k, len(rows) if rows is not None else len(segment) - len(deleted))
+    if take <= 0:
+        return []
+    if segment.outdated:  # every list probed: exact
+        parameters = faiss.SearchParametersIVF(sel=selector, nprobe=segment.vectors.nlist) \
+            if selector is not None else faiss.SearchParametersIVF(nprobe=segment.vectors.nlist)
+    else:
+        parameters = faiss.SearchParameters(sel=selector) if selector is not None else None
+    scores, found = segment.vectors.search(query, take, params=parameters)
+    return [(int(segment.chunk_ids[row]), float(score)) for row, score in zip(found[0], scores[0]) if row >= 0]
+
+
+def _rescored(segment: Segment, query: np.ndarray, k: int, rows: np.ndarray) -> list[tuple[int, float]]:
+    """(chunk id, exact score) of the best k of a few `rows` (the first pass's). A search restricted to them
+    by a selector tests every row of the segment for membership; FAISS's distance computer scores just
+    them, but from Python, a row at a time: each way wins on its side of SCANNED_PER_SCORED. Both give
+    the scores a flat search gives, to the bit."""
+    import faiss
+    import numpy as np
+
+    if len(segment) < SCANNED_PER_SCORED * len(rows):
+        return _scored(segment, query.reshape(1, -1), k, np.zeros(0, dtype=np.int64), rows)
+    computer = segment.vectors.get_distance_computer()
+    computer.set_query(faiss.swig_ptr(query))  # `query` stays referenced while it scores
+    scores = np.fromiter((computer(row) for row in rows.tolist()), dtype=np.float32, count=len(rows))
+    ids = np.asarray(segment.chunk_ids)[rows]
+    best = np.lexsort((ids, -scores))[:k]
+    return list(zip(ids[best].tolist(), scores[best].astype(float).tolist()))
 
 
 def _first_pass(segment: Segment, query: np.ndarray, k: int, deleted: np.ndarray,
@@ -319,11 +357,30 @@ def _estimated_best(segment: Segment, query: np.ndarray, asked: int) -> np.ndarr
 
 @cache
 def _scanners():
-    """Threads for sketch parts: FAISS scans one query in one thread, and releases Python's lock meanwhile."""
+    """Threads that scan segments and sketch parts for searches, one FAISS call each. FAISS parallelises a
+    search over its queries, so a single query's scan runs on one thread whatever OpenMP is allowed; and an
+    OpenMP team, once started, keeps its threads spinning for a while after each call, taking the cores the
+    BM25 search that follows needs. So these threads allow OpenMP one thread, and the parallelism is theirs."""
     import faiss
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(max(1, faiss.omp_get_max_threads()), thread_name_prefix="codesearch-scan")
+    # The cores this process may use (OpenMP's own count is per thread, and may be 1 where this is called).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return ThreadPoolExecutor(cores, thread_name_prefix="codesearch-scan",
+                              initializer=faiss.omp_set_num_threads, initargs=(1,))
+
+
+@contextmanager
+def _one_thread():
+    """OpenMP allowed one thread in the calling thread meanwhile (see _scanners)."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,8 @@ def _file(store, path, names):
 
 def test_bm25_search_prunes_without_changing_the_answer():
     """Search skips common terms' postings once they cannot change the answer (MaxScore); its answers equal
-    BM25 computed over every unit by the textbook formula, across segments with deletions and filters."""
+    BM25 computed over every unit by the textbook formula, across segments with deletions and filters, and
+    so do its document frequencies."""
     import math
     import random
 
@@ -229,6 +230,10 @@ def test_bm25_search_prunes_without_changing_the_answer():
             expected = textbook(terms, None if allowed is None else set(allowed.tolist()))[:limit]
             assert [unit_id for unit_id, _ in found] == [unit_id for unit_id, _ in expected]
             assert [score for _, score in found] == pytest.approx([score for _, score in expected], rel=1e-9)
+        # Document frequencies, those of the search's own terms reused from it, others computed.
+        asked = terms + [rng.choice(rare), "absent"]
+        assert index.frequencies(asked) == {term: sum(term in words for words in live.values()) for term in asked
+                                            if any(term in words for words in live.values())}
 
 
 def test_ten_segments_of_about_one_size_merge_whatever_side_of_a_power_of_ten_they_lie():
@@ -295,11 +300,14 @@ def test_a_merge_moves_chunks_without_rewriting_their_rows(store, monkeypatch):
         {number: len(ids) for number, ids in held.items()}
 
 
-def test_large_segments_are_sketched_and_answer_as_flat_when_every_row_is_rescored(store, tmp_path, monkeypatch):
-    """Past SKETCH_MIN_ROWS a segment keeps RaBitQ parts for a first pass; rescoring every row, it answers as
-    flat segments do, deletions and filters included."""
+@pytest.mark.parametrize("scanned_per_scored", [0, 10**9], ids=["distance-computer", "selector"])
+def test_large_segments_are_sketched_and_answer_as_flat_when_every_row_is_rescored(store, tmp_path, monkeypatch,
+                                                                                   scanned_per_scored):
+    """Past SKETCH_MIN_ROWS a segment keeps RaBitQ parts for a first pass; rescoring every row (either way),
+    it answers as flat segments do, deletions and filters included."""
     from codesearch import segments
 
+    monkeypatch.setattr(segments, "SCANNED_PER_SCORED", scanned_per_scored)
     monkeypatch.setattr(segments, "SKETCH_MIN_ROWS", 40)
     monkeypatch.setattr(segments, "SKETCH_PART_ROWS", 16)  # several parts, scanned by several threads
     monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 10)
