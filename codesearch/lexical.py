@@ -253,18 +253,24 @@ class Postings:
         data, offsets = bytes(self.term_bytes), self.term_offsets.tolist()
         return [data[start:end] for start, end in zip(offsets, offsets[1:])]
 
-    def column(self, term: str, hashed: int) -> int:
-        """The term's number here, or -1."""
+    def columns(self, terms: list[str], hashed: np.ndarray) -> list[int]:
+        """Each term's number here, or -1; `hashed` holds their term_hash values (uint64). One search of the
+        hashes for all of them: a query asks every segment for every term."""
         import numpy as np
 
         hashes = self.term_hashes
-        number = int(np.searchsorted(hashes, np.uint64(hashed)))
-        encoded = term.encode("utf-8")
-        while number < len(hashes) and int(hashes[number]) == hashed:
-            if bytes(self.term_bytes[self.term_offsets[number]:self.term_offsets[number + 1]]) == encoded:
-                return number
-            number += 1
-        return -1
+        numbers = np.searchsorted(hashes, hashed)
+        present = np.zeros(len(terms), dtype=bool) if not len(hashes) else \
+            hashes[np.minimum(numbers, len(hashes) - 1)] == hashed
+        found = [-1] * len(terms)
+        for position in np.flatnonzero(present).tolist():
+            number, encoded = int(numbers[position]), terms[position].encode("utf-8")
+            while number < len(hashes) and hashes[number] == hashed[position]:  # a collision: the next one
+                if bytes(self.term_bytes[self.term_offsets[number]:self.term_offsets[number + 1]]) == encoded:
+                    found[position] = number
+                    break
+                number += 1
+        return found
 
     def postings(self, column: int) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.posting_starts[column], self.posting_starts[column + 1]
@@ -341,20 +347,23 @@ class LexicalIndex:
                                       / self.average_length) for p, _ in self.parts]
         return self._norms[part]
 
-    def _postings(self, term: str, live_only: bool = True) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """(part, unit positions, counts) of the units holding `term`: the live ones, or (not live_only) all,
-        deleted ones included, as stored (memory-mapped, by position)."""
-        hashed, found = term_hash(term), []
+    def _postings(self, terms: list[str], live_only: bool = True) -> dict[str, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """Per term, (part, unit positions, counts) of the units holding it: the live ones, or (not live_only)
+        all, deleted ones included, as stored (memory-mapped, by position)."""
+        import numpy as np
+
+        hashed = np.fromiter((term_hash(term) for term in terms), dtype=np.uint64, count=len(terms))
+        found: dict[str, list] = {term: [] for term in terms}
         for number, (postings, live) in enumerate(self.parts):
-            column = postings.column(term, hashed)
-            if column < 0:
-                continue
-            units, counts = postings.postings(column)
-            if live_only and live is not None:
-                keep = live[units]
-                units, counts = units[keep], counts[keep]
-            if len(units):
-                found.append((number, units, counts))
+            for term, column in zip(terms, postings.columns(terms, hashed)):
+                if column < 0:
+                    continue
+                units, counts = postings.postings(column)
+                if live_only and live is not None:
+                    keep = live[units]
+                    units, counts = units[keep], counts[keep]
+                if len(units):
+                    found[term].append((number, units, counts))
         return found
 
     def _frequency(self, found: list[tuple[int, np.ndarray, np.ndarray]]) -> int:
@@ -392,8 +401,7 @@ class LexicalIndex:
             return []
         weighted, frequencies = [], {}
         self._searched = frequencies
-        for term in dict.fromkeys(terms):
-            found = self._postings(term, live_only=False)
+        for term, found in self._postings(list(dict.fromkeys(terms)), live_only=False).items():
             frequencies[term] = self._frequency(found)
             if found:
                 weighted.append((self._idf(frequencies[term]), term, found))
@@ -475,8 +483,9 @@ class LexicalIndex:
     def frequencies(self, terms: list[str]) -> dict[str, int]:
         """Per term the live units hold, in how many of them it occurs (BM25's document frequency); those of
         the last search's terms are not computed again."""
-        counts = {term: self._searched[term] if term in self._searched else
-                  self._frequency(self._postings(term, live_only=False)) for term in terms}
+        unknown = [term for term in dict.fromkeys(terms) if term not in self._searched]
+        counts = {term: self._frequency(found) for term, found in self._postings(unknown, live_only=False).items()}
+        counts = {term: self._searched[term] if term in self._searched else counts[term] for term in terms}
         return {term: count for term, count in counts.items() if count}
 
     def term_scores(self, terms: list[str], unit_ids: list[int]) -> list[list[float]]:
@@ -485,8 +494,9 @@ class LexicalIndex:
 
         rows = np.zeros((len(unit_ids), len(terms)), dtype=np.float64)
         wanted = np.asarray(unit_ids, dtype=np.int64)
+        postings = self._postings(list(dict.fromkeys(terms)))
         for column, term in enumerate(terms):
-            found = self._postings(term)
+            found = postings[term]
             if not found:
                 continue
             idf = self._idf(sum(len(units) for _, units, _ in found))
