@@ -1,5 +1,5 @@
-"""MiniLM on torch vs ONNX Runtime (fp32 and int8) on real chunks: chunks/s side by side, and how close
-the vectors are (issue 19, targets 1 and 2).
+"""MiniLM on torch (fp32, and bf16 where the CPU has AMX) vs ONNX Runtime (fp32 and int8) on real chunks:
+chunks/s side by side, and how close the vectors are (issue 19, targets 1 and 2).
 
     python benchmarks/onnx_runtime.py [--source DIR] [--chunks 200] [--runs 5] [--threads 2]
 
@@ -7,8 +7,9 @@ Chunks come from DIR (default: this repository's own source) cut by the product'
 window, a fixed random sample of them. Each run embeds the same chunks with every runtime, in turn
 (alternating, so a change in the machine's load hits all of them alike), through the product's own
 Embedder.encode_documents (tokenization in a second thread included). The medians of the runs and their
-ratios to torch are printed, then each runtime's cosine to torch's vectors (min, mean) on those chunks and
-on 20 queries, and whether the token ids are identical.
+ratios to torch fp32 are printed, then each runtime's cosine to torch fp32's vectors (min, mean) on those
+chunks and on 20 queries, and whether the token ids are identical. oneDNN builds its bf16 kernels for each
+new batch shape, so the first runs of torch-bf16 pay for that; a long index pays it once.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ sys.path.insert(0, str(ROOT))
 from codesearch.chunk import PartBudget, chunk_file  # noqa: E402
 from codesearch.discover import discover_files  # noqa: E402
 from codesearch.models import resolve_model  # noqa: E402
-from codesearch.weights import load_embedder, pin_model  # noqa: E402
+from codesearch.weights import cpu_has_amx_bf16, load_embedder, pin_model  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+# (name, runtime, dtype the documents are computed in)
+VARIANTS = [("torch", "torch", "float32"), ("torch-bf16", "torch", "bfloat16"), ("onnx", "onnx", "float32"),
+            ("onnx-int8", "onnx-int8", "float32")]
 QUERIES = ["retry failed uploads with backoff", "read a json settings file", "where are scores fused",
            "stop the server when idle", "open a file without following links", "hash the model weights",
            "tokenize the next slice in a thread", "which languages are supported", "the lock file of a server",
@@ -60,26 +64,29 @@ def main() -> None:
     args = parser.parse_args()
     texts = real_chunks(args.source.resolve(), args.chunks)
     embedders = {}
-    for runtime in RUNTIMES:
+    variants = [variant for variant in VARIANTS if variant[2] != "bfloat16" or cpu_has_amx_bf16()]
+    names = [name for name, _, _ in variants]
+    for name, runtime, dtype in variants:
         started = time.perf_counter()
-        embedders[runtime] = load_embedder(pin_model(resolve_model("minilm", runtime=runtime))).use_threads(args.threads)
-        print(f"{runtime:10} loaded in {time.perf_counter() - started:.2f} s", flush=True)
+        spec = replace(resolve_model("minilm", runtime=runtime), dtype=dtype)
+        embedders[name] = load_embedder(pin_model(spec)).use_threads(args.threads)
+        print(f"{name:10} loaded in {time.perf_counter() - started:.2f} s", flush=True)
     print(f"{len(texts)} chunks from {args.source}, {args.threads} threads, {args.runs} runs, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
-    seconds = {runtime: [] for runtime in RUNTIMES}
+    seconds = {runtime: [] for runtime in names}
     vectors = {}
     for embedder in embedders.values():
         embedder.encode_documents(texts[:16])  # warm-up: first-call allocations, thread pools
     for run in range(args.runs):
-        for runtime in (RUNTIMES if run % 2 == 0 else RUNTIMES[::-1]):
+        for runtime in (names if run % 2 == 0 else names[::-1]):
             started = time.perf_counter()
             vectors[runtime] = embedders[runtime].encode_documents(texts)
             seconds[runtime].append(time.perf_counter() - started)
         print(f"run {run + 1}: " + ", ".join(f"{runtime} {len(texts) / seconds[runtime][-1]:.1f}"
-                                             for runtime in RUNTIMES) + " chunks/s", flush=True)
+                                             for runtime in names) + " chunks/s", flush=True)
     base = statistics.median(seconds["torch"])
     print(f"load average {os.getloadavg()[0]:.1f} at end")
-    for runtime in RUNTIMES:
+    for runtime in names:
         median = statistics.median(seconds[runtime])
         cosine = (vectors[runtime] * vectors["torch"]).sum(axis=1)
         queries = (embedders[runtime].encode_queries(QUERIES) * embedders["torch"].encode_queries(QUERIES)).sum(axis=1)

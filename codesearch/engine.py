@@ -159,11 +159,12 @@ def query_spec(manifest: dict, requested: str | None = None, instruction: str | 
                trust_remote_code: bool = False) -> ModelSpec:
     """The model an index answers queries with: its own, with the query template and instructions it
     recorded (or `instruction`); asking for another model is an error."""
-    from codesearch.models import resolve_model
+    from codesearch.models import query_runtime, resolve_model
 
-    # The runtime the index was built with: query vectors from the same model and runtime as its documents'.
+    # The runtime the index was built with, or one that computes the same vectors and starts sooner.
     spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
                          trust_remote_code=trust_remote_code, runtime=manifest.get("runtime") or "torch")
+    spec = replace(spec, runtime=query_runtime(spec, spec.runtime))
     if requested and resolve_model(requested).name != spec.name:
         raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
                               f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")

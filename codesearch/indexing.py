@@ -11,16 +11,17 @@ import hashlib
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 from codesearch import chunk as chunking
+from codesearch import settings
 from codesearch.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
 from codesearch.embed import Embedder
 from codesearch.errors import CodesearchError
 from codesearch.metadata import SCHEMA_VERSION, damaged, is_damaged, needs_rebuild
-from codesearch.models import ModelSpec, resolve_model
+from codesearch.models import ModelSpec, query_runtime, resolve_model
 from codesearch.store import IndexStore, index_dir
 from codesearch.trust import read_regular_file, resolve_inside
 from codesearch.weights import load_embedder, pin_model
@@ -88,6 +89,21 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
         store.close()
 
 
+def _prepare_query_runtime(spec: ModelSpec, progress: Progress) -> None:
+    """Export the model for the runtime its queries will use (models.query_runtime), if that is not the
+    one that embedded the documents, now that torch is loaded anyway: once per machine and model, not in
+    the first query's time."""
+    runtime = query_runtime(spec, spec.runtime)
+    if runtime == spec.runtime:
+        return
+    from codesearch.onnx_model import exported_model
+
+    try:
+        exported_model(replace(spec, runtime=runtime))
+    except CodesearchError as error:
+        progress.notice(f"queries will prepare their runtime themselves: {error}")
+
+
 def _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options) -> IndexReport:
     manifest = store.manifest()
     if manifest and model and not rebuild and manifest.get("model") != resolve_model(model, **model_options).name:
@@ -95,7 +111,12 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
             f"this index was built with model {manifest.get('model')!r}; "
             f"pass --rebuild to re-index with {model!r}")
     # Pinned: the weights' identity and this machine's dtype are part of every embedding key.
-    spec = pin_model(resolve_model(model or manifest.get("model"), **model_options))
+    if manifest and not rebuild and not (model_options.get("runtime") or settings.runtime()):
+        # An index keeps the runtime and dtype it was built with unless asked (it would be rebuilt otherwise).
+        model_options = {**model_options, "runtime": manifest.get("runtime") or "torch"}
+    spec = resolve_model(model or manifest.get("model"), **model_options)
+    same_runtime = manifest and not rebuild and (manifest.get("runtime") or "torch") == spec.runtime
+    spec = pin_model(spec, manifest.get("dtype") if same_runtime else None)
     reason = needs_rebuild(manifest, spec.fingerprint)
     if reason and not rebuild:
         progress.notice(f"rebuilding the index: {reason}")
@@ -138,6 +159,8 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
             store.cache_vectors([keys[position] for position in positions], vectors)
         dimension = embedder.dim
         del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
+        if embedder_factory is load_embedder:
+            _prepare_query_runtime(spec, progress)
     else:
         dimension = store.manifest().get("dimension") or 0
 

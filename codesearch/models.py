@@ -57,7 +57,8 @@ class ModelSpec:
     dtype: str = ""
     # What runs the model (RUNTIMES): torch, or ONNX Runtime on an export of the same weights, which
     # imports in a tenth of the time; its vectors differ from torch's in the 7th digit (int8: the 2nd),
-    # so it is in the fingerprint, and an index is queried with the runtime it was built with.
+    # so it is in the fingerprint. Queries use the index's runtime or one computing the same in fp32
+    # (query_runtime).
     runtime: str = "torch"
 
     def instruction_for(self, query: str) -> str | None:
@@ -162,13 +163,32 @@ def _runtime(spec: ModelSpec, asked: str | None) -> str:
 
 
 def default_runtime(spec: ModelSpec) -> str:
-    """onnx for the minilm preset on a machine without a GPU when ONNX Runtime is installed (the `minilm`
-    extra brings it); torch otherwise. A GPU runs the torch model faster than ONNX Runtime's CPU."""
+    """What embeds a new index's documents unless asked: onnx for the minilm preset on a machine without a
+    GPU when ONNX Runtime is installed (the `minilm` extra brings it); torch otherwise. A GPU runs the torch
+    model faster than ONNX Runtime's CPU. On a CPU with AMX, torch in bf16 (weights.planned_dtype) indexes
+    twice as fast as ONNX Runtime, but every refresh would pay its 6 s start-up, so it is asked for
+    (CODESEARCH_RUNTIME=torch), and `index` says so before a long run (benchmarks/NOTES.md)."""
     from codesearch.weights import default_device
 
-    if spec.name != "minilm" or importlib.util.find_spec("onnxruntime") is None:
+    if not _onnx_by_default(spec) or default_device() != "cpu":
         return "torch"
-    return "onnx" if default_device() == "cpu" else "torch"
+    return "onnx"
+
+
+def query_runtime(spec: ModelSpec, built_with: str) -> str:
+    """What embeds a query for an index whose documents `built_with` embedded: the same, except that on a
+    machine without a GPU a minilm index that torch built is asked through ONNX Runtime in fp32, which
+    starts in a tenth of the time; its vectors equal torch fp32's to 1e-7, and a document torch computed in
+    bf16 is within 1e-4 in cosine of both. An int8 index is asked in int8."""
+    from codesearch.weights import default_device
+
+    if built_with == "torch" and _onnx_by_default(spec) and default_device() == "cpu":
+        return "onnx"
+    return built_with
+
+
+def _onnx_by_default(spec: ModelSpec) -> bool:
+    return spec.name == "minilm" and importlib.util.find_spec("onnxruntime") is not None
 
 
 def _minilm_directory() -> Path:

@@ -4,8 +4,9 @@ in the user's cache, tokenized by the `tokenizers` library the fast tokenizer is
 Why: importing torch and transformers and loading MiniLM takes seconds; onnxruntime and tokenizers take a
 tenth of that, which is most of what a query answered in-process costs. Vectors match torch's to a cosine
 of 0.9999998 (benchmarks/onnx_runtime.py). The int8 variant (dynamic quantisation of the MatMul and
-attention weights, per channel) is about twice as fast and further off (mean cosine 0.993); it is an
-option (CODESEARCH_RUNTIME=onnx-int8), not the default.
+attention weights, per channel) is 1.5-1.7x as fast and further off (mean cosine 0.993); it is an
+option (CODESEARCH_RUNTIME=onnx-int8), not the default. On a CPU with AMX, torch in bf16 indexes faster
+still (models.default_runtime), and the queries of such an index run here, in fp32 (models.query_runtime).
 
 The export needs torch and transformers, once per set of weights: `<cache>/onnx/<digest>/`, where the
 digest covers the model folder (weights.folder_digest) and models.ONNX_EXPORT_RECIPE. The folders are this

@@ -2,8 +2,10 @@
 machine's device.
 
 pin_model names the weights (a local folder's digest, or the commit of the hub snapshot) and the dtype
-vectors are computed in (bf16 on a GPU, fp16 where bf16 is unsupported, fp32 on a CPU): both are in every
-embedding key, so an index built on a GPU and refreshed on a CPU is rebuilt, never mixed. load_embedder
+documents are embedded in (bf16 on a GPU, fp16 where bf16 is unsupported; on a CPU bf16 where it has AMX
+matrix units for it, fp32 elsewhere): both are in every embedding key, so vectors of two dtypes are never
+mixed in one index. An index keeps the dtype it recorded when this machine computes that dtype as well
+(fp32 anywhere), instead of being rebuilt for a faster one. load_embedder
 fails within seconds, with a way out, when the weights cannot be had. torch, transformers and the hub
 client are imported only here, and only when needed.
 """
@@ -21,19 +23,24 @@ from codesearch.errors import CodesearchError
 from codesearch.models import ModelSpec
 
 
-def pin_model(spec: ModelSpec) -> ModelSpec:
+def pin_model(spec: ModelSpec, recorded_dtype: str | None = None) -> ModelSpec:
     """The spec with what its document vectors depend on besides its settings: which weights, which dtype.
 
     Run before indexing (both are in the embedding key). A local folder is identified by folder_digest; a
     hub model by the commit of its snapshot in the local cache, fetched first when it is not there yet,
     as loading it would be (and failing the same way when it cannot be had). The dtype is the one
-    load_embedder will use on this machine: bf16 on a GPU (fp16 where bf16 is unsupported), fp32 on a CPU.
+    load_embedder will use: `recorded_dtype` (the index's own) when it is fp32 or this machine's planned
+    dtype, else planned_dtype's; ONNX Runtime always computes in fp32.
     """
     if Path(spec.source).is_dir():
         weights = "folder:" + folder_digest(Path(spec.source))
     else:
         weights = "hub:" + Path(_local_source(spec)).name  # the hub cache's snapshots/<commit>
-    dtype = spec.dtype or ("float32" if spec.runtime != "torch" else planned_dtype())  # ONNX Runtime: the CPU
+    if spec.dtype or spec.runtime != "torch":
+        dtype = spec.dtype or "float32"
+    else:
+        planned = planned_dtype()
+        dtype = recorded_dtype if recorded_dtype in ("float32", planned) else planned
     return replace(spec, weights=weights, dtype=dtype)
 
 
@@ -103,13 +110,28 @@ def _no_gpu_here() -> bool:
 
 
 def planned_dtype(device: str | None = None) -> str:
-    """The dtype vectors are computed in on `device` (default: this machine's)."""
+    """The dtype documents are embedded in on `device` (default: this machine's) when indexing."""
     device = device or default_device()
     if not device.startswith("cuda"):
-        return "float32"
+        # oneDNN runs bf16 matrix products on AMX tiles: minilm indexes 2.3x faster than in fp32 on two
+        # cores, its vectors within cosine 0.9999 of fp32's (benchmarks/NOTES.md). Elsewhere bf16 is slower.
+        return "bfloat16" if cpu_has_amx_bf16() else "float32"
     import torch
 
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX tiles for bf16 (Intel Xeon since Sapphire Rapids), as Linux reports it; read
+    from /proc, so that pinning a model imports no torch."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return {"amx_bf16", "amx_tile"} <= set(line.split(":", 1)[-1].split())
+    except OSError:
+        pass
+    return False
 
 
 def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
@@ -129,8 +151,9 @@ def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
     # On a GPU the tokenizer would otherwise run on one core while the device waits; on a CPU its
     # threads would take cores from the model.
     settings.tokenizer_threads(parallel=device.startswith("cuda"))
-    # The dtype pin_model put in the embedding key, when indexing; else this device's.
-    dtype = getattr(torch, spec.dtype or planned_dtype(device))
+    # The dtype pin_model put in the embedding key, when indexing. A query is a few tokens: a CPU embeds it
+    # in fp32, the most exact, whatever the documents' dtype; a GPU in its own.
+    dtype = getattr(torch, spec.dtype or (planned_dtype(device) if device.startswith("cuda") else "float32"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision,
                                                   trust_remote_code=spec.trust_remote_code)

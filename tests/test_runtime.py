@@ -1,5 +1,6 @@
 """MiniLM on ONNX Runtime: the same token ids and (to cosine 0.999) the same vectors as torch, its own
-embedding keys, the runtime an index was built with used for its queries, and bad runtimes refused."""
+embedding keys, the runtime queries use (an index's own, or ONNX Runtime's fp32 for a minilm index torch
+built), the runtime and dtype a machine chooses and an index keeps, and bad runtimes refused."""
 
 import hashlib
 import json
@@ -42,9 +43,13 @@ def test_the_runtime_is_in_the_embedding_key_and_torch_keys_are_unchanged():
     assert torch_spec.fingerprint == hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def test_an_index_is_queried_with_the_runtime_it_was_built_with():
-    assert query_spec({"model": "minilm"}).runtime == "torch"  # built before runtimes existed
+def test_an_index_is_queried_in_its_own_runtime_or_one_that_computes_the_same_and_starts_sooner(tiny_qwen2_dir):
+    # No GPU here: a minilm index torch built (in fp32 or bf16; before runtimes existed, too) is asked through
+    # ONNX Runtime's fp32 export, an int8 one in int8, a model ONNX Runtime does not run by torch.
+    assert query_spec({"model": "minilm"}).runtime == "onnx"
+    assert query_spec({"model": "minilm", "runtime": "torch", "dtype": "bfloat16"}).runtime == "onnx"
     assert query_spec({"model": "minilm", "runtime": "onnx-int8"}).runtime == "onnx-int8"
+    assert query_spec({"model": str(tiny_qwen2_dir), "runtime": "torch"}).runtime == "torch"
 
 
 def test_a_runtime_that_cannot_run_the_model_is_refused(tiny_qwen2_dir, monkeypatch):
@@ -67,3 +72,60 @@ def test_index_records_its_runtime_and_a_bad_one_is_one_line(tmp_path, monkeypat
     monkeypatch.delenv("CODESEARCH_RUNTIME")
     result = codesearch("query", "retry failed uploads", "--json", "-k", "1", "--repo", str(repo))
     assert json.loads(result.stdout)["results"][0]["symbol"] == "retry_failed_uploads"
+
+
+def test_without_a_gpu_minilm_documents_are_embedded_on_onnx_and_torch_computes_in_bf16_where_amx_is(monkeypatch):
+    from codesearch import models, weights
+
+    monkeypatch.setattr(weights, "default_device", lambda: "cpu")
+    for amx, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: amx)
+        assert resolve_model("minilm").runtime == "onnx" and pin_model(resolve_model("minilm")).dtype == "float32"
+        asked = resolve_model("minilm", runtime="torch")
+        assert pin_model(asked).dtype == dtype
+        assert models.query_runtime(asked, asked.runtime) == "onnx"  # its queries: fp32 on ONNX Runtime
+
+
+def test_an_index_keeps_its_recorded_dtype_where_this_machine_computes_it(monkeypatch):
+    from codesearch import weights
+
+    monkeypatch.setattr(weights, "default_device", lambda: "cpu")
+    monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: True)
+    spec = resolve_model("minilm", runtime="torch")
+    assert pin_model(spec).dtype == "bfloat16"
+    assert pin_model(spec, "float32").dtype == "float32"  # an fp32 index is not rebuilt for a faster dtype
+    assert pin_model(spec, "float16").dtype == "bfloat16"  # fp16 (a GPU's) is not computed on a CPU
+    monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: False)
+    assert pin_model(spec, "bfloat16").dtype == "float32"  # bf16 without AMX would be slower than fp32
+    assert pin_model(resolve_model("minilm", runtime="onnx"), "bfloat16").dtype == "float32"
+
+
+def test_a_refresh_keeps_the_runtime_the_index_was_built_with(tmp_path, monkeypatch):
+    from codesearch import models
+
+    repo = make_repo(tmp_path / "repo")
+    monkeypatch.setenv("CODESEARCH_RUNTIME", "onnx")
+    assert codesearch("index", str(repo), "--model", "minilm").returncode == 0
+    monkeypatch.delenv("CODESEARCH_RUNTIME")
+    monkeypatch.setattr(models, "default_runtime", lambda spec: "torch")  # unasked, a new index would get torch
+    (repo / "extra.py").write_text("def extra_helper():\n    return 1\n")
+    result = codesearch("index", str(repo))
+    assert result.returncode == 0 and "rebuilding" not in result.stderr, result.stderr
+    manifest = json.loads((repo / ".codesearch" / "manifest.json").read_text())
+    assert manifest["runtime"] == "onnx" and manifest["dtype"] == "float32"
+
+
+def test_a_long_onnx_index_on_a_cpu_with_amx_names_the_faster_runtime(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from codesearch import cli, weights
+
+    monkeypatch.setattr(weights, "default_device", lambda: "cpu")
+    for amx, chunks, runtime, named in ((True, 20_000, "onnx", True), (False, 20_000, "onnx", False),
+                                         (True, 50, "onnx", False), (True, 20_000, "torch", False)):
+        monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: amx)
+        output = io.StringIO()
+        cli._CliProgress(Console(file=output, width=200), quiet=True).planned(chunks, resolve_model("minilm", runtime=runtime))
+        assert ("CODESEARCH_RUNTIME=torch" in output.getvalue()) == named, (amx, chunks, runtime)
