@@ -3,10 +3,12 @@
     python benchmarks/first_query.py [--repo PATH] [-n 7]
 
 The repository (default: the fixture) is cloned twice into a scratch folder and indexed with minilm,
-once on torch (CODESEARCH_RUNTIME=torch: what every query did before) and once with this machine's
-default runtime (ONNX Runtime on a CPU). Wall-clock times of whole `codesearch query --json` processes,
-taken in turn (torch, default, torch, ...) so load changes hit both alike; medians of n:
-  torch cold     no server, nothing started: what a query cost before
+once on torch (CODESEARCH_RUNTIME=torch: every index before ONNX Runtime; in bf16 on a CPU with AMX) and
+once with this machine's default runtime (ONNX Runtime on a CPU). Wall-clock times of whole `codesearch
+query --json` processes, taken in turn (torch, default, torch, ...) so load changes hit both alike;
+medians of n:
+  torch cold     no server, nothing started: what a query of a torch-built index cost before (its queries
+                 were run by torch) and costs now (without a GPU, by ONNX Runtime in fp32)
   default cold   no server, nothing started (CODESEARCH_NO_AUTOSTART=1): the first query now
   default later  the first query with auto-start on starts a server; once it answers, the later queries
   python         `python -c pass`, the floor any CLI process pays here

@@ -4,6 +4,7 @@ Runs one code version in one process, so before/after is two runs of this same s
 first on the path (the benchmark only uses API both versions have; `merge_segments` is new):
 
     python benchmarks/segments.py [--chunks 100000] [--dim 1536] [--queries 50] [--refreshes 5]
+    python benchmarks/segments.py --queries-of DIR --queries 20     # a kept index again, as it is now
     git worktree add ../old-code 466ccdc     # the store before segments
     PYTHONPATH=../old-code python benchmarks/segments.py
 
@@ -160,8 +161,20 @@ def main() -> None:
     parser.add_argument("--merge-only", action="store_true", help="step 4 alone")
     parser.add_argument("--tmp", default=None, help="folder for the indexes (default: the system's)")
     parser.add_argument("--keep", default=None, help="build the main index in this (new) folder and keep it")
+    parser.add_argument("--queries-of", default=None, help="only time warm queries (step 2) on the index a "
+                                                           "--keep run left in this folder, as it is now")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # step 5's child process
     args = parser.parse_args()
+    if args.queries_of:
+        import codesearch
+
+        store = IndexStore.open(Path(args.queries_of) / ".codesearch")
+        rng = random.Random(7)
+        print(f"codesearch from {Path(codesearch.__file__).parent}; {len(store.segment_numbers())} segments, "
+              f"{store.chunk_count()} chunks", flush=True)
+        print_queries("warm queries", query_figures(store, args.dim,
+                                                    [" ".join(rng.sample(VOCABULARY, 4)) for _ in range(args.queries)]))
+        return
     if args.memory_of:
         before = memory()
         store = IndexStore.open(Path(args.memory_of))
