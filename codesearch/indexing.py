@@ -111,12 +111,12 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
             f"this index was built with model {manifest.get('model')!r}; "
             f"pass --rebuild to re-index with {model!r}")
     # Pinned: the weights' identity and this machine's dtype are part of every embedding key.
-    if manifest and not rebuild and not (model_options.get("runtime") or settings.runtime()):
-        # An index keeps the runtime and dtype it was built with unless asked (it would be rebuilt otherwise).
-        model_options = {**model_options, "runtime": manifest.get("runtime") or "torch"}
+    # An index keeps the runtime and dtype it was built with unless asked (it would be rebuilt otherwise).
+    built_with = (manifest.get("runtime") or "torch") if manifest and not rebuild else None
+    if built_with and not (model_options.get("runtime") or settings.runtime()):
+        model_options = {**model_options, "runtime": built_with}
     spec = resolve_model(model or manifest.get("model"), **model_options)
-    same_runtime = manifest and not rebuild and (manifest.get("runtime") or "torch") == spec.runtime
-    spec = pin_model(spec, manifest.get("dtype") if same_runtime else None)
+    spec = pin_model(spec, manifest.get("dtype") if built_with == spec.runtime else None)
     reason = needs_rebuild(manifest, spec.fingerprint)
     if reason and not rebuild:
         progress.notice(f"rebuilding the index: {reason}")
@@ -159,7 +159,7 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
             store.cache_vectors([keys[position] for position in positions], vectors)
         dimension = embedder.dim
         del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
-        if embedder_factory is load_embedder:
+        if embedder_factory is load_embedder:  # the real model ran, so torch is loaded: not a test's stand-in
             _prepare_query_runtime(spec, progress)
     else:
         dimension = store.manifest().get("dimension") or 0

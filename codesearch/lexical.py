@@ -484,9 +484,9 @@ class LexicalIndex:
         """Per term the live units hold, in how many of them it occurs (BM25's document frequency); those of
         the last search's terms are not computed again."""
         unknown = [term for term in dict.fromkeys(terms) if term not in self._searched]
-        counts = {term: self._frequency(found) for term, found in self._postings(unknown, live_only=False).items()}
-        counts = {term: self._searched[term] if term in self._searched else counts[term] for term in terms}
-        return {term: count for term, count in counts.items() if count}
+        counts = {**self._searched, **{term: self._frequency(found)
+                                       for term, found in self._postings(unknown, live_only=False).items()}}
+        return {term: counts[term] for term in terms if counts[term]}
 
     def term_scores(self, terms: list[str], unit_ids: list[int]) -> list[list[float]]:
         """The score of each unit (by its first chunk's id) split by term: one row per unit, one column per term."""

@@ -28,6 +28,7 @@ from codesearch.errors import CodesearchError
 from codesearch.models import ONNX_EXPORT_RECIPE, ModelSpec
 from codesearch.prompts import read_json
 from codesearch.trust import private_directory, replace_atomically
+from codesearch.weights import usable_cores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,7 +88,7 @@ class OnnxEmbedder(Embedder):
         output = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
         batches = _batches_under_budget(order, token_ids, self.token_budget)
-        workers = min(len(batches), self.threads or _cpus())
+        workers = min(len(batches), self.threads or usable_cores())
         self.session  # made once, before any thread asks for it
 
         def forward(batch: list[int]) -> list[int]:
@@ -125,10 +126,6 @@ class OnnxEmbedder(Embedder):
             pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return (pooled / norms).astype(np.float32)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_onnx_embedder(spec: ModelSpec) -> OnnxEmbedder:

@@ -364,9 +364,10 @@ def _scanners():
     import faiss
     from concurrent.futures import ThreadPoolExecutor
 
-    # The cores this process may use (OpenMP's own count is per thread, and may be 1 where this is called).
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return ThreadPoolExecutor(cores, thread_name_prefix="codesearch-scan",
+    from codesearch.weights import usable_cores
+
+    # Not OpenMP's count: that is per thread, and may be 1 where this is first called.
+    return ThreadPoolExecutor(usable_cores(), thread_name_prefix="codesearch-scan",
                               initializer=faiss.omp_set_num_threads, initargs=(1,))
 
 

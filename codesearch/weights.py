@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 from codesearch import settings
@@ -113,7 +114,7 @@ def planned_dtype(device: str | None = None) -> str:
     """The dtype documents are embedded in on `device` (default: this machine's) when indexing."""
     device = device or default_device()
     if not device.startswith("cuda"):
-        # oneDNN runs bf16 matrix products on AMX tiles: minilm indexes 2.3x faster than in fp32 on two
+        # oneDNN runs bf16 matrix products on AMX tiles: minilm embeds 3.1x faster than in fp32 on two
         # cores, its vectors within cosine 0.9999 of fp32's (benchmarks/NOTES.md). Elsewhere bf16 is slower.
         return "bfloat16" if cpu_has_amx_bf16() else "float32"
     import torch
@@ -121,6 +122,12 @@ def planned_dtype(device: str | None = None) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@cache
 def cpu_has_amx_bf16() -> bool:
     """Whether this CPU has AMX tiles for bf16 (Intel Xeon since Sapphire Rapids), as Linux reports it; read
     from /proc, so that pinning a model imports no torch."""
