@@ -37,11 +37,12 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the real Qwen2.5 vocabulary (tests/qwen_vocab.py)
 
-from codesearch.embed import Embedder, _batches_under_budget  # noqa: E402
-from codesearch.models import PRESETS, resolve_model  # noqa: E402
-from codesearch.weights import default_documents_per_call, default_token_budget, load_embedder  # noqa: E402
-from codesearch.qwen_vocab import BGE_CODE_V1_VOCAB_SIZE, QWEN_EOS_ID, qwen_tokenizer  # noqa: E402
+from codesearch.embedding.torch_model import Embedder, _batches_under_budget  # noqa: E402
+from codesearch.embedding.spec import PRESETS, resolve_model  # noqa: E402
+from codesearch.embedding.weights import default_documents_per_call, default_token_budget, load_embedder  # noqa: E402
+from qwen_vocab import BGE_CODE_V1_VOCAB_SIZE, QWEN_EOS_ID, qwen_tokenizer  # noqa: E402
 
 LENGTHS_FILE = Path(__file__).with_name("chunk_token_lengths.json")
 # Qwen2.5-Coder's byte-level BPE averages roughly 3.2 characters per token on source code. The real
@@ -49,7 +50,7 @@ LENGTHS_FILE = Path(__file__).with_name("chunk_token_lengths.json")
 CHARS_PER_TOKEN = 3.2
 
 # BAAI/bge-code-v1 = Qwen2.5-Coder-1.5B: its config.json, minus what does not change the compute (vocab_size
-# 151667: Qwen2.5's 151,643 ranks and 22 added tokens, then <instruct> and <query>; codesearch/qwen_vocab.py).
+# 151667: Qwen2.5's 151,643 ranks and 22 added tokens, then <instruct> and <query>; tests/qwen_vocab.py).
 BGE_CODE_V1_ARCHITECTURE = dict(
     hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
     intermediate_size=8960, vocab_size=BGE_CODE_V1_VOCAB_SIZE, rope_theta=1_000_000.0, tie_word_embeddings=True,
@@ -65,8 +66,8 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 def corpus_chunks(repositories: list[str]):
     """(repository, chunk) for every chunk `codesearch index` would embed (bge-code-v1's cut)."""
-    from codesearch.chunk import chunk_file
-    from codesearch.discover import discover_files, looks_binary
+    from codesearch.source.chunk import chunk_file
+    from codesearch.source.discover import discover_files, looks_binary
 
     for repository in map(Path, repositories):
         if not repository.is_dir() or repository.name.startswith("."):

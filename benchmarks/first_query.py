@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from serve_latency import QUERIES, fixture_repo  # noqa: E402
 
-from codesearch.client import request_server, socket_path  # noqa: E402
+from codesearch.server.client import request_server, socket_path  # noqa: E402
 
 
 def run(arguments: list, env: dict) -> subprocess.CompletedProcess:

@@ -39,10 +39,10 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from pathlib import Path
-from codesearch.embed import DocumentEncoder
-from codesearch.indexing import index_repository
-from codesearch.models import resolve_model
-from codesearch.weights import load_embedder, pin_model
+from codesearch.embedding.torch_model import DocumentEncoder
+from codesearch.indexer.build import index_repository
+from codesearch.embedding.spec import resolve_model
+from codesearch.embedding.weights import load_embedder, pin_model
 what, repo, embedded = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 if what == "imports":
     import faiss, onnxruntime, tokenizers
@@ -78,8 +78,8 @@ if what == "pipeline":
             result[f"{{name}}_refresh"] = {{"seconds": round(time.perf_counter() - began, 2), "embedded": refreshed.embedded,
                                            "written_mib": round((written() - before) / 2**20, 2)}}
 elif what == "embedder":
-    from codesearch.chunk import PartBudget, chunk_file
-    from codesearch.discover import discover_files
+    from codesearch.source.chunk import PartBudget, chunk_file
+    from codesearch.source.discover import discover_files
     spec = pin_model(resolve_model("minilm"))
     budget = PartBudget.for_window(spec.max_length)
     texts = []

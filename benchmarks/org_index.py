@@ -89,7 +89,7 @@ def sequential(clones: list[Path], model: str) -> dict:
 
 
 def organisation(clones: list[Path], model: str, workers: int, org_dir: Path) -> dict:
-    from codesearch.org_ray import index_organisation
+    from codesearch.org.ray_pipeline import index_organisation
 
     started = time.perf_counter()
     with PeakMemory() as memory:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from codesearch.chunk import Chunk
-from codesearch.search import Filters, search
-from codesearch.store import IndexStore
+from codesearch.source.chunk import Chunk
+from codesearch.query.retrieve import Filters, search
+from codesearch.index.store import IndexStore
 
 WORDS = ("parse read write config buffer socket retry upload cache token user session request response "
          "error handle open close flush stream encode decode json yaml path file index query search rank "

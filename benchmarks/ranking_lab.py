@@ -27,9 +27,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from codesearch.engine import Engine, query_spec  # noqa: E402
-from codesearch.ranking import dense_weight, fuse  # noqa: E402
-from codesearch.search import Query, retrieve  # noqa: E402
+from codesearch.query.engine import Engine, query_spec  # noqa: E402
+from codesearch.query.fuse import dense_weight, fuse  # noqa: E402
+from codesearch.query.retrieve import Query, retrieve  # noqa: E402
 
 VARIANTS: dict[str, contextlib.AbstractContextManager] = {}  # name -> a context manager factory
 
@@ -70,8 +70,8 @@ def _unit_terms(store):
     if cached is None:
         from collections import Counter
 
-        from codesearch.chunk import units_of
-        from codesearch.lexical import unit_document
+        from codesearch.source.chunk import units_of
+        from codesearch.index.lexical import unit_document
 
         units = units_of(store.metadata.unit_parts(), chunk_of=lambda part: part[0])
         cached = {unit[0][0].id: Counter(unit_document(unit[0][0].symbol, unit[0][0].path, [t for _, t in unit]))
@@ -84,8 +84,8 @@ def _rm3(feedback_terms=10, weight_new=0.3, feedback=3):
     def lexical_prf(store, text, vector, k, mode, weight):
         if mode == "semantic":
             return _first_pass(store, text, vector, k, mode, weight)
-        import codesearch.search as search_module
-        from codesearch.lexical import query_terms
+        import codesearch.query.retrieve as search_module
+        from codesearch.index.lexical import query_terms
 
         first = _first_pass(store, text, vector, feedback, mode, weight)
         lexicon = store.lexical_index()
@@ -131,7 +131,7 @@ for _terms, _weight in ((10, 0.3), (10, 0.1), (20, 0.2)):
 
 def _normalisation(kind):
     def apply():
-        import codesearch.ranking as ranking
+        import codesearch.query.fuse as ranking
 
         real = ranking.normalised_scores
 
@@ -158,8 +158,8 @@ def _normalisation(kind):
 
 def _relexed(store):
     """The store's BM25 index rebuilt from its chunks' texts with the lexical module as patched now."""
-    from codesearch.lexical import LexicalIndex, Postings, text_terms
-    from codesearch.metadata import StoredChunk
+    from codesearch.index.lexical import LexicalIndex, Postings, text_terms
+    from codesearch.index.database import StoredChunk
 
     rows = store.metadata.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', "
                                      "text FROM chunks ORDER BY path, symbol, kind, start_line").fetchall()
@@ -182,8 +182,8 @@ def stores_replaced(method, make):
 
 @contextlib.contextmanager
 def lexicon_patched(**replacements):
-    """Patches codesearch.lexical's names, rebuilds every repository's BM25 index with them, and restores."""
-    import codesearch.lexical as lexical
+    """Patches codesearch.index.lexical's names, rebuilds every repository's BM25 index with them, and restores."""
+    import codesearch.index.lexical as lexical
 
     saved = {name: getattr(lexical, name) for name in replacements}
     for name, value in replacements.items():
@@ -237,7 +237,7 @@ for _share in (0.3, 0.4, 0.6, 0.7):
 
 
 def _by_style(identifier: float, prose: float):
-    from codesearch.ranking import names_in
+    from codesearch.query.fuse import names_in
 
     def rule(text, weight):
         names = names_in(text)
@@ -289,7 +289,7 @@ class Repository:
             self.vectors = np.load(cache)
         else:
             if spec.name not in self.embedders:
-                from codesearch.weights import load_embedder
+                from codesearch.embedding.weights import load_embedder
 
                 self.embedders[spec.name] = load_embedder(spec)
             self.vectors = np.asarray(self.embedders[spec.name].encode_queries(texts), dtype=np.float32)

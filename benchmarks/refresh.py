@@ -91,7 +91,7 @@ def run_benchmark(repo: Path, args) -> None:
     print(f"no-op refresh       {noop:8.3f} s   embedded {max(report['embedded'] for _, report in noop_runs)} "
           f"(codesearch index --json, a fresh process; median of {args.repeats})")
 
-    startup = median_time([sys.executable, "-c", "import codesearch.cli, codesearch.indexing"], repo, args.repeats)
+    startup = median_time([sys.executable, "-c", "import codesearch.cli.main, codesearch.indexer.build"], repo, args.repeats)
     print(f"  python start-up   {startup:8.3f} s   (importing the CLI and the indexing pipeline, nothing else)")
     in_process = in_process_noop(repo, args.repeats)
     for step, value in in_process.items():
@@ -136,8 +136,8 @@ def median_time(command: list[str], cwd: Path, repeats: int) -> float:
 
 def in_process_noop(repo: Path, repeats: int) -> dict[str, float]:
     """The no-op refresh without Python start-up, and the steps it is made of."""
-    from codesearch.discover import discover_files
-    from codesearch.indexing import index_repository
+    from codesearch.source.discover import discover_files
+    from codesearch.indexer.build import index_repository
 
     index_repository(repo)  # warm imports
     steps = {"in-process total": lambda: index_repository(repo),
@@ -155,7 +155,7 @@ def in_process_noop(repo: Path, repeats: int) -> dict[str, float]:
 
 
 def _stored_fingerprints(repo: Path):
-    from codesearch.engine import Engine
+    from codesearch.query.engine import Engine
 
     engine = Engine.open(repo)
     try:
@@ -166,7 +166,7 @@ def _stored_fingerprints(repo: Path):
 
 def edit_one_function(repo: Path) -> tuple[str, str]:
     """Change one line inside the body of one top-level function of a tracked Python file."""
-    from codesearch.chunk import chunk_file
+    from codesearch.source.chunk import chunk_file
 
     for path in sorted(git(repo, "ls-files", "*.py").splitlines()):
         if "/test" in f"/{path}":
@@ -186,7 +186,7 @@ def edit_one_function(repo: Path) -> tuple[str, str]:
 
 
 def print_profile(repo: Path) -> None:
-    from codesearch.indexing import index_repository
+    from codesearch.indexer.build import index_repository
 
     profiler = cProfile.Profile()
     profiler.enable()

@@ -49,8 +49,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from query_latency import VOCABULARY, build, fake_function, time_queries  # noqa: E402
 
-from codesearch.chunk import Chunk  # noqa: E402
-from codesearch.store import IndexStore  # noqa: E402
+from codesearch.source.chunk import Chunk  # noqa: E402
+from codesearch.index.store import IndexStore  # noqa: E402
 
 FUNCTIONS_PER_FILE = 34  # as query_latency.build: with long functions in two parts, about 50 chunks a file
 

@@ -6,6 +6,6 @@ import sys
 if not sys.flags.safe_path and sys.path:
     sys.path.pop(0)
 
-from codesearch.cli import main  # noqa: E402
+from codesearch.cli.main import main  # noqa: E402
 
 main()

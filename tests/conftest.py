@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codesearch.embed import DocumentEncoder
+from codesearch.embedding.torch_model import DocumentEncoder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
@@ -62,7 +62,7 @@ def codesearch(*args: str, cwd: Path | None = None, check: bool = False) -> subp
     get (clean_env) and `cwd` as the working directory."""
     from typer.testing import CliRunner
 
-    from codesearch.cli import app
+    from codesearch.cli.main import app
 
     arguments = [str(arg) for arg in args]
     environ, directory, child = dict(os.environ), os.getcwd(), clean_env()

@@ -15,9 +15,9 @@ import resource
 import time
 from pathlib import Path
 
-from codesearch.chunk import ChunkingProcess, PartBudget, chunk_file
-from codesearch.discover import looks_binary
-from codesearch.languages import spec_for_path
+from codesearch.source.chunk import ChunkingProcess, PartBudget, chunk_file
+from codesearch.source.discover import looks_binary
+from codesearch.source.languages import spec_for_path
 
 
 def _cpu(process) -> float:

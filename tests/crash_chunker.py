@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from codesearch.chunk import chunk_file
+from codesearch.source.chunk import chunk_file
 
 
 def chunk_or_fail(path: str, source: bytes, budget=None):

@@ -266,7 +266,7 @@ def test_an_empty_repository_without_commits_indexes_nothing_and_says_so(tmp_pat
 
 def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch, fake_embedder):
     """Deleted: indexed as absent. Changed: whatever was read, and the next run catches up."""
-    from codesearch import indexing
+    from codesearch.indexer import build as indexing
 
     repo = make_repo(tmp_path / "repo")
     (repo / "doomed.py").write_text(_function("doomed_function"), encoding="utf-8")
@@ -342,6 +342,6 @@ def test_python_dash_m_inside_a_repository_imports_nothing_from_it(tmp_path):
 
 
 def test_remote_code_stays_off_unless_asked():
-    from codesearch.models import resolve_model
+    from codesearch.embedding.spec import resolve_model
 
     assert resolve_model("minilm").trust_remote_code is False

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codesearch.chunk import MAX_CHUNK_LINES, ChunkingProcess, PartBudget, chunk_file, chunk_files
-from codesearch.languages import LANGUAGES
+from codesearch.source.chunk import MAX_CHUNK_LINES, ChunkingProcess, PartBudget, chunk_file, chunk_files
+from codesearch.source.languages import LANGUAGES
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 # Inputs found by fuzzing that crash or stall a grammar (tree-sitter 0.26.1): bash 0.25.1 segfaults on "{" then
@@ -237,7 +237,7 @@ def test_a_non_ascii_bash_function_keeps_its_name():
 
 def test_inputs_that_crashed_or_stalled_a_grammar_become_windows_quickly():
     # Each run in a fresh process: the bash crash depends on where the process's memory happens to lie.
-    script = ("import sys, time; from pathlib import Path; from codesearch.chunk import chunk_file\n"
+    script = ("import sys, time; from pathlib import Path; from codesearch.source.chunk import chunk_file\n"
               "for name in sys.argv[1:]:\n"
               "    started = time.perf_counter(); chunks = chunk_file(Path(name).name, Path(name).read_bytes())\n"
               "    print(Path(name).name, {c.kind for c in chunks} == {'window'}, time.perf_counter() - started)\n")

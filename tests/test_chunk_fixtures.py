@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codesearch.chunk import chunk_file
+from codesearch.source.chunk import chunk_file
 from conftest import codesearch
 
 LANGUAGE_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "languages"

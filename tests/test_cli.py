@@ -156,7 +156,7 @@ def test_a_notice_prints_a_repository_path_literally_on_one_line():
 
     from rich.console import Console
 
-    from codesearch.cli import _CliProgress
+    from codesearch.cli.main import _CliProgress
 
     out = io.StringIO()
     message = "a[/x].kt: parsing it as kotlin crashed (SIGSEGV); indexed as plain text " + "x" * 200

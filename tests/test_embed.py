@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from codesearch.errors import CodesearchError
-from codesearch.models import resolve_model
-from codesearch.weights import load_embedder
+from codesearch.embedding.spec import resolve_model
+from codesearch.embedding.weights import load_embedder
 
 # Lengths from a few tokens to a few hundred, so a padded batch mixes very different widths.
 TEXTS = [

@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from codesearch.engine import Engine, QueryRequest
+from codesearch.query.engine import Engine, QueryRequest
 from codesearch.errors import BadRequest, IndexMissing
 from conftest import assert_one_line_error, codesearch, make_repo
 
@@ -20,7 +20,7 @@ from conftest import assert_one_line_error, codesearch, make_repo
 def indexed(tmp_path_factory):
     from conftest import FakeEmbedder
 
-    from codesearch.indexing import index_repository
+    from codesearch.indexer.build import index_repository
 
     repo = make_repo(tmp_path_factory.mktemp("engine") / "repo")
     index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
@@ -35,8 +35,8 @@ def indexed(tmp_path_factory):
     (dict(queries=["x" * 10_001]), "queries", "at most 10000 are accepted", "at most 10000 are accepted"),
 ])
 def test_a_bad_request_names_its_field_and_each_front_end_words_it(fields, field, cli, mcp):
-    from codesearch.cli import FLAGS
-    from codesearch.mcp_server import PARAMETERS
+    from codesearch.cli.main import FLAGS
+    from codesearch.server.mcp import PARAMETERS
 
     with pytest.raises(BadRequest) as raised:
         QueryRequest(**{"queries": ["where do we retry"], **fields}).checked()
@@ -52,7 +52,7 @@ def test_a_checked_request_is_trimmed_and_splits_path_globs():
 
 
 def test_the_socket_server_names_a_bad_field_by_its_json_key():
-    from codesearch.client import request_from_message
+    from codesearch.server.client import request_from_message
 
     with pytest.raises(BadRequest) as raised:
         request_from_message({"op": "query", "queries": ["x"], "k": -1}).checked()
@@ -80,7 +80,7 @@ def test_no_index_is_index_missing_and_an_unfinished_one_is_not_indexed(tmp_path
         Engine.open(repo)
     assert_one_line_error(codesearch("status", str(repo)), "not indexed", "codesearch index")
 
-    from codesearch.store import IndexStore, index_dir
+    from codesearch.index.store import IndexStore, index_dir
 
     IndexStore.open(index_dir(repo), create=True).close()  # what a first build killed before its commit leaves
     text = codesearch("status", str(repo))
@@ -91,8 +91,8 @@ def test_no_index_is_index_missing_and_an_unfinished_one_is_not_indexed(tmp_path
 
 
 def test_one_index_fused_alone_answers_as_search_and_two_fuse_into_one_ranking(indexed, tmp_path):
-    from codesearch.ranking import fuse
-    from codesearch.search import Query, retrieve, search
+    from codesearch.query.fuse import fuse
+    from codesearch.query.retrieve import Query, retrieve, search
 
     other = tmp_path / "other"
     shutil.copytree(indexed, other, symlinks=True)
@@ -117,7 +117,7 @@ def test_one_index_fused_alone_answers_as_search_and_two_fuse_into_one_ranking(i
 
 
 def test_an_index_from_before_migrations_is_brought_up_to_date(indexed, tmp_path):
-    from codesearch.migrations import MIGRATIONS
+    from codesearch.index.migrations import MIGRATIONS
 
     repo = tmp_path / "old"
     shutil.copytree(indexed, repo, symlinks=True)

@@ -83,10 +83,10 @@ def indexed_state(repo: Path) -> State:
 
 def work_tree_state(repo: Path) -> State:
     """What a complete `codesearch index` of the work tree as it is now would store."""
-    from codesearch.chunk import PartBudget
-    from codesearch.discover import discover_files
-    from codesearch.models import resolve_model
-    from codesearch.indexing import chunks_of_files
+    from codesearch.source.chunk import PartBudget
+    from codesearch.source.discover import discover_files
+    from codesearch.embedding.spec import resolve_model
+    from codesearch.indexer.build import chunks_of_files
 
     sources = discover_files(repo)
     budget = PartBudget.for_window(resolve_model("minilm").max_length)
@@ -397,7 +397,7 @@ def test_a_damaged_database_names_rebuild_and_rebuild_recovers(repo, damage, fak
         assert rebuilt.returncode == 0 and "Traceback" not in rebuilt.stderr, rebuilt.stderr
         assert "damaged" in rebuilt.stderr
     else:  # in-process with a stand-in model, to spare a model load
-        from codesearch.indexing import index_repository
+        from codesearch.indexer.build import index_repository
 
         index_repository(repo, model="minilm", rebuild=True, embedder_factory=fake_embedder)
     assert same_content(indexed_state(repo), work_tree_state(repo))
@@ -454,25 +454,25 @@ def another_new_helper(text):
 '''
 
 FAILURES = {  # where the failure is injected: (module, function or Class.method, calls that succeed first, error)
-    "folder not writable (segment)": ("store", "write_segment", 0,
+    "folder not writable (segment)": ("index.store", "write_segment", 0,
                                           PermissionError(errno.EACCES, "Permission denied")),
-    "folder not writable (database)": ("metadata", "Metadata.insert_chunk", 0,
+    "folder not writable (database)": ("index.database", "Metadata.insert_chunk", 0,
                                        sqlite3.OperationalError("attempt to write a readonly database")),
-    "disk full part-way (database)": ("metadata", "Metadata.insert_chunk", 1,
+    "disk full part-way (database)": ("index.database", "Metadata.insert_chunk", 1,
                                       sqlite3.OperationalError("database or disk is full")),
-    "disk full part-way (postings)": ("lexical", "Postings.save", 0,
+    "disk full part-way (postings)": ("index.lexical", "Postings.save", 0,
                                       OSError(errno.ENOSPC, "No space left on device")),
-    "disk full part-way (segment)": ("store", "write_segment", 0,
+    "disk full part-way (segment)": ("index.store", "write_segment", 0,
                                          OSError(errno.ENOSPC, "No space left on device")),
-    "disk full while caching vectors": ("metadata", "Metadata.cache_vectors", 0,
+    "disk full while caching vectors": ("index.database", "Metadata.cache_vectors", 0,
                                         sqlite3.OperationalError("database or disk is full")),
 }
 
 
 def test_a_full_disk_after_the_commit_keeps_the_new_index(repo, monkeypatch):
     """The manifest copy and the clean-up come after the commit: failing there fails nothing."""
-    from codesearch.indexing import index_repository
-    from codesearch.store import IndexStore
+    from codesearch.indexer.build import index_repository
+    from codesearch.index.store import IndexStore
 
     monkeypatch.setattr(IndexStore, "_write_manifest_file",
                         _fail_after(0, OSError(errno.ENOSPC, "No space left on device")))
@@ -485,7 +485,7 @@ def test_a_full_disk_after_the_commit_keeps_the_new_index(repo, monkeypatch):
 @pytest.mark.parametrize("failure", sorted(FAILURES))
 def test_a_failing_write_is_a_clear_error_and_the_previous_index_stays(repo, monkeypatch, failure, fake_embedder):
     from codesearch.errors import CodesearchError
-    from codesearch.indexing import index_repository
+    from codesearch.indexer.build import index_repository
 
     module_name, name, calls, error = FAILURES[failure]
     owner = importlib.import_module(f"codesearch.{module_name}")

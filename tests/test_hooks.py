@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from codesearch.hooks import HOOK_NAMES, ORIGINAL_SUFFIX, install_hooks
+from codesearch.indexer.hooks import HOOK_NAMES, ORIGINAL_SUFFIX, install_hooks
 from conftest import codesearch, git
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "incremental"

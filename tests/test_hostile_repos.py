@@ -1,7 +1,7 @@
 """Hostile repositories: a cloned repository is someone else's input, and nothing in it may make
 codesearch read, write or delete a file outside it.
 
-Each case builds its repository in the test, drives the CLI in-process (`codesearch.cli.main`, with
+Each case builds its repository in the test, drives the CLI in-process (`codesearch.cli.main.main`, with
 its one-line error handling; a stand-in embedder instead of a model), and compares a sentinel folder
 beside the repository (every file's type, contents and modification time) before and after: files
 outside the repository changed must be 0. TRIALS counts what each test checks, for the README table.
@@ -30,7 +30,7 @@ APP = "def inside_app_function(items):\n    \"\"\"Count the ready items.\"\"\"\n
 def cli(monkeypatch, fake_embedder):
     """Run the CLI in this process (conftest.codesearch), as the installed script does; models are
     replaced by FakeEmbedder, and `cli.loaded` lists the specs it was asked for."""
-    from codesearch import indexing
+    from codesearch.indexer import build as indexing
 
     loaded = []
     monkeypatch.setattr(indexing, "load_embedder", lambda spec: loaded.append(spec) or fake_embedder(spec))
@@ -96,7 +96,7 @@ def commit(repo: Path, message: str = "change") -> None:
 
 
 def index_in_process(repo: Path) -> None:
-    from codesearch.indexing import index_repository
+    from codesearch.indexer.build import index_repository
 
     index_repository(repo, model="minilm", embedder_factory=lambda spec: FakeEmbedder())
 
@@ -247,7 +247,7 @@ def test_a_background_hook_never_writes_through_a_link_in_the_index_folder(cli, 
 
 
 def test_the_hook_log_is_written_by_codesearch_private_and_bounded(cli, tmp_path):
-    from codesearch.hooks import LOG_KEEP_BYTES
+    from codesearch.indexer.hooks import LOG_KEEP_BYTES
 
     repo = repo_with(tmp_path / "repo")
     index_in_process(repo)

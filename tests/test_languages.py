@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codesearch.languages import LANGUAGES, load_language, spec_for_path, spec_for_source
+from codesearch.source.languages import LANGUAGES, load_language, spec_for_path, spec_for_source
 
 LANGUAGE_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "languages"
 

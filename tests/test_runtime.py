@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from codesearch.chunk import PartBudget, chunk_file
-from codesearch.engine import query_spec
+from codesearch.source.chunk import PartBudget, chunk_file
+from codesearch.query.engine import query_spec
 from codesearch.errors import CodesearchError
-from codesearch.models import TOKENIZATION_RECIPE, resolve_model
-from codesearch.weights import load_embedder, pin_model
+from codesearch.embedding.spec import TOKENIZATION_RECIPE, resolve_model
+from codesearch.embedding.weights import load_embedder, pin_model
 from conftest import FIXTURES, assert_one_line_error, codesearch, make_repo
 
 
@@ -75,7 +75,8 @@ def test_index_records_its_runtime_and_a_bad_one_is_one_line(tmp_path, monkeypat
 
 
 def test_without_a_gpu_minilm_documents_are_embedded_on_onnx_and_torch_computes_in_bf16_where_amx_is(monkeypatch):
-    from codesearch import models, weights
+    from codesearch.embedding import spec as models
+    from codesearch.embedding import weights
 
     monkeypatch.setattr(weights, "default_device", lambda: "cpu")
     for amx, dtype in ((True, "bfloat16"), (False, "float32")):
@@ -87,7 +88,7 @@ def test_without_a_gpu_minilm_documents_are_embedded_on_onnx_and_torch_computes_
 
 
 def test_an_index_keeps_its_recorded_dtype_where_this_machine_computes_it(monkeypatch):
-    from codesearch import weights
+    from codesearch.embedding import weights
 
     monkeypatch.setattr(weights, "default_device", lambda: "cpu")
     monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: True)
@@ -101,7 +102,7 @@ def test_an_index_keeps_its_recorded_dtype_where_this_machine_computes_it(monkey
 
 
 def test_a_refresh_keeps_the_runtime_the_index_was_built_with(tmp_path, monkeypatch):
-    from codesearch import models
+    from codesearch.embedding import spec as models
 
     repo = make_repo(tmp_path / "repo")
     monkeypatch.setenv("CODESEARCH_RUNTIME", "onnx")
@@ -120,7 +121,8 @@ def test_a_long_onnx_index_on_a_cpu_with_amx_names_the_faster_runtime(monkeypatc
 
     from rich.console import Console
 
-    from codesearch import cli, weights
+    from codesearch.cli import main as cli
+    from codesearch.embedding import weights
 
     monkeypatch.setattr(weights, "default_device", lambda: "cpu")
     for amx, chunks, runtime, named in ((True, 20_000, "onnx", True), (False, 20_000, "onnx", False),

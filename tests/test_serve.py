@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from codesearch.client import request_server, socket_path
+from codesearch.server.client import request_server, socket_path
 from conftest import clean_env, codesearch, git, make_repo
 
 

@@ -17,12 +17,12 @@ import pytest
 
 from codesearch.errors import CodesearchError
 from codesearch.limits import MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
-from codesearch.client import (lock_path, peer_problem, read_token, request_message, request_server, socket_path,
+from codesearch.server.client import (lock_path, peer_problem, read_token, request_message, request_server, socket_path,
                                token_path, try_server)
-from codesearch.embed import DocumentEncoder
-from codesearch.engine import QueryRequest
-from codesearch.serve import MAX_CONNECTIONS, Dispatcher, _bind_unix, _encoded, serve_forever
-from codesearch.service import Service
+from codesearch.embedding.torch_model import DocumentEncoder
+from codesearch.query.engine import QueryRequest
+from codesearch.server.serve import MAX_CONNECTIONS, Dispatcher, _bind_unix, _encoded, serve_forever
+from codesearch.server.service import Service
 from conftest import codesearch, make_repo
 
 DIMENSION = 384  # minilm's, the model the index says it was built with
@@ -52,7 +52,7 @@ class StandInModel(DocumentEncoder):
 
 
 def indexed_repo(destination: Path) -> Path:
-    from codesearch.indexing import index_repository
+    from codesearch.indexer.build import index_repository
 
     repo = make_repo(destination)
     index_repository(repo, model="minilm", embedder_factory=lambda spec: StandInModel(spec))
@@ -402,9 +402,9 @@ class SlowModel(StandInModel):
 
 
 def test_a_slow_answer_is_acknowledged_so_the_client_keeps_waiting(tmp_path, monkeypatch):
-    import codesearch.client
+    import codesearch.server.client
 
-    monkeypatch.setattr(codesearch.client, "FIRST_BYTE_SECONDS", 1.0)
+    monkeypatch.setattr(codesearch.server.client, "FIRST_BYTE_SECONDS", 1.0)
     server = ThreadServer(indexed_repo(tmp_path / "repo"), model=SlowModel).ready()
     try:
         started = time.monotonic()

@@ -5,11 +5,11 @@ import zlib
 import numpy as np
 import pytest
 
-from codesearch.chunk import Chunk
-from codesearch import store as store_module
+from codesearch.source.chunk import Chunk
+from codesearch.index import store as store_module
 from codesearch.errors import CodesearchError, IndexDamaged
-from codesearch.lexical import code_terms, query_terms
-from codesearch.store import IndexStore
+from codesearch.index.lexical import code_terms, query_terms
+from codesearch.index.store import IndexStore
 
 DIM = 8
 MANIFEST = {"model": "test", "dimension": DIM}
@@ -198,7 +198,7 @@ def test_bm25_search_prunes_without_changing_the_answer():
     import math
     import random
 
-    from codesearch.lexical import LexicalIndex, Postings
+    from codesearch.index.lexical import LexicalIndex, Postings
 
     rng = random.Random(3)
     common, rare = ["get", "set", "data", "value"], [f"rare{i}" for i in range(40)]
@@ -237,7 +237,7 @@ def test_bm25_search_prunes_without_changing_the_answer():
 
 
 def test_ten_segments_of_about_one_size_merge_whatever_side_of_a_power_of_ten_they_lie():
-    from codesearch.segments import SegmentSize, plan_merge
+    from codesearch.index.segments import SegmentSize, plan_merge
 
     sizes = [SegmentSize(number, 9_990 + 10 * number, 0) for number in range(10)]  # 9,990 to 10,080 rows
     assert plan_merge(sizes) == list(range(10))
@@ -278,7 +278,7 @@ def _twelve_files_merged(store, flat, first=0):
 def test_a_merge_moves_chunks_without_rewriting_their_rows(store, monkeypatch):
     """A merge records where each merged segment's chunks went (`moved`), chains of merges included; the
     chunks' rows are not rewritten, and every chunk resolves to the listed segment that holds it."""
-    from codesearch import segments
+    from codesearch.index import segments
 
     monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 1)
     for number in range(100):
@@ -305,7 +305,7 @@ def test_large_segments_are_sketched_and_answer_as_flat_when_every_row_is_rescor
                                                                                    scanned_per_scored):
     """Past SKETCH_MIN_ROWS a segment keeps RaBitQ parts for a first pass; rescoring every row (either way),
     it answers as flat segments do, deletions and filters included."""
-    from codesearch import segments
+    from codesearch.index import segments
 
     monkeypatch.setattr(segments, "SCANNED_PER_SCORED", scanned_per_scored)
     monkeypatch.setattr(segments, "SKETCH_MIN_ROWS", 40)
@@ -333,7 +333,7 @@ def test_large_segments_are_sketched_and_answer_as_flat_when_every_row_is_rescor
 def test_a_first_pass_that_leaves_too_few_rows_asks_again(store, tmp_path, monkeypatch):
     """The first pass keeps RESCORED · k rows; when deletions or a filter leave fewer than that among them,
     it asks for more, so a search still finds k rows while k rows may be returned, and never a deleted one."""
-    from codesearch import segments
+    from codesearch.index import segments
 
     monkeypatch.setattr(segments, "SKETCH_MIN_ROWS", 40)
     monkeypatch.setattr(segments, "SIZE_CLASS_FLOOR", 10)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from codesearch.engine import Answer, Engine, QueryRequest
+from codesearch.query.engine import Answer, Engine, QueryRequest
 
 ACKNOWLEDGE_AFTER_SECONDS = 0.5  # a slower answer is preceded by a space, well inside the client's 2 s
 
@@ -148,7 +148,7 @@ class Service:
         if embedder is None:
             load = self.load_embedder
             if load is None:
-                from codesearch.weights import load_embedder as load
+                from codesearch.embedding.weights import load_embedder as load
             embedder = self._models[key] = load(spec)
             if self.threads and hasattr(embedder, "use_threads"):  # a stand-in model may have none
                 embedder.use_threads(self.threads)  # here, on the one thread that runs the model
@@ -160,7 +160,7 @@ class Service:
 
 
 def _file_identity(engine: Engine) -> tuple[int, int]:
-    from codesearch.store import DATABASE_NAME
+    from codesearch.index.store import DATABASE_NAME
 
     status = os.stat(engine.store.directory / DATABASE_NAME)
     return status.st_dev, status.st_ino

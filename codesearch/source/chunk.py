@@ -25,8 +25,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from codesearch.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
-from codesearch.syntax import Definition, collect_definitions, first_row, inside_unit, last_row, link_parents, symbol_path
+from codesearch.source.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
+from codesearch.source.syntax import Definition, collect_definitions, first_row, inside_unit, last_row, link_parents, symbol_path
 
 CHUNKER_VERSION = 3
 MAX_CHUNK_CHARS = 2400
@@ -493,7 +493,7 @@ START_SECONDS = 60.0  # for the child to import the chunker (about 0.1 s)
 CHILD_MEMORY = 4 << 30  # the child's address space: a grammar that allocates without end fails alone
 _CHILD_MAIN = ("import sys; from multiprocessing.connection import Connection; "
                "connection = Connection(int(sys.argv[1])); sys.path[:], function = connection.recv(); "
-               "from codesearch.chunk import _serve; _serve(connection, function)")
+               "from codesearch.source.chunk import _serve; _serve(connection, function)")
 
 
 def chunk_files(files: Iterable[tuple[str, bytes | None]], budget: PartBudget | None = None,
@@ -513,7 +513,7 @@ class ChunkingProcess:
     source and budget=), and `file_seconds` how long one file may take; the tests change both."""
 
     def __init__(self, budget: PartBudget | None = None, notice: Callable[[str], None] | None = None,
-                 function: str = "codesearch.chunk:chunk_file", file_seconds: float = FILE_SECONDS):
+                 function: str = "codesearch.source.chunk:chunk_file", file_seconds: float = FILE_SECONDS):
         self.budget = budget or PartBudget()
         self.notice = notice or (lambda message: None)
         self.function = function

@@ -24,7 +24,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from codesearch.chunk import units_of
+from codesearch.source.chunk import units_of
 
 if TYPE_CHECKING:
     import numpy as np

@@ -29,7 +29,7 @@ from typing import Optional
 
 import typer
 
-from codesearch.discover import INDEX_DIR
+from codesearch.source.discover import INDEX_DIR
 from codesearch.errors import CodesearchError
 from codesearch.trust import PrivateLock, open_private, read_regular_file, replace_atomically, write_private_file
 
@@ -98,7 +98,7 @@ class HookState:
 def hooks_directory(root: Path) -> Path:
     """Where git looks for hooks here, honouring core.hooksPath and linked worktrees (links on the way
     kept, so that tracked_hooks can see them)."""
-    from codesearch.discover import git_path
+    from codesearch.source.discover import git_path
 
     return git_path(root, "hooks", resolve=False)
 
@@ -112,7 +112,7 @@ def tracked_hooks(root: Path, directory: Path) -> set[str]:
     """The names git tracks in a hooks folder that lies in the work tree, as git names it or once its links
     are resolved ("." for the folder itself, tracked as a link or a submodule). A folder in the work tree
     reached through a link is refused: the repository could point that link anywhere."""
-    from codesearch.discover import tracked_paths
+    from codesearch.source.discover import tracked_paths
 
     real_root = os.path.realpath(root)
     named = os.path.normpath(os.path.join(real_root, os.path.relpath(directory, root)))
@@ -214,9 +214,9 @@ def refresh_for_hook(path: Path) -> str:
     one sees the note when it finishes and refreshes once more, so no change is missed.
     """
     try:
-        from codesearch.discover import repository_root
-        from codesearch.indexing import index_dir
-        from codesearch.store import DATABASE_NAME, checked_directory
+        from codesearch.source.discover import repository_root
+        from codesearch.indexer.build import index_dir
+        from codesearch.index.store import DATABASE_NAME, checked_directory
 
         root = repository_root(path)
         directory = index_dir(root)
@@ -238,7 +238,7 @@ def refresh_for_hook(path: Path) -> str:
 
 
 def _refresh_once(root: Path, lock_path: Path, pending: Path) -> Optional[str]:
-    from codesearch.indexing import index_repository
+    from codesearch.indexer.build import index_repository
 
     lock = PrivateLock(lock_path)
     if not lock.acquire(timeout=0):
@@ -278,7 +278,7 @@ def last_log_line(root: Path) -> str:
 def append_to_log(path: Path, line: str) -> bool:
     """Add a line to the repository's hook.log, cut back to its tail past twice LOG_KEEP_BYTES; False when
     the index folder is missing or not codesearch's own (nothing is written then)."""
-    from codesearch.discover import repository_root
+    from codesearch.source.discover import repository_root
 
     try:
         directory = _own_index_directory(repository_root(path))
@@ -302,8 +302,8 @@ def append_to_log(path: Path, line: str) -> bool:
 
 def _own_index_directory(root: Path) -> Optional[Path]:
     """root/.codesearch when it exists and is codesearch's own (see indexing.index_dir); None otherwise."""
-    from codesearch.indexing import index_dir
-    from codesearch.store import checked_directory
+    from codesearch.indexer.build import index_dir
+    from codesearch.index.store import checked_directory
 
     try:
         directory = index_dir(root)
@@ -347,7 +347,7 @@ def install(
 
     A hook already there is kept and runs first; `codesearch hook uninstall` puts it back.
     """
-    from codesearch.discover import repository_root
+    from codesearch.source.discover import repository_root
 
     root = repository_root(path)
     states = install_hooks(root, "background" if background else "sync", force=force)
@@ -365,7 +365,7 @@ def install(
 @hook_app.command()
 def uninstall(path: Path = PathArgument):
     """Remove the hooks and restore the ones they chained."""
-    from codesearch.discover import repository_root
+    from codesearch.source.discover import repository_root
 
     for state in uninstall_hooks(repository_root(path)):
         if state.state == "foreign":
@@ -377,7 +377,7 @@ def uninstall(path: Path = PathArgument):
 @hook_app.command()
 def status(path: Path = PathArgument, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Which hooks are installed, whether a refresh is running, and how the last one went."""
-    from codesearch.discover import repository_root
+    from codesearch.source.discover import repository_root
 
     root = repository_root(path)
     states = hook_states(root)

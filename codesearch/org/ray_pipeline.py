@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from codesearch import org
+from codesearch.org import catalog as org
 from codesearch.errors import CodesearchError
-from codesearch.search import Candidates
+from codesearch.query.retrieve import Candidates
 
 if TYPE_CHECKING:
-    from codesearch.models import ModelSpec
+    from codesearch.embedding.spec import ModelSpec
 
 RAY_MISSING = "this command needs Ray: pip install 'codesearch[distributed]'"
 # A worker that dies (a preempted node, out of memory) is retried this often before the run fails.
@@ -87,7 +87,7 @@ def index_organisation(org_dir: str | os.PathLike, repositories: Sequence[str | 
     `address` joins a cluster, None starts a local one; `shard_files` is where a repository is split (default:
     what the catalog used, else org.SHARD_FILES). `embedder_factory(spec)` stands in for the
     product's loader (tests)."""
-    from codesearch.discover import repository_root
+    from codesearch.source.discover import repository_root
 
     ray = require_ray()
     started = time.perf_counter()
@@ -129,8 +129,8 @@ def index_organisation(org_dir: str | os.PathLike, repositories: Sequence[str | 
 
 
 def _run(ray, org_dir, catalog, roots, names, model, workers, shard_files, embedder_factory, notice, started):
-    from codesearch.chunk import CHUNKER_VERSION
-    from codesearch.models import resolve_model
+    from codesearch.source.chunk import CHUNKER_VERSION
+    from codesearch.embedding.spec import resolve_model
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
@@ -225,7 +225,7 @@ class EmbeddingWorker:
 
             torch.set_num_threads(threads)  # Ray schedules the actor on one CPU; the model may use the node's share
         if factory is None:
-            from codesearch.weights import load_embedder
+            from codesearch.embedding.weights import load_embedder
 
             factory = load_embedder
         self.embedder = factory(spec)
@@ -306,7 +306,7 @@ def _tasks(ray):
 
 
 def _pin_model(spec: ModelSpec) -> ModelSpec:
-    from codesearch.weights import pin_model
+    from codesearch.embedding.weights import pin_model
 
     return pin_model(spec)  # where the embedding actors run: their dtype goes into every key
 
@@ -371,13 +371,13 @@ class ShardHolder:
     fusion will ask the index (the runs of split functions, BM25 scores per term)."""
 
     def __init__(self, folder: str):
-        from codesearch.store import IndexStore
+        from codesearch.index.store import IndexStore
 
         self.store = IndexStore.open(Path(folder))
 
     def candidates(self, query):
-        from codesearch.chunk import DECLARATION_KINDS
-        from codesearch.search import retrieve
+        from codesearch.source.chunk import DECLARATION_KINDS
+        from codesearch.query.retrieve import retrieve
 
         found = retrieve(self.store, query)
         runs = {(chunk.path, chunk.symbol, chunk.kind): self.store.unit_runs(chunk)

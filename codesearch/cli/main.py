@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from codesearch import settings
 from codesearch.errors import BadRequest, CodesearchError
-from codesearch.hooks import hook_app
+from codesearch.indexer.hooks import hook_app
 from codesearch.limits import MAX_QUERY_CHARS
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -40,7 +40,7 @@ class _Commands(TyperGroup):
         except Exception as error:  # last resort: one line, never a traceback, unless asked for
             if settings.debug() or (isinstance(error, OSError) and error.errno == errno.EPIPE):
                 raise  # a closed pipe: click ends quietly
-            from codesearch.metadata import is_damaged
+            from codesearch.index.database import is_damaged
 
             if is_damaged(error):
                 _fail(f"codesearch: error: the index is damaged ({error}); run `codesearch index --rebuild`")
@@ -99,7 +99,7 @@ def index(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ):
     """Build or refresh the index of a repository."""
-    from codesearch.indexing import index_repository
+    from codesearch.indexer.build import index_repository
 
     console = _stderr()
     with _CliProgress(console, quiet=as_json) as progress:
@@ -135,8 +135,8 @@ def query(
     ray_address: Optional[str] = typer.Option(None, "--ray", help="With --org: shards kept in memory by actors of the Ray cluster at ADDRESS."),
 ):
     """Search the index; print ranked functions with path, lines, symbol and score."""
-    from codesearch.client import AUTOSTART_IDLE_SECONDS, NO_SERVER, try_server
-    from codesearch.engine import QueryRequest
+    from codesearch.server.client import AUTOSTART_IDLE_SECONDS, NO_SERVER, try_server
+    from codesearch.query.engine import QueryRequest
 
     output_format = "json" if as_json else output_format
     if output_format not in ("text", "json", "vimgrep"):
@@ -153,7 +153,7 @@ def query(
         _stderr().print(f"codesearch: answered by the running server for {served.repository}" if served
                         else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
     if not served:  # imported only now: a served query needs none of the in-process machinery
-        from codesearch.engine import Engine
+        from codesearch.query.engine import Engine
 
         engine = Engine.open(repo)
         try:
@@ -167,7 +167,7 @@ def query(
         _stop_writing_stdout()
         raise typer.Exit(EXIT_FOUND) from None
     if not served and served.reason.startswith(NO_SERVER) and not trust_remote_code:
-        from codesearch.client import start_server
+        from codesearch.server.client import start_server
 
         started = start_server(answer.repository)
         if verbose and started:
@@ -179,7 +179,7 @@ def query(
 
 def _print_answer(queries, answer, output_format: str, files_only: bool, context: int) -> None:
     """Each query's hits, in the order asked, as the format says."""
-    from codesearch import present
+    from codesearch.cli import present
 
     console = None
     for query_text, hits in zip(queries, answer.hits):
@@ -199,10 +199,11 @@ def _print_answer(queries, answer, output_format: str, files_only: bool, context
 def _query_organisation(org_dir: Path, request, repo_names, ray_address, output_format: str, files_only: bool,
                         context: int) -> None:
     """`query --org`: every shard (or those of --repo-name) searched, fused once."""
-    from codesearch import org, present
+    from codesearch.org import catalog as org
+    from codesearch.cli import present
 
     if ray_address:
-        from codesearch.org_ray import require_ray, shard_retriever
+        from codesearch.org.ray_pipeline import require_ray, shard_retriever
 
         require_ray()
     search = org.OrganisationSearch(org_dir, repo_names)
@@ -251,7 +252,7 @@ def org_index(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ):
     """Index many git repositories into one organisation index, on Ray."""
-    from codesearch.org_ray import index_organisation, require_ray
+    from codesearch.org.ray_pipeline import index_organisation, require_ray
 
     require_ray()
     paths = list(repos or [])
@@ -280,7 +281,7 @@ def org_status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """The repositories and shards of an organisation index, their commits and generations, and what is stale."""
-    from codesearch.org import organisation_status
+    from codesearch.org.catalog import organisation_status
 
     info = organisation_status(org_dir)
     if as_json:
@@ -308,9 +309,9 @@ def serve(
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Exit after SECONDS without a request (what a server a query starts uses)."),
 ):
     """Keep the model and indexes in memory and answer `codesearch query` in milliseconds over a local socket."""
-    from codesearch.client import stop_server
-    from codesearch.serve import serve_forever
-    from codesearch.service import Service
+    from codesearch.server.client import stop_server
+    from codesearch.server.serve import serve_forever
+    from codesearch.server.service import Service
 
     if idle_exit is not None and not idle_exit > 0:  # NaN too
         raise CodesearchError("--idle-exit must be a positive number of seconds")
@@ -331,7 +332,7 @@ def mcp_command(
     repo: Path = typer.Option(Path("."), "--repo", help="The repository the agent searches."),
 ):
     """Serve coding agents over MCP on stdio: tools `search` and `index_status`."""
-    from codesearch.mcp_server import run_stdio
+    from codesearch.server.mcp import run_stdio
 
     run_stdio(repo)
 
@@ -343,11 +344,11 @@ def chunks(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Cut as for this model's window (default: bge-code-v1's)."),
 ):
     """Show how files are cut into chunks (path, lines, symbol, kind, language)."""
-    from codesearch.chunk import PartBudget, chunk_file
+    from codesearch.source.chunk import PartBudget, chunk_file
 
     budget = None
     if model is not None:
-        from codesearch.models import resolve_model
+        from codesearch.embedding.spec import resolve_model
 
         budget = PartBudget.for_window(resolve_model(model).max_length)
     for file in files:
@@ -373,14 +374,14 @@ def status(
     A repository whose index holds nothing yet (its first build never finished) is "not indexed"
     ("indexed": false in JSON), exit 0; one with no index at all is an error like any other command's
     (exit 2), naming `codesearch index`."""
-    from codesearch.engine import Engine
+    from codesearch.query.engine import Engine
 
     engine = Engine.open(path)
     try:
         info = engine.status()
     finally:
         engine.close()
-    from codesearch.client import server_status
+    from codesearch.server.client import server_status
 
     info["server"] = server_status(info["repository"])
     if as_json:
@@ -390,7 +391,7 @@ def status(
         print(f"repository  {info['repository']}\nnot indexed (run `codesearch index` to build the index)")
         return
     updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["updated_at"])) if info["updated_at"] else "never"
-    from codesearch.prompts import describe_prompts
+    from codesearch.embedding.prompts import describe_prompts
 
     print(f"repository  {info['repository']}\nmodel       {info['model']} ({info['dimension']} dims)\n"
           f"prompts     {describe_prompts(info['prompts'])}\n"
@@ -460,7 +461,7 @@ class _CliProgress:
         self.console.print(f"codesearch: {message}", markup=False, soft_wrap=True)
 
     def planned(self, to_embed: int, spec) -> None:
-        from codesearch.weights import cpu_has_amx_bf16, default_device
+        from codesearch.embedding.weights import cpu_has_amx_bf16, default_device
 
         if to_embed and default_device() == "cpu":
             minutes = to_embed / CPU_CHUNKS_PER_SECOND[spec.backend] / 60

@@ -15,16 +15,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from codesearch import chunk as chunking
+from codesearch.source import chunk as chunking
 from codesearch import settings
-from codesearch.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
-from codesearch.embed import Embedder
+from codesearch.source.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
+from codesearch.embedding.torch_model import Embedder
 from codesearch.errors import CodesearchError
-from codesearch.metadata import SCHEMA_VERSION, damaged, is_damaged, needs_rebuild
-from codesearch.models import ModelSpec, query_runtime, resolve_model
-from codesearch.store import IndexStore, index_dir
+from codesearch.index.database import SCHEMA_VERSION, damaged, is_damaged, needs_rebuild
+from codesearch.embedding.spec import ModelSpec, query_runtime, resolve_model
+from codesearch.index.store import IndexStore, index_dir
 from codesearch.trust import read_regular_file, resolve_inside
-from codesearch.weights import load_embedder, pin_model
+from codesearch.embedding.weights import load_embedder, pin_model
 
 MINIFIED_MEAN_LINE = 300
 MINIFIED_LONGEST_LINE = 5000
@@ -96,7 +96,7 @@ def _prepare_query_runtime(spec: ModelSpec, progress: Progress) -> None:
     runtime = query_runtime(spec, spec.runtime)
     if runtime == spec.runtime:
         return
-    from codesearch.onnx_model import exported_model
+    from codesearch.embedding.onnx_model import exported_model
 
     try:
         exported_model(replace(spec, runtime=runtime))

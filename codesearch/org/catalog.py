@@ -34,8 +34,8 @@ from codesearch.errors import CodesearchError
 from codesearch.trust import PrivateLock, private_directory, read_regular_file, remove_path, write_private_file
 
 if TYPE_CHECKING:
-    from codesearch.engine import QueryRequest
-    from codesearch.ranking import Hit
+    from codesearch.query.engine import QueryRequest
+    from codesearch.query.fuse import Hit
 
 CATALOG_NAME = "catalog.json"
 CATALOG_FORMAT = 1
@@ -75,7 +75,7 @@ class ShardPlan:
 
 def plan_repository(root: str, name: str, shard_files: int = SHARD_FILES) -> list[ShardPlan]:
     """The shards of one repository as it is now (git decides its files, as for `codesearch index`)."""
-    from codesearch.discover import discover_files
+    from codesearch.source.discover import discover_files
 
     files = [(source.path, source.fingerprint) for source in discover_files(Path(root))]
     commit = head_commit(root)
@@ -116,7 +116,7 @@ def shard_key(root: str, prefixes: Sequence[str]) -> str:
 
 def head_commit(root: str) -> str:
     """The commit checked out, "" for a repository with none yet."""
-    from codesearch.discover import GIT
+    from codesearch.source.discover import GIT
 
     result = subprocess.run([*GIT, "rev-parse", "--verify", "-q", "HEAD"], cwd=root, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True)
@@ -149,9 +149,9 @@ CHUNK_COLUMNS = ("shard", "path", "start_line", "end_line", "symbol", "kind", "l
 def chunk_rows(plan: ShardPlan, spec) -> dict[str, list]:
     """Every chunk of the shard's files, as columns (CHUNK_COLUMNS); `key` is the embedding cache key, the
     same as `codesearch index` computes (model fingerprint and exact embedded text)."""
-    from codesearch import chunk as chunking
-    from codesearch.discover import SourceFile
-    from codesearch.indexing import _embedding_key, chunks_of_files
+    from codesearch.source import chunk as chunking
+    from codesearch.source.discover import SourceFile
+    from codesearch.indexer.build import _embedding_key, chunks_of_files
 
     budget = chunking.PartBudget.for_window(spec.max_length)
     columns: dict[str, list] = {name: [] for name in CHUNK_COLUMNS}
@@ -167,7 +167,7 @@ def chunk_rows(plan: ShardPlan, spec) -> dict[str, list]:
 
 
 def embedding_text(row: dict) -> str:
-    from codesearch.chunk import Chunk
+    from codesearch.source.chunk import Chunk
 
     return _chunk(row, Chunk).embedding_text
 
@@ -186,8 +186,8 @@ def write_shard(org_dir: Path, plan: ShardPlan, rows: dict[str, list], manifest:
     holds for them, through the same store and generation writer as `codesearch index`. Touches no catalog."""
     import numpy as np
 
-    from codesearch.chunk import Chunk
-    from codesearch.store import IndexStore
+    from codesearch.source.chunk import Chunk
+    from codesearch.index.store import IndexStore
 
     folder = shard_folder(org_dir, plan.key, run)
     remove_path(folder)  # a killed run's half-written copy of this very folder
@@ -229,8 +229,8 @@ def write_shard(org_dir: Path, plan: ShardPlan, rows: dict[str, list], manifest:
 
 def open_cache(org_dir: Path):
     """The organisation's embedding cache: an index database of the usual layout, used for its cache only."""
-    from codesearch.store import checked_directory
-    from codesearch.metadata import Metadata
+    from codesearch.index.store import checked_directory
+    from codesearch.index.database import Metadata
 
     directory = checked_directory(org_dir / CACHE_DIR, create=True)
     return Metadata.open(directory, create=True)
@@ -323,7 +323,7 @@ class OrganisationLock:
 
 def stale_reason(record: dict | None, plan: ShardPlan, catalog: Catalog, fingerprint: str, org_dir: Path) -> str:
     """Why a shard must be written again ("" when its folder is current)."""
-    from codesearch.chunk import CHUNKER_VERSION
+    from codesearch.source.chunk import CHUNKER_VERSION
 
     if record is None:
         return "new"
@@ -392,7 +392,7 @@ class OrganisationSearch:
     term statistics (ranking.fuse)."""
 
     def __init__(self, org_dir: Path, repositories: Sequence[str] = (), embedder_for: Callable | None = None):
-        from codesearch.store import IndexStore
+        from codesearch.index.store import IndexStore
 
         self.org_dir = organisation_dir(org_dir)
         catalog = read_catalog(self.org_dir)
@@ -421,9 +421,9 @@ class OrganisationSearch:
     def query(self, request: QueryRequest, retrieve_all: Callable | None = None) -> OrgAnswer:
         """The k best answers to each query across the shards. `retrieve_all(query)` returns every shard's
         candidates in shard order (org_ray's actors); by default they are retrieved here."""
-        from codesearch.engine import _damage_named, query_spec
-        from codesearch.ranking import dense_weight, fuse
-        from codesearch.search import Query, retrieve
+        from codesearch.query.engine import _damage_named, query_spec
+        from codesearch.query.fuse import dense_weight, fuse
+        from codesearch.query.retrieve import Query, retrieve
 
         request = request.checked()
         with _damage_named(self.stores[0]):
@@ -449,14 +449,14 @@ class OrganisationSearch:
 
     def _embedder(self, spec):
         if self._embedder_for is None:
-            from codesearch.weights import load_embedder
+            from codesearch.embedding.weights import load_embedder
 
             self._embedder_for = load_embedder
         return self._embedder_for(spec)
 
 
 def hit_json(shard: dict, hit: Hit) -> dict:
-    from codesearch import present
+    from codesearch.cli import present
 
     return {"repository": shard["repository"], **present.hit_json(hit)}
 
@@ -466,6 +466,6 @@ def query_json_line(query: str, hits: Iterable[tuple[dict, Hit]]) -> str:
 
 
 def manifest_for(spec, dimension: int) -> dict:
-    from codesearch.indexing import _manifest
+    from codesearch.indexer.build import _manifest
 
     return {**_manifest(spec, dimension), "updated_at": time.time()}

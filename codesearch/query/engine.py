@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from codesearch.errors import BadRequest, CodesearchError, IndexMissing
 from codesearch.limits import MAX_QUERY_CHARS
-from codesearch.search import MODES, Filters
+from codesearch.query.retrieve import MODES, Filters
 
 QUERY_THREADS = 1
 
 if TYPE_CHECKING:
-    from codesearch.embed import Embedder
-    from codesearch.models import ModelSpec
-    from codesearch.ranking import Hit
-    from codesearch.store import IndexStore
+    from codesearch.embedding.torch_model import Embedder
+    from codesearch.embedding.spec import ModelSpec
+    from codesearch.query.fuse import Hit
+    from codesearch.index.store import IndexStore
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class QueryRequest:
 
     def checked(self) -> "QueryRequest":
         """This request with its queries trimmed; BadRequest(field) for the first thing out of bounds."""
-        from codesearch.languages import language_names
+        from codesearch.source.languages import language_names
 
         if self.mode not in MODES:
             raise BadRequest("mode", f"unknown {{name}} {self.mode!r:.40}; use one of: {', '.join(MODES)}")
@@ -98,8 +98,8 @@ class Engine:
     def open(cls, path: str | os.PathLike, embedder_for: Callable[[ModelSpec], Embedder] | None = None) -> "Engine":
         """The index of the repository containing `path`. IndexMissing when it has none; `embedder_for`
         loads (or hands out an already loaded) model for a spec, load_embedder unless given."""
-        from codesearch.discover import repository_root
-        from codesearch.store import IndexStore, index_dir
+        from codesearch.source.discover import repository_root
+        from codesearch.index.store import IndexStore, index_dir
 
         root = repository_root(path)
         return cls(root, IndexStore.open(index_dir(root)), embedder_for)
@@ -116,7 +116,7 @@ class Engine:
                     "dimension": manifest.get("dimension"), "files": self.store.file_count(),
                     "chunks": self.store.chunk_count()}
             if count_stale:
-                from codesearch.discover import discover_files
+                from codesearch.source.discover import discover_files
 
                 known = self.store.file_fingerprints()
                 current = {source.path: source.fingerprint for source in discover_files(self.root)}
@@ -127,8 +127,8 @@ class Engine:
 
     def query(self, request: QueryRequest) -> Answer:
         """The k best answers to each of the request's queries, with the index's own model."""
-        from codesearch.ranking import dense_weight, fuse
-        from codesearch.search import Query, retrieve
+        from codesearch.query.fuse import dense_weight, fuse
+        from codesearch.query.retrieve import Query, retrieve
 
         request = request.checked()
         store = self.store
@@ -148,7 +148,7 @@ class Engine:
 
     def _embedder(self, spec: ModelSpec) -> Embedder:
         if self._embedder_for is None:
-            from codesearch.weights import load_embedder
+            from codesearch.embedding.weights import load_embedder
 
             # One thread: a query is a few tokens, and on a busy machine a second thread only waits for a core.
             self._embedder_for = lambda spec: load_embedder(spec).use_threads(QUERY_THREADS)
@@ -159,7 +159,7 @@ def query_spec(manifest: dict, requested: str | None = None, instruction: str | 
                trust_remote_code: bool = False) -> ModelSpec:
     """The model an index answers queries with: its own, with the query template and instructions it
     recorded (or `instruction`); asking for another model is an error."""
-    from codesearch.models import query_runtime, resolve_model
+    from codesearch.embedding.spec import query_runtime, resolve_model
 
     # The runtime the index was built with, or one that computes the same vectors and starts sooner.
     spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
@@ -179,7 +179,7 @@ def _damage_named(store: IndexStore) -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as error:
-        from codesearch.metadata import damaged, is_damaged
+        from codesearch.index.database import damaged, is_damaged
 
         if is_damaged(error):
             raise damaged(store.directory, error) from None

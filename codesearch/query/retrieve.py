@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-from codesearch.lexical import query_terms
-from codesearch.metadata import StoredChunk
-from codesearch.ranking import DEFAULT_DENSE_WEIGHT, Hit, fuse
+from codesearch.index.lexical import query_terms
+from codesearch.index.database import StoredChunk
+from codesearch.query.fuse import DEFAULT_DENSE_WEIGHT, Hit, fuse
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from codesearch.store import IndexStore
+    from codesearch.index.store import IndexStore
 
 __all__ = ["MODES", "CANDIDATES", "Filters", "Query", "Candidates", "TermStatistics", "retrieve", "search", "Hit"]
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from codesearch.chunk import CHUNKER_VERSION, Chunk, units_of
+from codesearch.source.chunk import CHUNKER_VERSION, Chunk, units_of
 from codesearch.errors import CodesearchError, IndexDamaged
-from codesearch.lexical import text_terms
-from codesearch.migrations import migrate
+from codesearch.index.lexical import text_terms
+from codesearch.index.migrations import migrate
 from codesearch.trust import is_repository_path, open_private
 
 if TYPE_CHECKING:

@@ -19,12 +19,12 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from codesearch.chunk import Chunk
-from codesearch.discover import INDEX_DIR, tracked_paths
+from codesearch.source.chunk import Chunk
+from codesearch.source.discover import INDEX_DIR, tracked_paths
 from codesearch.errors import CodesearchError, IndexDamaged, IndexMissing
-from codesearch.lexical import LexicalIndex, Postings
-from codesearch.metadata import DATABASE_NAME, SCHEMA_VERSION, Metadata, StoredChunk
-from codesearch.segments import (Segment, SegmentSize, VectorIndex, merge_segments, plan_merge, remove_unlisted,
+from codesearch.index.lexical import LexicalIndex, Postings
+from codesearch.index.database import DATABASE_NAME, SCHEMA_VERSION, Metadata, StoredChunk
+from codesearch.index.segments import (Segment, SegmentSize, VectorIndex, merge_segments, plan_merge, remove_unlisted,
                                  write_segment)
 from codesearch.trust import (PrivateLock, UntrustedPath, is_repository_path, private_directory, read_regular_file,
                               refuse_links, write_private_file)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from codesearch.errors import CodesearchError
-from codesearch.models import ModelSpec
+from codesearch.embedding.spec import ModelSpec
 
 if TYPE_CHECKING:
     import numpy as np

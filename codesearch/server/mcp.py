@@ -15,9 +15,9 @@ from pathlib import Path
 
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
-from codesearch.engine import QueryRequest
+from codesearch.query.engine import QueryRequest
 from codesearch.errors import BadRequest, CodesearchError
-from codesearch.service import Service
+from codesearch.server.service import Service
 
 INSTRUCTIONS = (
     "Semantic code search over the git repository {root}. Call `search` with a question in plain "
@@ -137,7 +137,7 @@ def build_server(path: str | Path, service: Service | None = None):
 
 def run_search(repository: _Repository, query: str, k: int, languages: list[str], globs: list[str],
                mode: str) -> dict:
-    from codesearch.present import hit_json
+    from codesearch.cli.present import hit_json
 
     request = QueryRequest.from_options([query], paths=globs, k=k, mode=mode, languages=tuple(languages)).checked()
     answer = repository.service.query(repository.opened(), request)

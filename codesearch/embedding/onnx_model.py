@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from codesearch import settings
-from codesearch.embed import TOKEN_BUDGET, Embedder, _batches_under_budget
+from codesearch.embedding.torch_model import TOKEN_BUDGET, Embedder, _batches_under_budget
 from codesearch.errors import CodesearchError
-from codesearch.models import ONNX_EXPORT_RECIPE, ModelSpec
-from codesearch.prompts import read_json
+from codesearch.embedding.spec import ONNX_EXPORT_RECIPE, ModelSpec
+from codesearch.embedding.prompts import read_json
 from codesearch.trust import private_directory, replace_atomically
-from codesearch.weights import usable_cores
+from codesearch.embedding.weights import usable_cores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -151,7 +151,7 @@ def load_onnx_embedder(spec: ModelSpec) -> OnnxEmbedder:
 
 def exported_model(spec: ModelSpec) -> Path:
     """The cached ONNX file of the spec's weights and runtime, made now when missing."""
-    from codesearch.weights import folder_digest
+    from codesearch.embedding.weights import folder_digest
 
     digest = hashlib.sha256(f"{folder_digest(Path(spec.source))}\0{ONNX_EXPORT_RECIPE}".encode()).hexdigest()[:20]
     folder = _cache_folder(digest)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from codesearch.errors import CodesearchError
-from codesearch.ranking import Hit
+from codesearch.query.fuse import Hit
 
 _LEXERS = {"bash": "bash", "csharp": "csharp", "cpp": "cpp", "tsx": "tsx", "text": "text"}
 
@@ -73,7 +73,7 @@ def _shown_code(chunk, root: Path, context: int) -> tuple[int, str]:
     The file is read only when its real path lies inside the repository: the index names it, and
     a path leading elsewhere (a `..`, a link) means the index is damaged or not this repository's.
     """
-    from codesearch.discover import file_name
+    from codesearch.source.discover import file_name
     from codesearch.trust import read_regular_file, resolve_inside
 
     if context <= 0:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from codesearch.errors import IndexDamaged
-from codesearch.lexical import Postings
+from codesearch.index.lexical import Postings
 from codesearch.trust import open_private, read_regular_file, remove_path, replace_atomically
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ def _scanners():
     import faiss
     from concurrent.futures import ThreadPoolExecutor
 
-    from codesearch.weights import usable_cores
+    from codesearch.embedding.weights import usable_cores
 
     # Not OpenMP's count: that is per thread, and may be 1 where this is first called.
     return ThreadPoolExecutor(usable_cores(), thread_name_prefix="codesearch-scan",

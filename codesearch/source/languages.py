@@ -93,7 +93,7 @@ def _sniff(pattern: str, source: bytes) -> bool:
 
 
 def has_query(spec: LanguageSpec) -> bool:
-    return resources.files("codesearch.queries").joinpath(spec.query_file).is_file()
+    return resources.files("codesearch.source.queries").joinpath(spec.query_file).is_file()
 
 
 @cache
@@ -105,5 +105,5 @@ def load_language(spec: LanguageSpec):
         return None
     module_name, function_name = spec.grammar.split(":")
     language = Language(getattr(importlib.import_module(module_name), function_name)())
-    source = resources.files("codesearch.queries").joinpath(spec.query_file).read_text(encoding="utf-8")
+    source = resources.files("codesearch.source.queries").joinpath(spec.query_file).read_text(encoding="utf-8")
     return language, Query(language, source)

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Iterator
 
 from codesearch import settings
-from codesearch.discover import INDEX_DIR
-from codesearch.engine import Answer, QueryRequest
+from codesearch.source.discover import INDEX_DIR
+from codesearch.query.engine import Answer, QueryRequest
 from codesearch.errors import BadRequest, CodesearchError
 from codesearch.limits import MAX_QUERIES_PER_REQUEST
 from codesearch.trust import UntrustedPath, open_private, private_directory
@@ -183,7 +183,7 @@ def _optional_string(data: dict, key: str) -> str | None:
 
 def result_json(hit) -> dict:
     """present.hit_json's fields plus what rebuilds the same Hit on the client (code, exact score)."""
-    from codesearch.present import hit_json
+    from codesearch.cli.present import hit_json
 
     chunk = hit.chunk
     return {**hit_json(hit), "code": chunk.text, "context": chunk.context, "id": chunk.id,
@@ -191,8 +191,8 @@ def result_json(hit) -> dict:
 
 
 def hit_from_json(result: dict):
-    from codesearch.metadata import StoredChunk
-    from codesearch.ranking import Hit
+    from codesearch.index.database import StoredChunk
+    from codesearch.query.fuse import Hit
 
     chunk = StoredChunk(result["id"], result["path"], result["start_line"], result["end_line"], result["symbol"],
                         result["kind"], result["language"], result["context"], result["code"])

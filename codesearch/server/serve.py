@@ -52,10 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from codesearch.client import (MAX_REQUEST_BYTES, check_socket_folder, lock_path, peer_problem, request_from_message,
+from codesearch.server.client import (MAX_REQUEST_BYTES, check_socket_folder, lock_path, peer_problem, request_from_message,
                                result_json, socket_path, token_path)
 from codesearch.errors import CodesearchError
-from codesearch.service import RemoteCodeRefused, Service
+from codesearch.server.service import RemoteCodeRefused, Service
 from codesearch.trust import open_private, write_private_file
 
 MAX_CONNECTIONS = 64  # per listener, so strangers filling the TCP port leave the Unix socket free

@@ -19,9 +19,9 @@ from functools import cache
 from pathlib import Path
 
 from codesearch import settings
-from codesearch.embed import TOKEN_BUDGET, Embedder
+from codesearch.embedding.torch_model import TOKEN_BUDGET, Embedder
 from codesearch.errors import CodesearchError
-from codesearch.models import ModelSpec
+from codesearch.embedding.spec import ModelSpec
 
 
 def pin_model(spec: ModelSpec, recorded_dtype: str | None = None) -> ModelSpec:
@@ -144,7 +144,7 @@ def cpu_has_amx_bf16() -> bool:
 def load_embedder(spec: ModelSpec, device: str | None = None) -> Embedder:
     """Load tokenizer and weights; fail within seconds, with a way out, when they cannot be had."""
     if spec.runtime != "torch":
-        from codesearch.onnx_model import load_onnx_embedder
+        from codesearch.embedding.onnx_model import load_onnx_embedder
 
         return load_onnx_embedder(spec)
     source = _local_source(spec)

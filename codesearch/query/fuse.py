@@ -19,11 +19,11 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from codesearch.chunk import DECLARATION_KINDS
-from codesearch.metadata import StoredChunk
+from codesearch.source.chunk import DECLARATION_KINDS
+from codesearch.index.database import StoredChunk
 
 if TYPE_CHECKING:
-    from codesearch.search import Candidates
+    from codesearch.query.retrieve import Candidates
 
 # The dense ranking's share (0..1) when fused with the lexical one; the rest goes to BM25. bge-code-v1, a
 # state-of-the-art code retriever (CoIR, arXiv 2505.12697), leads; a general sentence model such as

@@ -1,0 +1,1 @@
+"""The command line: commands, the terminal, and the one printer of answers."""

@@ -1,0 +1,1 @@
+"""Embedding: models, their prompts and runtimes, turning text into vectors."""

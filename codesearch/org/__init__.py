@@ -1,0 +1,1 @@
+"""An organisation's index: many repositories searched as one, built on Ray."""

@@ -1,0 +1,1 @@
+"""Source: a repository's files found and cut into functions."""
