@@ -39,9 +39,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the real Qwen2.5 vocabulary (tests/qwen_vocab.py)
 
-from codesearch.embedding.torch_model import Embedder, _batches_under_budget  # noqa: E402
+from codesearch.embedding.batching import batches_under_budget  # noqa: E402
+from codesearch.embedding.torch_model import Embedder  # noqa: E402
 from codesearch.embedding.spec import PRESETS, resolve_model  # noqa: E402
-from codesearch.embedding.weights import default_documents_per_call, default_token_budget, load_embedder  # noqa: E402
+from codesearch.embedding.load import default_documents_per_call, default_token_budget, load_embedder  # noqa: E402
 from qwen_vocab import BGE_CODE_V1_VOCAB_SIZE, QWEN_EOS_ID, qwen_tokenizer  # noqa: E402
 
 LENGTHS_FILE = Path(__file__).with_name("chunk_token_lengths.json")
@@ -353,7 +354,7 @@ class OnDeviceEmbedder(Embedder):
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
         parts, placed = [], []
         with torch.inference_mode():
-            for batch in _batches_under_budget(order, token_ids, self.token_budget):
+            for batch in batches_under_budget(order, token_ids, self.token_budget):
                 parts.append(self._vectors_on_device([token_ids[i] for i in batch]))
                 placed.extend(batch)
             stacked = torch.cat(parts)

@@ -39,10 +39,11 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from pathlib import Path
-from codesearch.embedding.torch_model import DocumentEncoder
+from codesearch.embedding.batching import DocumentEncoder
 from codesearch.indexer.build import index_repository
 from codesearch.embedding.spec import resolve_model
-from codesearch.embedding.weights import load_embedder, pin_model
+from codesearch.embedding.load import load_embedder
+from codesearch.embedding.weights import pin_model
 what, repo, embedded = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 if what == "imports":
     import faiss, onnxruntime, tokenizers

@@ -28,7 +28,9 @@ sys.path.insert(0, str(ROOT))
 from codesearch.source.chunk import PartBudget, chunk_file  # noqa: E402
 from codesearch.source.discover import discover_files  # noqa: E402
 from codesearch.embedding.spec import resolve_model  # noqa: E402
-from codesearch.embedding.weights import cpu_has_amx_bf16, load_embedder, pin_model  # noqa: E402
+from codesearch.embedding.load import load_embedder  # noqa: E402
+from codesearch.embedding.weights import pin_model  # noqa: E402
+from codesearch.hardware import cpu_has_amx_bf16  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
 # (name, runtime, dtype the documents are computed in)

@@ -26,3 +26,9 @@ class BadRequest(CodesearchError):
 
     def worded(self, name: str) -> str:
         return self.problem.replace("{name}", name)
+
+
+def first_line(error: BaseException) -> str:
+    """A library's exception in one line, for a CodesearchError that quotes it."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -5,8 +5,8 @@ Read:
   CODESEARCH_MODEL       the model `index` uses when none is named (the CLI's --model takes it too)
   CODESEARCH_NO_SERVER   set (1, true, yes): `query` never asks a running server, it answers in-process
   CODESEARCH_NO_AUTOSTART set (1, true, yes): a query answered in-process does not start a server
-  CODESEARCH_RUNTIME     what runs the model when indexing: torch, onnx or onnx-int8 (models.RUNTIMES);
-                         unset, a new index gets models.default_runtime and an index keeps its own
+  CODESEARCH_RUNTIME     what runs the model when indexing: torch, onnx or onnx-int8 (spec.RUNTIMES);
+                         unset, a new index gets spec.default_runtime and an index keeps its own
   XDG_CACHE_HOME         where ONNX exports of models are kept (codesearch/onnx/; default ~/.cache)
   CODESEARCH_DEBUG       set: an unexpected error shows its traceback instead of one line
   CUDA_VISIBLE_DEVICES   "" or -1 hides every GPU: torch need not even be imported to know

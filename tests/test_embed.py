@@ -13,7 +13,7 @@ import pytest
 
 from codesearch.errors import CodesearchError
 from codesearch.embedding.spec import resolve_model
-from codesearch.embedding.weights import load_embedder
+from codesearch.embedding.load import load_embedder
 
 # Lengths from a few tokens to a few hundred, so a padded batch mixes very different widths.
 TEXTS = [

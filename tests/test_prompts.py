@@ -23,7 +23,9 @@ from codesearch.source.chunk import PartBudget
 from codesearch.embedding.torch_model import Embedder
 from codesearch.embedding.spec import PRESETS, resolve_model
 from codesearch.embedding.prompts import looks_like_code
-from codesearch.embedding.weights import folder_digest, load_embedder, pin_model, planned_dtype
+from codesearch.embedding.load import load_embedder
+from codesearch.embedding.weights import folder_digest, pin_model
+from codesearch.hardware import planned_dtype
 
 COSQA = "Given a web search query, retrieve relevant code that can help answer the query."
 CODETRANS_DL = "Given a piece of code, retrieve code that is semantically equivalent to the input code."
@@ -348,7 +350,7 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
     repo = make_repo(tmp_path / "repo")
     report = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=fake_embedder)
     engine = Engine.open(repo)
-    manifest = engine.store.manifest()
+    manifest = engine.store.database.manifest()
     engine.close()
     assert report.embedded > 0
     assert manifest["prompts"] == {"source": "bge-code", "format": "<instruct>{instruction}\n<query>{query}",
@@ -365,7 +367,7 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
     monkeypatch.setitem(prompts.BGE_CODE_PROMPTS, "query_instruction", "A new default.")
     again = index_repository(repo, model=str(tiny_qwen2_dir), embedder_factory=fake_embedder)
     engine = Engine.open(repo)
-    updated = engine.store.manifest()
+    updated = engine.store.database.manifest()
     engine.close()
     assert again.embedded == 0 and not again.rebuilt_because
     assert updated["prompts"]["text"] == "A new default." and updated["generation"] == manifest["generation"] + 1

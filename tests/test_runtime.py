@@ -12,7 +12,8 @@ from codesearch.source.chunk import PartBudget, chunk_file
 from codesearch.query.engine import query_spec
 from codesearch.errors import CodesearchError
 from codesearch.embedding.spec import TOKENIZATION_RECIPE, resolve_model
-from codesearch.embedding.weights import load_embedder, pin_model
+from codesearch.embedding.load import load_embedder
+from codesearch.embedding.weights import pin_model
 from conftest import FIXTURES, assert_one_line_error, codesearch, make_repo
 
 
@@ -76,11 +77,11 @@ def test_index_records_its_runtime_and_a_bad_one_is_one_line(tmp_path, monkeypat
 
 def test_without_a_gpu_minilm_documents_are_embedded_on_onnx_and_torch_computes_in_bf16_where_amx_is(monkeypatch):
     from codesearch.embedding import spec as models
-    from codesearch.embedding import weights
+    from codesearch import hardware
 
-    monkeypatch.setattr(weights, "default_device", lambda: "cpu")
+    monkeypatch.setattr(hardware, "default_device", lambda: "cpu")
     for amx, dtype in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: amx)
+        monkeypatch.setattr(hardware, "cpu_has_amx_bf16", lambda: amx)
         assert resolve_model("minilm").runtime == "onnx" and pin_model(resolve_model("minilm")).dtype == "float32"
         asked = resolve_model("minilm", runtime="torch")
         assert pin_model(asked).dtype == dtype
@@ -88,15 +89,15 @@ def test_without_a_gpu_minilm_documents_are_embedded_on_onnx_and_torch_computes_
 
 
 def test_an_index_keeps_its_recorded_dtype_where_this_machine_computes_it(monkeypatch):
-    from codesearch.embedding import weights
+    from codesearch import hardware
 
-    monkeypatch.setattr(weights, "default_device", lambda: "cpu")
-    monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "default_device", lambda: "cpu")
+    monkeypatch.setattr(hardware, "cpu_has_amx_bf16", lambda: True)
     spec = resolve_model("minilm", runtime="torch")
     assert pin_model(spec).dtype == "bfloat16"
     assert pin_model(spec, "float32").dtype == "float32"  # an fp32 index is not rebuilt for a faster dtype
     assert pin_model(spec, "float16").dtype == "bfloat16"  # fp16 (a GPU's) is not computed on a CPU
-    monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_amx_bf16", lambda: False)
     assert pin_model(spec, "bfloat16").dtype == "float32"  # bf16 without AMX would be slower than fp32
     assert pin_model(resolve_model("minilm", runtime="onnx"), "bfloat16").dtype == "float32"
 
@@ -121,13 +122,13 @@ def test_a_long_onnx_index_on_a_cpu_with_amx_names_the_faster_runtime(monkeypatc
 
     from rich.console import Console
 
-    from codesearch.cli import main as cli
-    from codesearch.embedding import weights
+    from codesearch.cli.terminal import TerminalProgress
+    from codesearch import hardware
 
-    monkeypatch.setattr(weights, "default_device", lambda: "cpu")
+    monkeypatch.setattr(hardware, "default_device", lambda: "cpu")
     for amx, chunks, runtime, named in ((True, 20_000, "onnx", True), (False, 20_000, "onnx", False),
                                          (True, 50, "onnx", False), (True, 20_000, "torch", False)):
-        monkeypatch.setattr(weights, "cpu_has_amx_bf16", lambda: amx)
+        monkeypatch.setattr(hardware, "cpu_has_amx_bf16", lambda: amx)
         output = io.StringIO()
-        cli._CliProgress(Console(file=output, width=200), quiet=True).planned(chunks, resolve_model("minilm", runtime=runtime))
+        TerminalProgress(Console(file=output, width=200), quiet=True).planned(chunks, resolve_model("minilm", runtime=runtime))
         assert ("CODESEARCH_RUNTIME=torch" in output.getvalue()) == named, (amx, chunks, runtime)

@@ -6,10 +6,12 @@ tenth of that, which is most of what a query answered in-process costs. Vectors 
 of 0.9999998 (benchmarks/onnx_runtime.py). The int8 variant (dynamic quantisation of the MatMul and
 attention weights, per channel) is 1.5-1.7x as fast and further off (mean cosine 0.993); it is an
 option (CODESEARCH_RUNTIME=onnx-int8), not the default. On a CPU with AMX, torch in bf16 indexes faster
-still (models.default_runtime), and the queries of such an index run here, in fp32 (models.query_runtime).
+still (spec.default_runtime), and the queries of such an index run here, in fp32 (spec.query_runtime).
+OnnxEmbedder answers as the torch Embedder does and encodes many documents by the same policy
+(batching.DocumentEncoder).
 
 The export needs torch and transformers, once per set of weights: `<cache>/onnx/<digest>/`, where the
-digest covers the model folder (weights.folder_digest) and models.ONNX_EXPORT_RECIPE. The folders are this
+digest covers the model folder (weights.folder_digest) and spec.ONNX_EXPORT_RECIPE. The folders are this
 user's only (trust.private_directory), and each file is put in place whole (trust.replace_atomically), so a
 concurrent or killed export never leaves half a model to load.
 """
@@ -18,17 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from codesearch import settings
-from codesearch.embedding.torch_model import TOKEN_BUDGET, Embedder, _batches_under_budget
-from codesearch.errors import CodesearchError
-from codesearch.embedding.spec import ONNX_EXPORT_RECIPE, ModelSpec
+from codesearch.embedding.batching import TOKEN_BUDGET, DocumentEncoder, batches_under_budget
 from codesearch.embedding.prompts import read_json
+from codesearch.embedding.spec import ONNX_EXPORT_RECIPE, ModelSpec
+from codesearch.embedding.weights import folder_digest
+from codesearch.errors import CodesearchError
+from codesearch.hardware import usable_cores
 from codesearch.trust import private_directory, replace_atomically
-from codesearch.embedding.weights import usable_cores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,7 +42,7 @@ OPSET = 17
 
 
 class _Tokenizer:
-    """A `tokenizers.Tokenizer` called as Embedder.tokenize calls a transformers tokenizer (encoder path)."""
+    """A `tokenizers.Tokenizer` called as the torch Embedder calls a transformers tokenizer (encoder path)."""
 
     def __init__(self, path: Path, pad_token: str | None):
         from tokenizers import Tokenizer
@@ -57,29 +60,52 @@ class _Tokenizer:
 
 
 @dataclass
-class OnnxEmbedder(Embedder):
-    """An Embedder whose model is an ONNX Runtime session (made on first use). Its `threads` run batches side
-    by side, one thread each, on one session: on 2 cores 1.2-1.3x faster than both threads inside each
-    operation of one batch at a time, as a small model's operations are too short to split well."""
+class OnnxEmbedder(DocumentEncoder):
+    """An encoder model on an ONNX Runtime session (made on first use); encode_queries / encode_documents
+    return float32 unit vectors, as the torch Embedder's do. Its `threads` run batches side by side, one
+    thread each, on one session: on 2 cores 1.2-1.3x faster than both threads inside each operation of one
+    batch at a time, as a small model's operations are too short to split well."""
 
-    model_path: str = ""
+    spec: ModelSpec
+    tokenizer: _Tokenizer
+    dim: int
+    model_path: str
+    token_budget: int = TOKEN_BUDGET  # padded tokens per batch
+    documents_per_call: int = 256  # texts handed over per call when indexing, between two cache commits
     threads: int = 0  # 0: one per CPU this process may use
+    _session: object = field(default=None, repr=False)
 
     def use_threads(self, threads: int) -> "OnnxEmbedder":
         self.threads = threads
         return self
 
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        queries = list(queries)
+        return self.encode_token_ids(self.tokenize_queries(queries) if queries else [])
+
+    def tokenize(self, texts: Sequence[str], role: str = "document") -> list[list[int]]:
+        """Token ids of texts in their role, with that role's prompt (ModelSpec.prompt_parts), truncated
+        to max_length: the ids the torch Embedder gives an encoder model."""
+        formatted = []
+        for text in texts:
+            before, after = self.spec.prompt_parts(role, text)
+            formatted.append(before + text + after)
+        return self.tokenizer(formatted, truncation=True, max_length=self.spec.max_length)["input_ids"]
+
+    def tokenize_queries(self, queries: Sequence[str]) -> list[list[int]]:
+        return self.tokenize(queries, role="query")
+
     @property
     def session(self):
-        if self.model is None:
+        if self._session is None:
             import onnxruntime
 
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            self.model = onnxruntime.InferenceSession(self.model_path, options, providers=["CPUExecutionProvider"])
-        return self.model
+            self._session = onnxruntime.InferenceSession(self.model_path, options, providers=["CPUExecutionProvider"])
+        return self._session
 
     def encode_token_ids(self, token_ids: list[list[int]],
                          progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -87,7 +113,7 @@ class OnnxEmbedder(Embedder):
 
         output = np.zeros((len(token_ids), self.dim), dtype=np.float32)
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
-        batches = _batches_under_budget(order, token_ids, self.token_budget)
+        batches = batches_under_budget(order, token_ids, self.token_budget)
         workers = min(len(batches), self.threads or usable_cores())
         self.session  # made once, before any thread asks for it
 
@@ -121,7 +147,7 @@ class OnnxEmbedder(Embedder):
         hidden = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention})[0]
         if self.spec.pooling == "cls":
             pooled = hidden[:, 0]
-        else:  # mean, as embed.pool computes it
+        else:  # mean, as torch_model.pool computes it
             mask = attention[..., None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
@@ -146,13 +172,11 @@ def load_onnx_embedder(spec: ModelSpec) -> OnnxEmbedder:
     if spec.pooling not in ("mean", "cls") or not dim:
         raise CodesearchError(f"model {spec.name!r} cannot run on {spec.runtime}; use CODESEARCH_RUNTIME=torch")
     path = exported_model(spec)
-    return OnnxEmbedder(spec, None, tokenizer, "cpu", dim, TOKEN_BUDGET, model_path=str(path))
+    return OnnxEmbedder(spec, tokenizer, dim, model_path=str(path))
 
 
 def exported_model(spec: ModelSpec) -> Path:
     """The cached ONNX file of the spec's weights and runtime, made now when missing."""
-    from codesearch.embedding.weights import folder_digest
-
     digest = hashlib.sha256(f"{folder_digest(Path(spec.source))}\0{ONNX_EXPORT_RECIPE}".encode()).hexdigest()[:20]
     folder = _cache_folder(digest)
     fp32 = folder / "model.onnx"

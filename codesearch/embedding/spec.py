@@ -14,9 +14,9 @@ import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from codesearch import settings
-from codesearch.errors import CodesearchError
+from codesearch import hardware, settings
 from codesearch.embedding.prompts import BGE_CODE_PROMPTS, declared_prompts, looks_like_code, read_json
+from codesearch.errors import CodesearchError
 
 DEFAULT_MODEL = "bge-code-v1"
 # BAAI evaluates bge-code-v1 with query and passage max length 2048 (eval.sh of CoIR and CodeRAG).
@@ -165,12 +165,10 @@ def _runtime(spec: ModelSpec, asked: str | None) -> str:
 def default_runtime(spec: ModelSpec) -> str:
     """What embeds a new index's documents unless asked: onnx for the minilm preset on a machine without a
     GPU when ONNX Runtime is installed (the `minilm` extra brings it); torch otherwise. A GPU runs the torch
-    model faster than ONNX Runtime's CPU. On a CPU with AMX, torch in bf16 (weights.planned_dtype) indexes
+    model faster than ONNX Runtime's CPU. On a CPU with AMX, torch in bf16 (hardware.planned_dtype) indexes
     twice as fast as ONNX Runtime, but every refresh would pay its 6 s start-up, so it is asked for
     (CODESEARCH_RUNTIME=torch), and `index` says so before a long run (benchmarks/NOTES.md)."""
-    from codesearch.embedding.weights import default_device
-
-    if not _onnx_by_default(spec) or default_device() != "cpu":
+    if not _onnx_by_default(spec) or hardware.default_device() != "cpu":
         return "torch"
     return "onnx"
 
@@ -180,9 +178,7 @@ def query_runtime(spec: ModelSpec, built_with: str) -> str:
     machine without a GPU a minilm index that torch built is asked through ONNX Runtime in fp32, which
     starts in a tenth of the time; its vectors equal torch fp32's to 1e-7, and a document torch computed in
     bf16 is within 1e-4 in cosine of both. An int8 index is asked in int8."""
-    from codesearch.embedding.weights import default_device
-
-    if built_with == "torch" and _onnx_by_default(spec) and default_device() == "cpu":
+    if built_with == "torch" and _onnx_by_default(spec) and hardware.default_device() == "cpu":
         return "onnx"
     return built_with
 
