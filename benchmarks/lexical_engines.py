@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from query_latency import fake_function  # noqa: E402  the generator the latency benchmark uses
 
-from codesearch.index.lexical import query_terms, text_terms, unit_document  # noqa: E402
+from codesearch.index.terms import query_terms, text_terms, unit_document  # noqa: E402
 
 K1, B = 1.2, 0.75  # as codesearch's bm25s index
 

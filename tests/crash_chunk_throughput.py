@@ -15,7 +15,8 @@ import resource
 import time
 from pathlib import Path
 
-from codesearch.source.chunk import ChunkingProcess, PartBudget, chunk_file
+from codesearch.source.chunk import PartBudget, chunk_file
+from codesearch.source.chunk_process import ChunkingProcess
 from codesearch.source.discover import looks_binary
 from codesearch.source.languages import spec_for_path
 

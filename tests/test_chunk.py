@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codesearch.source.chunk import MAX_CHUNK_LINES, ChunkingProcess, PartBudget, chunk_file, chunk_files
+from codesearch.source.chunk import MAX_CHUNK_LINES, PartBudget, chunk_file
+from codesearch.source.chunk_process import ChunkingProcess, chunk_files
 from codesearch.source.languages import LANGUAGES
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

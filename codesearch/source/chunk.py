@@ -11,21 +11,18 @@ Three things no query can say are handled here: code embedded in another languag
 (@inject.<language>, e.g. <script> in HTML), Jinja macro files (dbt's .sql), and .h
 files that are C++ (languages.spec_for_source).
 
-Grammars are C code fed untrusted files. A parse that would run for minutes is stopped by a
-budget of work (the file becomes windows), the known crash of the bash grammar and loop of the
-Kotlin one are kept from happening, and chunk_files runs the chunker in a child process that a
-crash or a hang takes down alone.
+A file its grammar cannot parse within parse.py's budget of work becomes line windows too; the
+grammars' crashes and hangs are contained by chunk_process.py, which runs chunk_file in a child process.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 from codesearch.source.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
+from codesearch.source.parse import parse, shown_to_parser
 from codesearch.source.syntax import Definition, collect_definitions, first_row, inside_unit, last_row, link_parents, symbol_path
 
 CHUNKER_VERSION = 3
@@ -49,21 +46,6 @@ NOT_NEWLINE = re.compile(rb"[^\n]")
 T = TypeVar("T")
 # No grammar parses Jinja: dbt-style .sql files are cut at their {% macro %} blocks instead.
 JINJA_MACRO_START = re.compile(r"\{%-?\s*(macro|materialization|test)\s+(\w+)")
-# The work one parse may take, counted in tree-sitter's progress reports (one per 100 parser operations):
-# a base and an amount per KiB. Real code took at most 37 reports per KiB (12,400 files of 20 languages,
-# 130 MB); crafted files of a few hundred bytes keep the Kotlin and TSX grammars busy for minutes and
-# gigabytes (fixtures/crash_inputs: the 17 bytes of TSX, 13 minutes and 2.4 GiB). Over budget: line windows.
-PARSE_REPORTS_BASE = 500
-PARSE_REPORTS_PER_KIB = 100
-# tree-sitter-bash 0.25.1 tests characters with C's isdigit, which reads outside its table for a code point
-# above 255: "{" then U+F0000 segfaults (tree-sitter-bash#337, unfixed in any release). Its parser is shown
-# every non-ASCII byte as "x" (a word character, as any letter is to bash), so offsets and lines stay put.
-ASCII_ONLY_GRAMMARS = frozenset({"bash"})
-NON_ASCII_AS_X = bytes(range(128)) + b"x" * 128
-# tree-sitter-kotlin 1.1.0's scanner skips from an "@" to the next whitespace or newline, and at the end of the
-# file loops forever looking for it ("private val()\n@"; fixed upstream by an end-of-file test, not released):
-# a file whose last line holds an "@" is shown to its parser with a newline after it.
-FINAL_NEWLINE_GRAMMARS = frozenset({"kotlin"})
 
 
 @dataclass(frozen=True)
@@ -184,45 +166,11 @@ class _Unit:
     group: bool = False  # several tiny units merged
 
 
-def parse(language, source: bytes, with_text: bool = False):
-    """The syntax tree of `source`, or None when parsing it would take more work than its budget.
-
-    Only a tree made `with_text` may have its nodes' text read, as a query's #match? or #any-of? does."""
-    from tree_sitter import Parser
-
-    allowed = PARSE_REPORTS_BASE + PARSE_REPORTS_PER_KIB * len(source) // 1024
-    reports = 0
-
-    def over_budget(_offset: int, _has_error: bool) -> bool:
-        nonlocal reports
-        reports += 1
-        return reports > allowed
-
-    parser = Parser(language)
-    view = memoryview(source)
-    try:  # only a parse that reads through a callback can be stopped
-        tree = parser.parse(lambda offset, _point: view[offset:], progress_callback=over_budget)
-    except ValueError:  # stopped by over_budget
-        return None
-    # Reading the text of a tree parsed through a callback segfaults py-tree-sitter 0.26.1 (a memoryview; bytes
-    # would be copied for every node). Parsed again from the bytes, reusing the first tree: 16% of a parse.
-    return parser.parse(source, old_tree=tree) if with_text else tree
-
-
-def _shown_to_parser(source: bytes, spec: LanguageSpec) -> bytes:
-    """The source as its grammar's parser gets it: kept from the grammar's known crashes, offsets unchanged."""
-    if spec.name in ASCII_ONLY_GRAMMARS:
-        source = source.translate(NON_ASCII_AS_X)
-    if spec.name in FINAL_NEWLINE_GRAMMARS and b"@" in source[source.rfind(b"\n") + 1 :]:
-        source += b"\n"
-    return source
-
-
 def _chunk_with_grammar(path: str, source: bytes, text: str, spec: LanguageSpec, budget: PartBudget) -> list[Chunk]:
     from tree_sitter import QueryCursor
 
     language, query = load_language(spec)
-    tree = parse(language, _shown_to_parser(source, spec),
+    tree = parse(language, shown_to_parser(source, spec),
                  with_text=query.string_count > 0)  # a query's strings are its predicates' (html's only)
     if tree is None:
         return []
@@ -480,205 +428,3 @@ def _leftover_run(path, lines, start_row, end_row, scope, spec, budget: PartBudg
         Chunk(path, s + 1, e + 1, symbol, kind, spec.name, "\n".join(lines[s : e + 1]), context)
         for s, e in _split_evenly(start_row, end_row, lines, budget)
     ]
-
-
-# -- the chunker in a child process ------------------------------------------------------------------------------
-
-# A grammar is C code run on untrusted files: a segfault in it would end the indexer, and a loop in its scanner,
-# which no parse budget sees, would stall it. chunk_files runs chunk_file in a child process instead.
-BATCH_FILES = 64  # files sent to the child in one message (one message back per file)
-BATCH_BYTES = 4 << 20
-FILE_SECONDS = 30.0  # a file whose chunks take longer hangs its grammar; real files take milliseconds
-START_SECONDS = 60.0  # for the child to import the chunker (about 0.1 s)
-CHILD_MEMORY = 4 << 30  # the child's address space: a grammar that allocates without end fails alone
-_CHILD_MAIN = ("import sys; from multiprocessing.connection import Connection; "
-               "connection = Connection(int(sys.argv[1])); sys.path[:], function = connection.recv(); "
-               "from codesearch.source.chunk import _serve; _serve(connection, function)")
-
-
-def chunk_files(files: Iterable[tuple[str, bytes | None]], budget: PartBudget | None = None,
-                notice: Callable[[str], None] | None = None) -> Iterator[list[Chunk]]:
-    """chunk_file of each (path, source), in order, run in a child process; a source of None has no chunks.
-
-    A file that crashes or hangs the child becomes line windows, with a one-line notice, and a new child
-    goes on with the next files. The child starts with the first file that has a source."""
-    with ChunkingProcess(budget, notice) as chunker:
-        yield from chunker.chunk(files)
-
-
-class ChunkingProcess:
-    """A child process that runs chunk_file, restarted when a file kills it (see chunk_files).
-
-    `function` names what the child runs in chunk_file's place ("module:function", called with a path, a
-    source and budget=), and `file_seconds` how long one file may take; the tests change both."""
-
-    def __init__(self, budget: PartBudget | None = None, notice: Callable[[str], None] | None = None,
-                 function: str = "codesearch.source.chunk:chunk_file", file_seconds: float = FILE_SECONDS):
-        self.budget = budget or PartBudget()
-        self.notice = notice or (lambda message: None)
-        self.function = function
-        self.file_seconds = file_seconds
-        self._process: subprocess.Popen | None = None
-        self._connection = None
-        self._answers = None  # polls the connection: cheaper than Connection.poll, which builds a selector each time
-        self._ready = False
-        self._in_process = False  # no child could be started: chunk here, as chunk_file does
-
-    def __enter__(self) -> "ChunkingProcess":
-        return self
-
-    def __exit__(self, *_exception) -> None:
-        self.close()
-
-    def chunk(self, files: Iterable[tuple[str, bytes | None]]) -> Iterator[list[Chunk]]:
-        batch: list[tuple[str, bytes | None]] = []
-        size = 0
-        for path, source in files:
-            batch.append((path, source))
-            size += len(source or b"")
-            if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-                yield from self._chunk_batch(batch)
-                batch, size = [], 0
-        yield from self._chunk_batch(batch)
-
-    def close(self) -> None:
-        """Ends the child, busy or not (it holds nothing to save)."""
-        connection, process = self._connection, self._process
-        self._connection, self._process, self._ready = None, None, False
-        if connection is not None:
-            connection.close()
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-
-    def _chunk_batch(self, batch: list[tuple[str, bytes | None]]) -> list[list[Chunk]]:
-        results: list[list[Chunk] | None] = [[] if source is None else None for _path, source in batch]
-        pending = [index for index, result in enumerate(results) if result is None]
-        while pending:
-            connection = self._send([batch[index] for index in pending])
-            if connection is None:
-                for index in pending:
-                    results[index] = chunk_file(*batch[index], budget=self.budget)
-                break
-            for done, index in enumerate(pending):
-                try:
-                    if not self._answers.poll(self.file_seconds * 1000):
-                        raise TimeoutError
-                    rows = connection.recv()
-                except (EOFError, OSError) as failure:  # TimeoutError is an OSError
-                    results[index] = self._lost(*batch[index], hung=isinstance(failure, TimeoutError))
-                    pending = pending[done + 1 :]
-                    break
-                results[index] = [Chunk(*row) for row in rows]
-            else:
-                pending = []
-        return results
-
-    def _send(self, files: list[tuple[str, bytes]]):
-        """The connection to a child that has been sent these files; None when no child can run."""
-        for _attempt in range(2):  # a child that died between batches (killed from outside) is replaced once
-            if self._in_process:
-                return None
-            try:
-                connection = self._connection or self._start()
-                connection.send((self.budget, files))
-                if not self._ready:
-                    if not connection.poll(START_SECONDS) or connection.recv() != "ready":
-                        raise OSError("it did not answer")
-                    self._ready = True
-                return connection
-            except (EOFError, OSError, ValueError) as error:
-                failure = str(error) or "it exited"
-                self.close()
-        self._in_process = True
-        self.notice(f"chunking in this process: the chunking process did not start ({failure})")
-        return None
-
-    def _start(self):
-        import select
-        import socket
-        from multiprocessing.connection import Connection
-
-        if not sys.executable:
-            raise OSError("no Python executable to run it")
-        ours, theirs = socket.socketpair()
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_MAIN, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        self._connection = Connection(ours.detach())
-        self._answers = select.poll()
-        self._answers.register(self._connection.fileno(), select.POLLIN)
-        self._connection.send((sys.path, self.function))
-        return self._connection
-
-    def _lost(self, path: str, source: bytes, hung: bool) -> list[Chunk]:
-        """Line windows of the file the child died on (or hung on, and was killed for), and a notice."""
-        returncode = None
-        if not hung and self._process is not None:
-            try:  # its end of the connection closed as it died
-                returncode = self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        self.close()
-        spec = spec_for_source(path, source)
-        name = spec.name if spec else "text"
-        if hung:
-            what = f"took more than {self.file_seconds:g} s"
-        elif returncode is not None and returncode < 0:
-            what = f"crashed ({_signal_name(-returncode)})"
-        else:
-            what = f"crashed (exit status {returncode})"
-        self.notice(f"{_one_line(path)}: parsing it as {name} {what}; indexed as plain text")
-        return line_windows(path, source.decode("utf-8", errors="replace"), name)
-
-
-def _one_line(path: str) -> str:
-    """The path with its control characters (a newline, a terminal escape) written as escapes."""
-    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in path)
-
-
-def _signal_name(number: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _serve(connection, function: str) -> None:
-    """The child: batches of (path, source) in, one list of chunk rows out per file, until the parent closes."""
-    import importlib
-    import signal
-
-    import tree_sitter  # noqa: F401 - imported before the first file's time starts
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the child
-    _limit_memory(CHILD_MEMORY)
-    module_name, function_name = function.split(":")
-    cut = getattr(importlib.import_module(module_name), function_name)
-    connection.send("ready")
-    while True:
-        try:
-            budget, files = connection.recv()
-        except EOFError:
-            return
-        for path, source in files:
-            connection.send([(chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language,
-                              chunk.text, chunk.context) for chunk in cut(path, source, budget=budget)])
-
-
-def _limit_memory(limit: int) -> None:
-    """At most `limit` bytes of address space, and no core file left behind in the user's folder by a crash."""
-    try:
-        import resource
-
-        for kind, value in ((resource.RLIMIT_AS, limit), (resource.RLIMIT_CORE, 0)):
-            _soft, hard = resource.getrlimit(kind)
-            resource.setrlimit(kind, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
-    except (ImportError, ValueError, OSError):
-        pass  # no such limits here (Windows), or not allowed: the child runs without them
