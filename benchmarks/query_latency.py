@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from codesearch.source.chunk import Chunk
-from codesearch.query.retrieve import Filters, search
+from codesearch.query.api import Filters
+from codesearch.query.engine import search
 from codesearch.index.store import IndexStore
 
 WORDS = ("parse read write config buffer socket retry upload cache token user session request response "
@@ -64,7 +65,7 @@ def build(directory: Path, chunks: int, dim: int, seed: int = 0) -> IndexStore:
                 keys.append(f"{path}:{start}")
                 start += len(half)
         vectors = vectors_rng.normal(size=(len(file_chunks), dim)).astype(np.float32)
-        store.cache_vectors(keys, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+        store.database.cache_vectors(keys, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
         changed[path] = (f"fp{file_number}", file_chunks, keys)
     store.replace_files({"model": "random", "dimension": dim}, changed, removed=[])
     return store
@@ -93,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         store = build(Path(tmp) / ".codesearch", args.chunks, args.dim)
-        print(f"built {store.chunk_count()} chunks, dim {args.dim}, in {time.perf_counter() - started:.1f}s")
+        print(f"built {store.database.chunk_count()} chunks, dim {args.dim}, in {time.perf_counter() - started:.1f}s")
         store.vector_index()  # load once: the figure is warm latency
         print(f"{'mode':<28} {'median ms':>10} {'p95 ms':>10}")
         cases = [("hybrid", Filters()), ("semantic", Filters()), ("lexical", Filters()),

@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from codesearch.query.engine import Engine, query_spec  # noqa: E402
 from codesearch.query.fuse import dense_weight, fuse  # noqa: E402
-from codesearch.query.retrieve import Query, retrieve  # noqa: E402
+from codesearch.query.api import Query  # noqa: E402
+from codesearch.query.retrieve import retrieve  # noqa: E402
 
 VARIANTS: dict[str, contextlib.AbstractContextManager] = {}  # name -> a context manager factory
 
@@ -71,9 +72,9 @@ def _unit_terms(store):
         from collections import Counter
 
         from codesearch.source.chunk import units_of
-        from codesearch.index.lexical import unit_document
+        from codesearch.index.terms import unit_document
 
-        units = units_of(store.metadata.unit_parts(), chunk_of=lambda part: part[0])
+        units = units_of(store.database.unit_parts(), chunk_of=lambda part: part[0])
         cached = {unit[0][0].id: Counter(unit_document(unit[0][0].symbol, unit[0][0].path, [t for _, t in unit]))
                   for unit in units}
         store._lab_unit_terms = cached
@@ -84,8 +85,7 @@ def _rm3(feedback_terms=10, weight_new=0.3, feedback=3):
     def lexical_prf(store, text, vector, k, mode, weight):
         if mode == "semantic":
             return _first_pass(store, text, vector, k, mode, weight)
-        import codesearch.query.retrieve as search_module
-        from codesearch.index.lexical import query_terms
+        from codesearch.index.terms import query_terms
 
         first = _first_pass(store, text, vector, feedback, mode, weight)
         lexicon = store.lexical_index()
@@ -157,11 +157,12 @@ def _normalisation(kind):
 
 
 def _relexed(store):
-    """The store's BM25 index rebuilt from its chunks' texts with the lexical module as patched now."""
-    from codesearch.index.lexical import LexicalIndex, Postings, text_terms
+    """The store's BM25 index rebuilt from its chunks' texts with the terms module as patched now."""
+    from codesearch.index.lexical import LexicalIndex, Postings
+    from codesearch.index.terms import text_terms
     from codesearch.index.database import StoredChunk
 
-    rows = store.metadata.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', "
+    rows = store.database.db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, context, '', "
                                      "text FROM chunks ORDER BY path, symbol, kind, start_line").fetchall()
     return LexicalIndex([(Postings.from_parts((StoredChunk(*columns), text_terms(text)) for *columns, text in rows),
                           [])])
@@ -182,20 +183,20 @@ def stores_replaced(method, make):
 
 @contextlib.contextmanager
 def lexicon_patched(**replacements):
-    """Patches codesearch.index.lexical's names, rebuilds every repository's BM25 index with them, and restores."""
-    import codesearch.index.lexical as lexical
+    """Patches codesearch.index.terms's names, rebuilds every repository's BM25 index with them, and restores."""
+    import codesearch.index.terms as terms
 
-    saved = {name: getattr(lexical, name) for name in replacements}
+    saved = {name: getattr(terms, name) for name in replacements}
     for name, value in replacements.items():
-        setattr(lexical, name, value)
-    lexical._identifier_terms.cache_clear()  # it holds terms made with the names as they were
+        setattr(terms, name, value)
+    terms.identifier_terms.cache_clear()  # it holds terms made with the names as they were
     try:
         with stores_replaced("lexical_index", lambda repository, name: _relexed(repository.engine.store)):
             yield
     finally:
         for name, value in saved.items():
-            setattr(lexical, name, value)
-        lexical._identifier_terms.cache_clear()
+            setattr(terms, name, value)
+        terms.identifier_terms.cache_clear()
 
 
 @contextlib.contextmanager
@@ -278,7 +279,7 @@ class Repository:
     def __init__(self, path: Path, queries: list[dict], vectors_dir: Path):
         self.engine = Engine.open(path)
         self.queries = queries
-        manifest = self.engine.store.manifest()
+        manifest = self.engine.store.database.manifest()
         self.weight = dense_weight(manifest.get("model"))
         spec = query_spec(manifest)
         texts = [query["query"] for query in queries]
@@ -289,7 +290,7 @@ class Repository:
             self.vectors = np.load(cache)
         else:
             if spec.name not in self.embedders:
-                from codesearch.embedding.weights import load_embedder
+                from codesearch.embedding.load import load_embedder
 
                 self.embedders[spec.name] = load_embedder(spec)
             self.vectors = np.asarray(self.embedders[spec.name].encode_queries(texts), dtype=np.float32)

@@ -159,7 +159,7 @@ def _stored_fingerprints(repo: Path):
 
     engine = Engine.open(repo)
     try:
-        return engine.store.file_fingerprints()
+        return engine.store.database.file_fingerprints()
     finally:
         engine.close()
 

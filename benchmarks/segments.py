@@ -95,7 +95,7 @@ def file_change(store: IndexStore, file_number: int, dim: int, tag: str, rng: ra
             keys.append(f"{path}:{start}:{tag}")
             start += len(half)
     vectors = vectors_rng.normal(size=(len(chunks), dim)).astype(np.float32)
-    store.cache_vectors(keys, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    store.database.cache_vectors(keys, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     return {path: (f"fp{file_number}-{tag}", chunks, keys)}
 
 
@@ -171,7 +171,7 @@ def main() -> None:
         store = IndexStore.open(Path(args.queries_of) / ".codesearch")
         rng = random.Random(7)
         print(f"codesearch from {Path(codesearch.__file__).parent}; {len(store.segment_numbers())} segments, "
-              f"{store.chunk_count()} chunks", flush=True)
+              f"{store.database.chunk_count()} chunks", flush=True)
         print_queries("warm queries", query_figures(store, args.dim,
                                                     [" ".join(rng.sample(VOCABULARY, 4)) for _ in range(args.queries)]))
         return
@@ -207,10 +207,10 @@ def main_steps(args, result: dict, directory: Path, queries: list[str], segmente
     started = time.perf_counter()
     store = build(directory, args.chunks, args.dim)
     result["build_s"] = time.perf_counter() - started
-    count = result["chunks"] = store.chunk_count()
+    count = result["chunks"] = store.database.chunk_count()
     result["disk_bytes"] = disk_bytes(directory)
     result["peak_rss_build"] = peak_rss()
-    manifest = {key: value for key, value in store.manifest().items() if key in ("model", "dimension")}
+    manifest = {key: value for key, value in store.database.manifest().items() if key in ("model", "dimension")}
     store.close()
     print(f"built {count} chunks dim {args.dim} in {result['build_s']:.1f}s; on disk "
           f"{mib(result['disk_bytes'])} ({result['disk_bytes'] / count:.0f} B/chunk); "
@@ -298,7 +298,7 @@ def merge_step(args, result: dict, queries: list[str], segmented: bool) -> None:
             result["merge_write_bytes"] = after["write_bytes"] - before["write_bytes"]
             result["merge_wchar"] = after["wchar"] - before["wchar"]
             result["merge_segments"] = [before_segments, len(merged), len(store.segment_numbers())]
-            result["merge_chunks"] = store.chunk_count()
+            result["merge_chunks"] = store.database.chunk_count()
             print(f"merge of {len(merged)} of {before_segments} segments ({result['merge_chunks']} chunks): "
                   f"{result['merge_s']:.1f}s, write_bytes {mib(result['merge_write_bytes'])}, wchar "
                   f"{mib(result['merge_wchar'])}; segments after: {len(store.segment_numbers())}", flush=True)

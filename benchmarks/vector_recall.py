@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codesearch.index import segments  # noqa: E402
 from codesearch.index.lexical import Postings  # noqa: E402
-from codesearch.query.retrieve import CANDIDATES  # noqa: E402
+from codesearch.query.api import CANDIDATES  # noqa: E402
 
 
 def real_rows(pattern: str) -> np.ndarray:

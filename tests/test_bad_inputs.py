@@ -271,7 +271,7 @@ def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch, fake_emb
     repo = make_repo(tmp_path / "repo")
     (repo / "doomed.py").write_text(_function("doomed_function"), encoding="utf-8")
     (repo / "shifting.py").write_text(_function("shifting_before"), encoding="utf-8")
-    original = indexing._source_of
+    original = indexing.source_bytes
 
     def racing_source_of(root, source):
         if source.path == "doomed.py":
@@ -280,7 +280,7 @@ def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch, fake_emb
             (root / "shifting.py").write_text(_function("shifting_after") + "\n# grown\n", encoding="utf-8")
         return original(root, source)
 
-    monkeypatch.setattr(indexing, "_source_of", racing_source_of)
+    monkeypatch.setattr(indexing, "source_bytes", racing_source_of)
     indexing.index_repository(repo, model="minilm", embedder_factory=fake_embedder)
     assert "doomed.py" not in indexed_paths(repo)
     monkeypatch.undo()

@@ -11,7 +11,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from codesearch.query.engine import Engine, QueryRequest
+from codesearch.query.api import QueryRequest
+from codesearch.query.engine import Engine
 from codesearch.errors import BadRequest, IndexMissing
 from conftest import assert_one_line_error, codesearch, make_repo
 
@@ -35,7 +36,7 @@ def indexed(tmp_path_factory):
     (dict(queries=["x" * 10_001]), "queries", "at most 10000 are accepted", "at most 10000 are accepted"),
 ])
 def test_a_bad_request_names_its_field_and_each_front_end_words_it(fields, field, cli, mcp):
-    from codesearch.cli.main import FLAGS
+    from codesearch.cli.terminal import FLAGS
     from codesearch.server.mcp import PARAMETERS
 
     with pytest.raises(BadRequest) as raised:
@@ -52,7 +53,7 @@ def test_a_checked_request_is_trimmed_and_splits_path_globs():
 
 
 def test_the_socket_server_names_a_bad_field_by_its_json_key():
-    from codesearch.server.client import request_from_message
+    from codesearch.server.protocol import request_from_message
 
     with pytest.raises(BadRequest) as raised:
         request_from_message({"op": "query", "queries": ["x"], "k": -1}).checked()
@@ -92,7 +93,9 @@ def test_no_index_is_index_missing_and_an_unfinished_one_is_not_indexed(tmp_path
 
 def test_one_index_fused_alone_answers_as_search_and_two_fuse_into_one_ranking(indexed, tmp_path):
     from codesearch.query.fuse import fuse
-    from codesearch.query.retrieve import Query, retrieve, search
+    from codesearch.query.api import Query
+    from codesearch.query.engine import search
+    from codesearch.query.retrieve import retrieve
 
     other = tmp_path / "other"
     shutil.copytree(indexed, other, symlinks=True)
@@ -129,6 +132,6 @@ def test_an_index_from_before_migrations_is_brought_up_to_date(indexed, tmp_path
     engine = Engine.open(repo)
     try:
         assert engine.status()["model"] == "minilm"
-        assert engine.store.metadata.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert engine.store.database.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
         engine.close()

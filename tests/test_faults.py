@@ -456,15 +456,15 @@ def another_new_helper(text):
 FAILURES = {  # where the failure is injected: (module, function or Class.method, calls that succeed first, error)
     "folder not writable (segment)": ("index.store", "write_segment", 0,
                                           PermissionError(errno.EACCES, "Permission denied")),
-    "folder not writable (database)": ("index.database", "Metadata.insert_chunk", 0,
+    "folder not writable (database)": ("index.database", "IndexDatabase.insert_chunk", 0,
                                        sqlite3.OperationalError("attempt to write a readonly database")),
-    "disk full part-way (database)": ("index.database", "Metadata.insert_chunk", 1,
+    "disk full part-way (database)": ("index.database", "IndexDatabase.insert_chunk", 1,
                                       sqlite3.OperationalError("database or disk is full")),
     "disk full part-way (postings)": ("index.lexical", "Postings.save", 0,
                                       OSError(errno.ENOSPC, "No space left on device")),
     "disk full part-way (segment)": ("index.store", "write_segment", 0,
                                          OSError(errno.ENOSPC, "No space left on device")),
-    "disk full while caching vectors": ("index.database", "Metadata.cache_vectors", 0,
+    "disk full while caching vectors": ("index.database", "IndexDatabase.cache_vectors", 0,
                                         sqlite3.OperationalError("database or disk is full")),
 }
 

@@ -78,7 +78,7 @@ def organisation(ray_session, tmp_path_factory):
 
 @pytest.fixture
 def fake_model(monkeypatch):
-    monkeypatch.setattr("codesearch.embedding.weights.load_embedder", FakeEmbedder)
+    monkeypatch.setattr("codesearch.embedding.load.load_embedder", FakeEmbedder)
 
 
 def org_query(org_dir: Path, *args: str) -> list[dict]:
@@ -114,9 +114,10 @@ def test_text_output_shows_the_repository_before_the_path(organisation, fake_mod
 
 
 def test_a_repository_named_ranks_exactly_as_its_shards_alone(organisation, fake_model):
-    from codesearch.org.catalog import OrganisationSearch
+    from codesearch.org.search import OrganisationSearch
     from codesearch.query.fuse import dense_weight, fuse
-    from codesearch.query.retrieve import Query, retrieve
+    from codesearch.query.api import Query
+    from codesearch.query.retrieve import retrieve
 
     org_dir = organisation[0]
     for name in ("mono", "payments"):
@@ -134,8 +135,8 @@ def test_a_repository_named_ranks_exactly_as_its_shards_alone(organisation, fake
 
 
 def test_shards_held_by_ray_actors_answer_as_in_process(organisation):
-    from codesearch.query.engine import QueryRequest
-    from codesearch.org.catalog import OrganisationSearch
+    from codesearch.query.api import QueryRequest
+    from codesearch.org.search import OrganisationSearch
     from codesearch.org.ray_pipeline import shard_retriever
 
     search = OrganisationSearch(organisation[0], embedder_for=FakeEmbedder)
@@ -145,8 +146,8 @@ def test_shards_held_by_ray_actors_answer_as_in_process(organisation):
         on_actors = search.query(request, shard_retriever(search, None))
     finally:
         search.close()
-    as_rows = lambda answer: [[(shard["key"], hit.chunk.path, hit.chunk.start_line, round(hit.score, 9))  # noqa: E731
-                               for shard, hit in hits] for hits in answer.hits]
+    as_rows = lambda answer: [[(hit.repository, hit.index_number, hit.chunk.path, hit.chunk.start_line,  # noqa: E731
+                                round(hit.score, 9)) for hit in hits] for hits in answer.hits]
     assert as_rows(on_actors) == as_rows(here)
 
 

@@ -37,8 +37,8 @@ def test_two_nodes_with_one_gpu_each_get_one_embedding_actor_each(tmp_path, monk
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    from codesearch.query.engine import QueryRequest
-    from codesearch.org.catalog import OrganisationSearch
+    from codesearch.query.api import QueryRequest
+    from codesearch.org.search import OrganisationSearch
     from codesearch.org.ray_pipeline import index_organisation
 
     monkeypatch.setenv("PYTHONPATH", str(TESTS))  # the nodes' workers import this module and conftest
@@ -65,7 +65,7 @@ def test_two_nodes_with_one_gpu_each_get_one_embedding_actor_each(tmp_path, monk
             answer = search.query(QueryRequest([question for question, _, _ in QUESTIONS[:3]], k=1))
         finally:
             search.close()
-        assert [(shard["repository"], hit.chunk.path) for [(shard, hit)] in answer.hits] == \
+        assert [(hit.repository, hit.chunk.path) for [hit] in answer.hits] == \
                [(repository, path) for _, repository, path in QUESTIONS[:3]]
     finally:
         ray.shutdown()

@@ -8,7 +8,7 @@ import pytest
 from codesearch.source.chunk import Chunk
 from codesearch.index import store as store_module
 from codesearch.errors import CodesearchError, IndexDamaged
-from codesearch.index.lexical import code_terms, query_terms
+from codesearch.index.terms import code_terms, query_terms
 from codesearch.index.store import IndexStore
 
 DIM = 8
@@ -24,19 +24,19 @@ def add_file(store, path, names, seed):
     chunks = [Chunk(path, i * 10 + 1, i * 10 + 5, name, "function", "python", f"def {name}():\n    pass")
               for i, name in enumerate(names)]
     keys = [f"{path}:{name}:{seed}" for name in names]
-    store.cache_vectors(keys, unit_vectors(len(names), seed))
+    store.database.cache_vectors(keys, unit_vectors(len(names), seed))
     return {path: (f"fp-{seed}", chunks, keys)}
 
 
 def lexical_symbols(store, query):
     found = store.lexical_index().search(query_terms(query), 5)
-    chunks = store.chunks_by_id([chunk_id for chunk_id, _ in found])
+    chunks = store.database.chunks_by_id([chunk_id for chunk_id, _ in found])
     return [chunks[chunk_id].symbol for chunk_id, _ in found]
 
 
 def nearest_symbol(store, vector):
     ((chunk_id, _),) = store.vector_index().search(vector, 1)
-    return store.chunks_by_id([chunk_id])[chunk_id].symbol
+    return store.database.chunks_by_id([chunk_id])[chunk_id].symbol
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def test_round_trip(store, tmp_path):
     store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha", "beta"], seed=1), removed=[])
     store.close()
     reopened = IndexStore.open(tmp_path / ".codesearch")
-    assert reopened.chunk_count() == 2 and reopened.file_fingerprints() == {"a.py": "fp-1"}
-    assert reopened.manifest()["model"] == "test" and reopened.generation == 1
+    assert reopened.database.chunk_count() == 2 and reopened.database.file_fingerprints() == {"a.py": "fp-1"}
+    assert reopened.database.manifest()["model"] == "test" and reopened.generation == 1
     assert nearest_symbol(reopened, unit_vectors(2, 1)[1]) == "beta"
     assert lexical_symbols(reopened, "alpha") == ["alpha"]
     reopened.close()
@@ -60,10 +60,10 @@ def test_round_trip(store, tmp_path):
 def test_replacing_a_file_swaps_its_chunks_everywhere(store):
     store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha", "beta"], seed=1), removed=[])
     store.replace_files(MANIFEST, add_file(store, "a.py", ["gamma"], seed=2), removed=[])
-    assert store.chunk_count() == 1 and store.vector_index().ntotal == 1
+    assert store.database.chunk_count() == 1 and store.vector_index().ntotal == 1
     assert lexical_symbols(store, "alpha") == [] and lexical_symbols(store, "gamma") == ["gamma"]
     store.replace_files(MANIFEST, {}, removed=["a.py"])
-    assert store.chunk_count() == 0 and store.vector_index().ntotal == 0 and lexical_symbols(store, "gamma") == []
+    assert store.database.chunk_count() == 0 and store.vector_index().ntotal == 0 and lexical_symbols(store, "gamma") == []
 
 
 def test_a_crash_before_commit_leaves_the_previous_index(store, tmp_path, monkeypatch):
@@ -80,7 +80,7 @@ def test_a_crash_before_commit_leaves_the_previous_index(store, tmp_path, monkey
         store.replace_files(MANIFEST, changes, removed=["a.py"])
     store.close()
     reopened = IndexStore.open(tmp_path / ".codesearch")
-    assert reopened.generation == 1 and reopened.chunk_count() == 1
+    assert reopened.generation == 1 and reopened.database.chunk_count() == 1
     assert reopened.vector_index().ntotal == 1 and lexical_symbols(reopened, "beta") == []
     assert nearest_symbol(reopened, unit_vectors(1, 1)[0]) == "alpha"
     monkeypatch.undo()
@@ -109,7 +109,7 @@ def test_an_unreadable_segment_is_named_and_its_files_are_indexed_again(store, t
         reopened.lexical_index()
     with reopened.lock():
         assert reopened.repair() == ["a.py"]
-    assert reopened.file_fingerprints() == {"b.py": "fp-4"}  # the refresh under way reads a.py again
+    assert reopened.database.file_fingerprints() == {"b.py": "fp-4"}  # the refresh under way reads a.py again
     assert lexical_symbols(reopened, "gamma") == ["gamma"] and lexical_symbols(reopened, "alpha") == []
     reopened.close()
 
@@ -117,7 +117,7 @@ def test_an_unreadable_segment_is_named_and_its_files_are_indexed_again(store, t
 def _ranked(store, query, vector):
     """Both retrievers' answers as (path, line, rounded score), independent of chunk ids and of the order of ties."""
     def named(found):
-        chunks = store.chunks_by_id([chunk_id for chunk_id, _ in found])
+        chunks = store.database.chunks_by_id([chunk_id for chunk_id, _ in found])
         return sorted((round(score, 9), chunks[i].path, chunks[i].start_line) for i, score in found)
 
     return (named(store.lexical_index().search(query_terms(query), 20)),
@@ -129,7 +129,7 @@ def test_deleted_chunks_never_appear_and_statistics_count_live_units_only(store,
     store.replace_files(MANIFEST, add_file(store, "b.py", ["retry_download"], seed=2), removed=[])
     store.replace_files(MANIFEST, add_file(store, "a.py", ["open_socket"], seed=3), removed=[])
     assert store.segment_numbers() == [1, 2, 3]  # a.py's first two chunks are deleted from segment 1
-    symbols = {chunk.symbol for chunk in store.chunks_by_id(range(1, 10)).values()}
+    symbols = {chunk.symbol for chunk in store.database.chunks_by_id(range(1, 10)).values()}
     assert symbols == {"retry_download", "open_socket"}
     lexicon = store.lexical_index()
     assert len(lexicon) == 2 and lexicon.frequencies(query_terms("retry upload")) == {"retri": 1}
@@ -187,7 +187,7 @@ def _file(store, path, names):
               for i, name in enumerate(names)]
     keys = [f"{path}:{name}" for name in names]
     vectors = [unit_vectors(1, zlib.crc32(key.encode()))[0] for key in keys]
-    store.cache_vectors(keys, np.stack(vectors))
+    store.database.cache_vectors(keys, np.stack(vectors))
     return {path: (f"fp-{'-'.join(names)}", chunks, keys)}
 
 
@@ -258,7 +258,7 @@ def test_a_merge_keeps_every_answer_and_drops_deleted_rows(store, tmp_path):
         merged = store.merge_segments()
     assert len(merged) >= 10 and len(store.segment_numbers()) <= 3
     assert _ranked(store, "retry parse", vector) == before
-    assert store.metadata.deleted_ids() == {}
+    assert store.database.deleted_ids() == {}
     assert sorted(path.name for path in (tmp_path / ".codesearch").glob("segment-*")) == \
         sorted(f"segment-{number}" for number in store.segment_numbers())
 
@@ -284,19 +284,19 @@ def test_a_merge_moves_chunks_without_rewriting_their_rows(store, monkeypatch):
     for number in range(100):
         store.replace_files(MANIFEST, _file(store, f"m{number}.py", [f"fn_{number}"]), removed=[])
         if number == 0:
-            rows_before = store.metadata.db.execute("SELECT id, segment FROM chunks").fetchall()
+            rows_before = store.database.db.execute("SELECT id, segment FROM chunks").fetchall()
         with store.lock():
             store.merge_segments()  # ten of one row merge, then ten of ten: merged segments merge again
-    assert store.metadata.db.execute("SELECT id, segment FROM chunks WHERE id = ?", (rows_before[0][0],)).fetchall() \
+    assert store.database.db.execute("SELECT id, segment FROM chunks WHERE id = ?", (rows_before[0][0],)).fetchall() \
         == rows_before
     listed = set(store.segment_numbers())
-    assert {target for (target,) in store.metadata.db.execute("SELECT target FROM moved")} <= listed
-    assert store.metadata.db.execute("SELECT count(*) FROM moved").fetchone()[0] <= 100
+    assert {target for (target,) in store.database.db.execute("SELECT target FROM moved")} <= listed
+    assert store.database.db.execute("SELECT count(*) FROM moved").fetchone()[0] <= 100
     held = {number: set(np.asarray(store._segment(number).chunk_ids).tolist()) for number in listed}
-    for segment, chunk_id in store.metadata.live_locations([f"m{n}.py:fn_{n}" for n in range(100)]).values():
+    for segment, chunk_id in store.database.live_locations([f"m{n}.py:fn_{n}" for n in range(100)]).values():
         assert chunk_id in held[segment]
-    assert sum(live for live, _ in store.metadata.segment_rows().values()) == 100
-    assert {number: live for number, (live, _) in store.metadata.segment_rows().items()} == \
+    assert sum(live for live, _ in store.database.segment_rows().values()) == 100
+    assert {number: live for number, (live, _) in store.database.segment_rows().items()} == \
         {number: len(ids) for number, ids in held.items()}
 
 
@@ -322,9 +322,9 @@ def test_large_segments_are_sketched_and_answer_as_flat_when_every_row_is_rescor
     for seed in range(5):
         vector = unit_vectors(1, 100 + seed)[0]
         assert _ranked(store, "fn", vector) == _ranked(flat, "fn", vector)
-        allowed = store.chunk_ids(lambda path: path in ("m2.py", "m11.py"))
+        allowed = store.database.chunk_ids(lambda path: path in ("m2.py", "m11.py"))
         found = store.vector_index().search(vector, 20, allowed)
-        assert {store.chunks_by_id([i])[i].path for i, _ in found} == {"m2.py", "m11.py"} and len(found) == 10
+        assert {store.database.chunks_by_id([i])[i].path for i, _ in found} == {"m2.py", "m11.py"} and len(found) == 10
     vectors = store.cached_vectors(["m2.py:fn_2_0"])  # read back from the sketched segment
     np.testing.assert_allclose(vectors["m2.py:fn_2_0"], unit_vectors(1, zlib.crc32(b"m2.py:fn_2_0"))[0], atol=1e-3)
     flat.close()
@@ -342,13 +342,13 @@ def test_a_first_pass_that_leaves_too_few_rows_asks_again(store, tmp_path, monke
     flat = IndexStore.open(tmp_path / "flat", create=True)
     _twelve_files_merged(store, flat)
     removed = [f"m{n}.py" for n in (0, 1, 2, 4, 5)]
-    deleted = set(store.chunk_ids(lambda path: path in removed).tolist())
+    deleted = set(store.database.chunk_ids(lambda path: path in removed).tolist())
     store.replace_files(MANIFEST, {}, removed=removed)
     for seed in range(5):
         vector = unit_vectors(1, 200 + seed)[0]
         found = store.vector_index().search(vector, 25)
         assert len(found) == 25 and not deleted & {i for i, _ in found}
-        allowed = store.chunk_ids(lambda path: path == "m9.py")
+        allowed = store.database.chunk_ids(lambda path: path == "m9.py")
         assert len(store.vector_index().search(vector, 10, allowed)) == 5
     flat.close()
 
@@ -394,27 +394,27 @@ def test_vectors_moved_into_a_segment_give_their_space_back(store, tmp_path):
     chunks = [Chunk("a.py", i * 10 + 1, i * 10 + 5, f"f{i}", "function", "python", f"def f{i}():\n    pass")
               for i in range(400)]
     keys = [f"k{i}" for i in range(400)]
-    store.cache_vectors(keys, np.random.default_rng(0).normal(size=(400, 256)).astype(np.float32))
+    store.database.cache_vectors(keys, np.random.default_rng(0).normal(size=(400, 256)).astype(np.float32))
     database = tmp_path / ".codesearch" / "index.sqlite"
     cached_size = database.stat().st_size + (tmp_path / ".codesearch" / "index.sqlite-wal").stat().st_size
     store.replace_files(big, {"a.py": ("fp", chunks, keys)}, removed=[])
-    free, pages = (store.metadata.db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("freelist_count", "page_count"))
+    free, pages = (store.database.db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("freelist_count", "page_count"))
     assert free / pages <= 0.25 and database.stat().st_size < cached_size / 2
 
 
 def test_a_live_vector_is_kept_once_and_a_removed_one_goes_to_the_cache(store):
     store.replace_files(MANIFEST, add_file(store, "a.py", ["alpha"], seed=1), removed=[])
-    assert store.metadata.cached_vectors(["a.py:alpha:1"]) == {}  # held by segment 1 only
+    assert store.database.cached_vectors(["a.py:alpha:1"]) == {}  # held by segment 1 only
     assert set(store.cached_vectors(["a.py:alpha:1"])) == {"a.py:alpha:1"}  # read from there
     store.replace_files(MANIFEST, add_file(store, "a.py", ["beta"], seed=2), removed=[])
-    assert set(store.metadata.cached_vectors(["a.py:alpha:1"])) == {"a.py:alpha:1"}  # kept for a switch back
+    assert set(store.database.cached_vectors(["a.py:alpha:1"])) == {"a.py:alpha:1"}  # kept for a switch back
     np.testing.assert_allclose(store.cached_vectors(["a.py:alpha:1"])["a.py:alpha:1"], unit_vectors(1, 1)[0],
                                atol=1e-3)
 
 
 def test_lexical_filters_apply_before_the_cut(store):
     store.replace_files(MANIFEST, add_file(store, "a.py", [f"retry_{i}" for i in range(30)], seed=5), removed=[])
-    ids = sorted(store.chunks_by_id(range(1, 100)))
+    ids = sorted(store.database.chunks_by_id(range(1, 100)))
     allowed = np.asarray(ids[-2:], dtype=np.int64)
     found = store.lexical_index().search(query_terms("retry"), 3, allowed)
     assert sorted(chunk_id for chunk_id, _ in found) == ids[-2:]
@@ -423,7 +423,7 @@ def test_lexical_filters_apply_before_the_cut(store):
 def test_symbol_terms_outweigh_a_mention_and_stems_match(store):
     chunks = [Chunk("a.py", 1, 5, "upload_files", "function", "python", "def upload_files():\n    send(all)"),
               Chunk("b.py", 1, 5, "helper", "function", "python", "def helper():\n    upload_files()")]
-    store.cache_vectors(["k1", "k2"], unit_vectors(2, 6))
+    store.database.cache_vectors(["k1", "k2"], unit_vectors(2, 6))
     store.replace_files(MANIFEST, {"a.py": ("f1", chunks[:1], ["k1"]), "b.py": ("f2", chunks[1:], ["k2"])},
                         removed=[])
     assert lexical_symbols(store, "uploading files") == ["upload_files", "helper"]
@@ -438,11 +438,11 @@ def test_bm25_scores_a_split_function_as_one_document(store):
              Chunk("b.py", 1, 5, "push", "function", "python", "def push():\n    retry(upload)"),
              Chunk("c.py", 1, 5, "digest", "function", "python", "def digest():\n    return checksum(data)")]
     keys = [f"k{i}" for i in range(4)]
-    store.cache_vectors(keys, unit_vectors(4, 8))
+    store.database.cache_vectors(keys, unit_vectors(4, 8))
     store.replace_files(MANIFEST, {"a.py": ("f1", parts[:2], keys[:2]), "b.py": ("f2", parts[2:3], keys[2:3]),
                                    "c.py": ("f3", parts[3:], keys[3:])}, removed=[])
     found = store.lexical_index().search(query_terms("checksum and retry the upload"), 5)
-    chunks = store.chunks_by_id([chunk_id for chunk_id, _ in found])
+    chunks = store.database.chunks_by_id([chunk_id for chunk_id, _ in found])
     assert [(chunks[i].symbol, chunks[i].start_line) for i, _ in found][0] == ("mirror_folder", 1)
     assert len(found) == 3  # one document per unit, known by its first part
 
@@ -476,11 +476,11 @@ def test_a_question_in_words_finds_the_abbreviated_code(store):
     parts = [Chunk("a.py", 1, 3, "load_cfg", "function", "python", "def load_cfg(ctx):\n    return ctx.cfg"),
              Chunk("b.py", 1, 3, "load_plugins", "function", "python", "def load_plugins():\n    return found")]
     keys = ["k0", "k1"]
-    store.cache_vectors(keys, unit_vectors(2, 8))
+    store.database.cache_vectors(keys, unit_vectors(2, 8))
     store.replace_files(MANIFEST, {"a.py": ("f1", parts[:1], keys[:1]), "b.py": ("f2", parts[1:], keys[1:])},
                         removed=[])
     found = store.lexical_index().search(query_terms("load the configuration from the context"), 5)
-    assert [store.chunks_by_id([found[0][0]])[found[0][0]].symbol] == ["load_cfg"]
+    assert [store.database.chunks_by_id([found[0][0]])[found[0][0]].symbol] == ["load_cfg"]
     assert query_terms("ctx") == ["ctx", "context"]
 
 
@@ -491,4 +491,4 @@ def test_a_keyword_is_expanded_only_inside_a_longer_identifier():
 
 def test_sqlite_keeps_its_temporary_files_in_memory(store):
     """A merge's UPDATE and VACUUM need temporary space; in a file it would be chunk text in /var/tmp."""
-    assert store.metadata.db.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+    assert store.database.db.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-from codesearch.source.chunk import CHUNKER_VERSION, Chunk, units_of
+from codesearch.source.chunk import CHUNKER_VERSION, DECLARATION_KINDS, Chunk, units_of
 from codesearch.errors import CodesearchError, IndexDamaged
-from codesearch.index.lexical import text_terms
+from codesearch.index.terms import text_terms
 from codesearch.index.migrations import migrate
 from codesearch.trust import is_repository_path, open_private
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 # What the rows mean; 3: chunks.terms holds a part's text terms only, BM25 documents are units; 4: terms
-# include the words of known abbreviations (lexical.code_terms); 5: vectors and postings in segments.
+# include the words of known abbreviations (terms.code_terms); 5: vectors and postings in segments.
 SCHEMA_VERSION = 5
 DATABASE_NAME = "index.sqlite"
 _BATCH = 500  # ids or keys per IN (...) list
@@ -75,14 +75,14 @@ def damaged(directory: Path, detail: object) -> IndexDamaged:
     return IndexDamaged(f"the index in {directory} is damaged ({detail}); run `codesearch index --rebuild`")
 
 
-class Metadata:
+class IndexDatabase:
     """One open index database. Reads see every committed transaction; writers hold the index's lock."""
 
     def __init__(self, directory: Path, db: sqlite3.Connection):
         self.directory, self.db = directory, db
 
     @classmethod
-    def open(cls, directory: Path, create: bool = False) -> "Metadata":
+    def open(cls, directory: Path, create: bool = False) -> "IndexDatabase":
         """The database in `directory` (a folder already checked to be codesearch's own), migrated to the
         current layout. IndexDamaged when SQLite cannot read it."""
         database = directory / DATABASE_NAME
@@ -183,6 +183,29 @@ class Metadata:
         rows = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE path = ? AND symbol = ? AND kind = ? "
                                "ORDER BY start_line", (chunk.path, chunk.symbol, chunk.kind))
         return units_of(map(self.stored_chunk, rows)) or [[chunk]]
+
+    def split_units(self, chunks: Iterable[StoredChunk]) -> dict[tuple[str, str, str], list[list[StoredChunk]]]:
+        """Per (path, symbol, kind) of these chunks that more than one chunk shares (a function split into
+        parts, or same-named functions), all of those chunks in runs that each make one unit. Declarations
+        form no unit. Two lookups whatever the number of chunks: which keys are shared, then their rows."""
+        keys = sorted({(chunk.path, chunk.symbol, chunk.kind) for chunk in chunks
+                       if chunk.kind not in DECLARATION_KINDS})
+        if not keys:
+            return {}
+        wanted = ("json_each(?) AS wanted JOIN chunks ON chunks.path = wanted.value ->> 0 "
+                  "AND chunks.symbol = wanted.value ->> 1 AND chunks.kind = wanted.value ->> 2")
+        shared = self.db.execute(f"SELECT chunks.path, chunks.symbol, chunks.kind FROM {wanted} "
+                                 "GROUP BY chunks.path, chunks.symbol, chunks.kind HAVING count(*) > 1",
+                                 (json.dumps(keys),)).fetchall()
+        if not shared:
+            return {}
+        columns = ", ".join(f"chunks.{column.strip()}" for column in _CHUNK_COLUMNS.split(","))
+        rows = self.db.execute(f"SELECT {columns} FROM {wanted} ORDER BY chunks.path, chunks.symbol, chunks.kind, "
+                               "chunks.start_line", (json.dumps(shared),))
+        runs: dict[tuple[str, str, str], list[list[StoredChunk]]] = {}
+        for run in units_of(map(self.stored_chunk, rows)):
+            runs.setdefault((run[0].path, run[0].symbol, run[0].kind), []).append(run)
+        return runs
 
     def chunk_ids(self, path_allowed: Callable[[str], bool] | None = None,
                   languages: Sequence[str] = ()) -> np.ndarray:

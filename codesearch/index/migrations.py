@@ -5,7 +5,7 @@ counts the steps done, so opening an index of any age brings it up to date and a
 read of the header. A step is never edited once released; a change is a new step at the end.
 
 Steps change the layout only. Whether the rows in it still mean what this version of codesearch
-expects (the chunker, the terms format, the model) is the manifest's question: metadata.needs_rebuild.
+expects (the chunker, the terms format, the model) is the manifest's question: database.needs_rebuild.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ never changed afterwards:
     format.json          what the folder holds, to tell a damaged or foreign one apart
 
 The database lists the segments of the current generation and the chunks deleted from each since it was
-written (metadata.py); a generation is that list, committed in one transaction, so a run killed at any
+written (database.py); a generation is that list, committed in one transaction, so a run killed at any
 moment leaves the old list or the new one. Folders no generation lists (a killed run's, or those a merge
 replaced) are deleted afterwards, by exact name only. The vectors and postings are memory-mapped: a server
 with many repositories keeps in memory only the pages its searches touch.
@@ -364,7 +364,7 @@ def _scanners():
     import faiss
     from concurrent.futures import ThreadPoolExecutor
 
-    from codesearch.embedding.weights import usable_cores
+    from codesearch.hardware import usable_cores
 
     # Not OpenMP's count: that is per thread, and may be 1 where this is first called.
     return ThreadPoolExecutor(usable_cores(), thread_name_prefix="codesearch-scan",

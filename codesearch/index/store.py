@@ -1,4 +1,4 @@
-"""The per-repository index in `.codesearch/`: the database (metadata.py) and the segments its current
+"""The per-repository index in `.codesearch/`: the database (database.py) and the segments its current
 generation lists (segments.py), opened together; and the steps that move the index to its next generation:
 a refresh (one new segment, deletions marked) and a merge.
 
@@ -17,13 +17,13 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from codesearch.source.chunk import Chunk
 from codesearch.source.discover import INDEX_DIR, tracked_paths
 from codesearch.errors import CodesearchError, IndexDamaged, IndexMissing
 from codesearch.index.lexical import LexicalIndex, Postings
-from codesearch.index.database import DATABASE_NAME, SCHEMA_VERSION, Metadata, StoredChunk
+from codesearch.index.database import DATABASE_NAME, SCHEMA_VERSION, IndexDatabase, StoredChunk
 from codesearch.index.segments import (Segment, SegmentSize, VectorIndex, merge_segments, plan_merge, remove_unlisted,
                                  write_segment)
 from codesearch.trust import (PrivateLock, UntrustedPath, is_repository_path, private_directory, read_regular_file,
@@ -43,9 +43,9 @@ CACHE_FLOOR = 1000  # vectors the cache keeps however small the index; beyond it
 class IndexStore:
     """One repository's index. Open with IndexStore.open(); writers hold `lock()`."""
 
-    def __init__(self, directory: Path, metadata: Metadata):
+    def __init__(self, directory: Path, database: IndexDatabase):
         self.directory = directory
-        self.metadata = metadata
+        self.database = database
         self._view = None  # (generation, VectorIndex, LexicalIndex) once loaded
         self._opened: dict[int, Segment] = {}
 
@@ -65,7 +65,7 @@ class IndexStore:
         checked_directory(directory, create=create)
         if not create and not os.path.lexists(directory / DATABASE_NAME):
             raise missing
-        return cls(directory, Metadata.open(directory, create=create))
+        return cls(directory, IndexDatabase.open(directory, create=create))
 
     @classmethod
     def discard_if_damaged(cls, directory: Path) -> bool:
@@ -80,7 +80,7 @@ class IndexStore:
         if not os.path.lexists(database):
             return False
         with _writer_lock(directory, timeout=10.0):
-            if Metadata.healthy(database):
+            if IndexDatabase.healthy(database):
                 return False
             for name in (DATABASE_NAME, DATABASE_NAME + "-wal", DATABASE_NAME + "-shm", MANIFEST_NAME):
                 (directory / name).unlink(missing_ok=True)
@@ -100,7 +100,7 @@ class IndexStore:
         return model if isinstance(model, str) and 0 < len(model) <= 4096 and model.isprintable() else None
 
     def close(self) -> None:
-        self.metadata.close()
+        self.database.close()
 
     def lock(self, timeout: float = 10.0):
         """An exclusive lock for writers; a second writer waits, then gives up with a clear message."""
@@ -108,43 +108,15 @@ class IndexStore:
 
     # -- reading: the database ---------------------------------------------------------
 
-    def manifest(self) -> dict:
-        return self.metadata.manifest()
-
     @property
     def generation(self) -> int:
-        return int(self.manifest().get("generation", 0))
-
-    def file_fingerprints(self) -> dict[str, str]:
-        return self.metadata.file_fingerprints()
-
-    def chunk_count(self) -> int:
-        return self.metadata.chunk_count()
-
-    def file_count(self) -> int:
-        return self.metadata.file_count()
-
-    def chunks_by_id(self, ids: Iterable[int]) -> dict[int, StoredChunk]:
-        return self.metadata.chunks_by_id(ids)
-
-    def unit_runs(self, chunk: StoredChunk) -> list[list[StoredChunk]]:
-        return self.metadata.unit_runs(chunk)
-
-    def chunk_ids(self, path_allowed: Callable[[str], bool] | None = None, languages: Sequence[str] = ()) -> np.ndarray:
-        return self.metadata.chunk_ids(path_allowed, languages)
-
-    def known_keys(self, keys: Sequence[str]) -> set[str]:
-        """Those of `keys` whose vectors are known (cached, or held by a live chunk), none of them read."""
-        return self.metadata.known_keys(keys)
+        return int(self.database.manifest().get("generation", 0))
 
     def cached_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """The vectors known for these keys: a live chunk's, read from its segment, or the cache's."""
-        found = self.metadata.cached_vectors(keys)
-        found.update(self._segment_vectors(self.metadata.live_locations([key for key in keys if key not in found])))
+        found = self.database.cached_vectors(keys)
+        found.update(self._segment_vectors(self.database.live_locations([key for key in keys if key not in found])))
         return found
-
-    def cache_vectors(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        self.metadata.cache_vectors(keys, vectors)
 
     # -- reading: the current generation's segments ----------------------------------------
 
@@ -154,20 +126,20 @@ class IndexStore:
 
     def lexical_index(self) -> LexicalIndex:
         """BM25 over the current generation's live units."""
-        if self.manifest().get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        if self.database.manifest().get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise CodesearchError("this index was written by another version of codesearch; "
                                   "run `codesearch index` to update it")
         return self._generation_view()[2]
 
     def segment_numbers(self) -> list[int]:
-        return [int(number) for number in self.manifest().get("segments", [])]
+        return [int(number) for number in self.database.manifest().get("segments", [])]
 
     def _generation_view(self) -> tuple[int, VectorIndex, LexicalIndex]:
         if self._view is not None and self._view[0] == self.generation:
             return self._view
         for attempt in range(3):
-            with self.metadata.snapshot():
-                manifest, deleted = self.manifest(), self.metadata.deleted_ids()
+            with self.database.snapshot():
+                manifest, deleted = self.database.manifest(), self.database.deleted_ids()
             number = int(manifest.get("generation", 0))
             try:
                 listed = [self._segment(int(segment)) for segment in manifest.get("segments", [])]
@@ -213,41 +185,41 @@ class IndexStore:
         import numpy as np
 
         removed = list(removed)
-        metadata = self.metadata
+        database = self.database
         for path in [*changed, *removed]:
             if not is_repository_path(path):
                 raise CodesearchError(f"refusing to index {path!r}: not a path inside the repository")
-        old = self.manifest()
+        old = self.database.manifest()
         listed = [] if rebuild else self.segment_numbers()
         number = int(old.get("next_segment", 1))
         new_keys = [key for _, _, keys in changed.values() for key in keys]
         try:
-            with metadata.transaction():
+            with database.transaction():
                 # Where each new chunk's vector is now: read before the chunks holding it are removed.
-                locations = metadata.live_locations(sorted(set(new_keys)))
+                locations = database.live_locations(sorted(set(new_keys)))
                 if rebuild:
-                    metadata.clear()
+                    database.clear()
                     gone = []
                 else:
-                    gone = metadata.remove_paths(list(changed) + removed)
+                    gone = database.remove_paths(list(changed) + removed)
                 ids = []
                 for path, (fingerprint, chunks, keys) in changed.items():
-                    metadata.add_file(path, fingerprint, len(chunks))
-                    ids.extend(metadata.insert_chunk(chunk, key, number) for chunk, key in zip(chunks, keys))
+                    database.add_file(path, fingerprint, len(chunks))
+                    ids.extend(database.insert_chunk(chunk, key, number) for chunk, key in zip(chunks, keys))
                 if ids:
                     self._write_segment(number, manifest["dimension"], ids, new_keys, locations)
                     listed.append(number)
                 # A removed chunk's vector no live chunk uses any more goes to the cache (a branch switch
                 # back finds it there); a vector now held by the new segment leaves it.
                 orphaned = {key: (segment, chunk_id) for chunk_id, segment, key in gone}
-                for key in metadata.keys_in_use(list(orphaned)):
+                for key in database.keys_in_use(list(orphaned)):
                     del orphaned[key]
                 orphans = list(orphaned.items())
                 for start in range(0, len(orphans), 4096):
                     vectors = self._segment_vectors(dict(orphans[start:start + 4096]))
-                    metadata.cache_missing(list(vectors), np.stack(list(vectors.values())) if vectors else [])
-                metadata.uncache(sorted(set(new_keys)))
-                metadata.set_manifest({**manifest, "generation": int(old.get("generation", 0)) + 1, "segments": listed,
+                    database.cache_missing(list(vectors), np.stack(list(vectors.values())) if vectors else [])
+                database.uncache(sorted(set(new_keys)))
+                database.set_manifest({**manifest, "generation": int(old.get("generation", 0)) + 1, "segments": listed,
                                        "next_segment": number + 1})
         finally:
             self._view = None
@@ -258,7 +230,7 @@ class IndexStore:
         own; the segments merged. The caller holds the lock."""
         merged = []
         while True:
-            rows = self.metadata.segment_rows()
+            rows = self.database.segment_rows()
             sizes = [SegmentSize(number, sum(rows.get(number, (0, 0))), rows.get(number, (0, 0))[1],
                                  self._segment(number).outdated) for number in self.segment_numbers()]
             chosen = plan_merge(sizes)  # each merge leaves fewer segments, or none mostly deleted: this ends
@@ -268,15 +240,15 @@ class IndexStore:
             merged.extend(chosen)
 
     def _merge(self, chosen: list[int]) -> None:
-        manifest, deleted = self.manifest(), self.metadata.deleted_ids()
+        manifest, deleted = self.database.manifest(), self.database.deleted_ids()
         number = int(manifest.get("next_segment", 1))
         sources = [(self._segment(segment), deleted.get(segment, [])) for segment in chosen]
         held = merge_segments(self.directory, number, int(manifest["dimension"]), sources)
         listed = [segment for segment in self.segment_numbers() if segment not in chosen]
         try:
-            with self.metadata.transaction():
-                self.metadata.move_segments(chosen, number)
-                self.metadata.set_manifest({"generation": self.generation + 1, "next_segment": number + 1,
+            with self.database.transaction():
+                self.database.move_segments(chosen, number)
+                self.database.set_manifest({"generation": self.generation + 1, "next_segment": number + 1,
                                             "segments": listed + ([number] if held else [])})
         finally:
             self._view = None
@@ -293,9 +265,9 @@ class IndexStore:
                 lost.append(number)
         if not lost:
             return []
-        with self.metadata.transaction():
-            paths = self.metadata.forget_segments(lost)
-            self.metadata.set_manifest({"generation": self.generation + 1,
+        with self.database.transaction():
+            paths = self.database.forget_segments(lost)
+            self.database.set_manifest({"generation": self.generation + 1,
                                         "segments": [n for n in self.segment_numbers() if n not in lost]})
         self._view = None
         return paths
@@ -308,7 +280,7 @@ class IndexStore:
         import numpy as np
 
         def vectors(part: list[str]) -> np.ndarray:
-            known = self.metadata.cached_vectors(part)
+            known = self.database.cached_vectors(part)
             known.update(self._segment_vectors({key: locations[key] for key in part
                                                 if key not in known and key in locations}))
             missing = [key for key in part if key not in known]
@@ -316,7 +288,7 @@ class IndexStore:
                 raise CodesearchError(f"{len(missing)} chunks have no vector yet; run `codesearch index` again")
             return np.stack([known[key] for key in part])
 
-        postings = Postings.from_parts(self.metadata.unit_parts(number))
+        postings = Postings.from_parts(self.database.unit_parts(number))
         write_segment(self.directory, number, dimension, np.asarray(ids, dtype=np.int64),
                       (vectors(keys[start:start + 4096]) for start in range(0, len(keys), 4096)), postings)
 
@@ -325,15 +297,15 @@ class IndexStore:
         copy is rewritten. A failure here loses nothing; the next refresh tidies up."""
         try:
             remove_unlisted(self.directory, self.segment_numbers())
-            self.metadata.prune_embeddings(max(CACHE_FLOOR, self.chunk_count() // 4))
-            self.metadata.reclaim_space()
+            self.database.prune_embeddings(max(CACHE_FLOOR, self.database.chunk_count() // 4))
+            self.database.reclaim_space()
             self._write_manifest_file()
         except (OSError, sqlite3.Error):
             pass
 
     def _write_manifest_file(self) -> None:
         """A human-readable copy of the manifest; the database holds the authoritative one."""
-        text = json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n"
+        text = json.dumps(self.database.manifest(), indent=2, sort_keys=True) + "\n"
         write_private_file(self.directory / MANIFEST_NAME, text.encode("utf-8"))
 
 

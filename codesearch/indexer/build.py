@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from codesearch.source import chunk as chunking
+from codesearch.source.chunk_process import chunk_files
 from codesearch import settings
 from codesearch.source.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
 from codesearch.embedding.torch_model import Embedder
@@ -24,7 +25,8 @@ from codesearch.index.database import SCHEMA_VERSION, damaged, is_damaged, needs
 from codesearch.embedding.spec import ModelSpec, query_runtime, resolve_model
 from codesearch.index.store import IndexStore, index_dir
 from codesearch.trust import read_regular_file, resolve_inside
-from codesearch.embedding.weights import load_embedder, pin_model
+from codesearch.embedding.load import load_embedder
+from codesearch.embedding.weights import pin_model
 
 MINIFIED_MEAN_LINE = 300
 MINIFIED_LONGEST_LINE = 5000
@@ -90,7 +92,7 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
 
 
 def _prepare_query_runtime(spec: ModelSpec, progress: Progress) -> None:
-    """Export the model for the runtime its queries will use (models.query_runtime), if that is not the
+    """Export the model for the runtime its queries will use (spec.query_runtime), if that is not the
     one that embedded the documents, now that torch is loaded anyway: once per machine and model, not in
     the first query's time."""
     runtime = query_runtime(spec, spec.runtime)
@@ -105,7 +107,7 @@ def _prepare_query_runtime(spec: ModelSpec, progress: Progress) -> None:
 
 
 def _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options) -> IndexReport:
-    manifest = store.manifest()
+    manifest = store.database.manifest()
     if manifest and model and not rebuild and manifest.get("model") != resolve_model(model, **model_options).name:
         raise CodesearchError(
             f"this index was built with model {manifest.get('model')!r}; "
@@ -126,7 +128,7 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     if not rebuild and (lost := store.repair()):
         progress.notice(f"{len(lost)} files were in a damaged part of the index; indexing them again")
     files = discover_files(root, notice=progress.notice)
-    known = {} if rebuild else store.file_fingerprints()
+    known = {} if rebuild else store.database.file_fingerprints()
     current = {source.path: source for source in files}
     removed = [path for path in known if path not in current]
     to_read = [source for source in files if known.get(source.path) != source.fingerprint]
@@ -134,9 +136,9 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     budget = chunking.PartBudget.for_window(spec.max_length)
     changed = {source.path: (source.fingerprint, chunks)
                for source, chunks in chunks_of_files(root, to_read, budget, progress.notice)}
-    keys_by_path = {path: [_embedding_key(spec, chunk) for chunk in chunks] for path, (_, chunks) in changed.items()}
+    keys_by_path = {path: [embedding_key(spec, chunk) for chunk in chunks] for path, (_, chunks) in changed.items()}
     all_keys = sorted({key for keys in keys_by_path.values() for key in keys})
-    cached = store.known_keys(all_keys) if all_keys else set()
+    cached = store.database.known_keys(all_keys) if all_keys else set()
     texts_by_key = {}
     for path, (_, chunks) in changed.items():
         for chunk, key in zip(chunks, keys_by_path[path]):
@@ -150,44 +152,43 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     report.removed = len(removed)
     report.changed_files = len(to_read)
 
-    if texts_by_key or (not store.manifest().get("dimension") and changed):
+    if texts_by_key or (not store.database.manifest().get("dimension") and changed):
         embedder = embedder_factory(spec)
         progress.planned(len(texts_by_key), spec)
         keys, texts = list(texts_by_key), list(texts_by_key.values())
         # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
         for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
-            store.cache_vectors([keys[position] for position in positions], vectors)
+            store.database.cache_vectors([keys[position] for position in positions], vectors)
         dimension = embedder.dim
         del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
         if embedder_factory is load_embedder:  # the real model ran, so torch is loaded: not a test's stand-in
             _prepare_query_runtime(spec, progress)
     else:
-        dimension = store.manifest().get("dimension") or 0
+        dimension = store.database.manifest().get("dimension") or 0
 
     # New query prompts (they change no document vector) are recorded by a generation step of their own.
     if changed or removed or rebuild or manifest.get("prompts", spec.prompt_record()) != spec.prompt_record():
         if not dimension:
             raise CodesearchError(f"nothing to index in {root}: no source files found")
         store.replace_files(
-            _manifest(spec, dimension),
+            index_manifest(spec, dimension),
             {path: (fingerprint, chunks, keys_by_path[path]) for path, (fingerprint, chunks) in changed.items()},
             removed, rebuild=rebuild)
         store.merge_segments()
-    report.files = store.file_count()
-    report.chunks = store.chunk_count()
+    report.files = store.database.file_count()
+    report.chunks = store.database.chunk_count()
     report.seconds = time.perf_counter() - started
     return report
 
 
 def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.PartBudget,
                     notice: Callable[[str], None] | None = None) -> Iterator[tuple[SourceFile, list[chunking.Chunk]]]:
-    """Each source with its chunks. The parsers run in a child process (chunk.chunk_files): a file of an
+    """Each source with its chunks. The parsers run in a child process (chunk_process.chunk_files): a file of an
     untrusted repository that crashes or hangs a grammar is cut into line windows, with a notice."""
-    return zip(sources, chunking.chunk_files(((source.path, _source_of(root, source)) for source in sources),
-                                             budget, notice))
+    return zip(sources, chunk_files(((source.path, source_bytes(root, source)) for source in sources), budget, notice))
 
 
-def _source_of(root: Path, source: SourceFile) -> bytes | None:
+def source_bytes(root: Path, source: SourceFile) -> bytes | None:
     """The file's text as UTF-8 bytes, or None when it is gone, unreadable, binary or minified."""
     real_path = resolve_inside(root, file_name(source.path))
     try:
@@ -220,11 +221,11 @@ def _looks_minified(data: bytes) -> bool:
     return len(data) / lines > MINIFIED_MEAN_LINE and max(map(len, data.split(b"\n"))) > MINIFIED_LONGEST_LINE
 
 
-def _embedding_key(spec: ModelSpec, chunk: chunking.Chunk) -> str:
+def embedding_key(spec: ModelSpec, chunk: chunking.Chunk) -> str:
     return hashlib.sha256(f"{spec.fingerprint}\0{chunk.embedding_text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def _manifest(spec: ModelSpec, dimension: int) -> dict:
+def index_manifest(spec: ModelSpec, dimension: int) -> dict:
     return {
         "model": spec.name, "model_source": spec.source if not Path(spec.source).is_dir() else spec.name,
         "backend": spec.backend, "runtime": spec.runtime, "pooling": spec.pooling, "dimension": dimension,

@@ -4,7 +4,7 @@ for `codesearch query --org --ray`. Ray is imported here only, and only when one
 
 One run, under the organisation's lock:
   1. plan      a Ray task per repository: git lists its files (as `codesearch index` does), a repository
-               past org.SHARD_FILES files is cut by path prefix; shards whose files, model or chunker
+               past SHARD_FILES files is cut by path prefix; shards whose files, model or chunker
                changed since the catalog are the run's work, the others stay as they are;
   2. chunk     a Ray task per stale shard: tree-sitter cuts its files; the rows (text, no vectors) stay in
                the object store as one Arrow table per shard;
@@ -13,7 +13,7 @@ One run, under the organisation's lock:
                product's embedder, one GPU each on a GPU cluster (num_gpus=1), CPU actors otherwise, in
                batches of the size the embedder is fastest at; a task after them writes the vectors into
                the cache. Only counts come back to the driver;
-  4. write     a Ray task per stale shard writes its new folder (org.write_shard: the product's store and
+  4. write     a Ray task per stale shard writes its new folder (write_shard: the product's store and
                generation writer) from its rows and the cache, on the worker;
   5. switch    the driver replaces the catalog, at once.
 Vectors go from actor to cache to writer, never through the driver. A worker that dies is retried a few
@@ -34,12 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from codesearch.org import catalog as org
 from codesearch.errors import CodesearchError
-from codesearch.query.retrieve import Candidates
+from codesearch.org.catalog import (CATALOG_NAME, SHARD_FILES, SHARDS_DIR, Catalog, OrganisationLock, open_cache,
+                                    organisation_dir, read_catalog, remove_unnamed_folders, switch_catalog)
+from codesearch.org.shards import (CHUNK_COLUMNS, ShardPlan, chunk_rows, embedding_text, manifest_for, plan_repository,
+                                   repository_names, shard_key, shard_record, stale_reason, write_shard)
 
 if TYPE_CHECKING:
     from codesearch.embedding.spec import ModelSpec
+    from codesearch.org.search import OrganisationSearch
 
 RAY_MISSING = "this command needs Ray: pip install 'codesearch[distributed]'"
 # A worker that dies (a preempted node, out of memory) is retried this often before the run fails.
@@ -85,7 +88,7 @@ def index_organisation(org_dir: str | os.PathLike, repositories: Sequence[str | 
                        notice: Callable[[str], None] = lambda message: None) -> OrgIndexReport:
     """Index `repositories` (and every repository the catalog already holds) into ORG_DIR on Ray:
     `address` joins a cluster, None starts a local one; `shard_files` is where a repository is split (default:
-    what the catalog used, else org.SHARD_FILES). `embedder_factory(spec)` stands in for the
+    what the catalog used, else SHARD_FILES). `embedder_factory(spec)` stands in for the
     product's loader (tests)."""
     from codesearch.source.discover import repository_root
 
@@ -98,11 +101,11 @@ def index_organisation(org_dir: str | os.PathLike, repositories: Sequence[str | 
     roots = list(dict.fromkeys(str(repository_root(path)) for path in repositories))
     org_dir = Path(os.path.abspath(org_dir))
     _refuse_inside_repositories(org_dir, roots)
-    if not roots and not os.path.lexists(org_dir / org.CATALOG_NAME):
+    if not roots and not os.path.lexists(org_dir / CATALOG_NAME):
         raise CodesearchError("give the repositories to index: codesearch org index ORG_DIR REPO...")
-    org_dir = org.organisation_dir(org_dir, create=True)
-    with org.OrganisationLock(org_dir):
-        catalog = org.read_catalog(org_dir)
+    org_dir = organisation_dir(org_dir, create=True)
+    with OrganisationLock(org_dir):
+        catalog = read_catalog(org_dir)
         known = catalog.repositories()
         for root in known:
             if not os.path.isdir(root):
@@ -112,8 +115,8 @@ def index_organisation(org_dir: str | os.PathLike, repositories: Sequence[str | 
         _refuse_inside_repositories(org_dir, roots)
         if not roots:
             raise CodesearchError("give the repositories to index: codesearch org index ORG_DIR REPO...")
-        names = org.repository_names(roots, known)
-        shard_files = shard_files or (catalog.shard_files if catalog.shards else org.SHARD_FILES)
+        names = repository_names(roots, known)
+        shard_files = shard_files or (catalog.shard_files if catalog.shards else SHARD_FILES)
         started_here = _connect(ray, address)
         try:
             return _run(ray, org_dir, catalog, roots, names, model or catalog.model or None, workers, shard_files,
@@ -143,12 +146,12 @@ def _run(ray, org_dir, catalog, roots, names, model, workers, shard_files, embed
     plans = [plan for repository in planned for plan in repository]
     records = {shard["key"]: shard for shard in catalog.shards}
     stale = [plan for plan in plans
-             if org.stale_reason(records.get(plan.key), plan, catalog, spec.fingerprint, org_dir)]
+             if stale_reason(records.get(plan.key), plan, catalog, spec.fingerprint, org_dir)]
     if catalog.shard_files != shard_files and catalog.shards:
         notice(f"repositories are now split past {shard_files} files (was {catalog.shard_files})")
     # Leftovers of a killed run: folders no catalog names.
     current = [shard["folder"] for shard in catalog.shards]
-    org.remove_unnamed_folders(org_dir, set(current) | set(catalog.previous_folders))
+    remove_unnamed_folders(org_dir, set(current) | set(catalog.previous_folders))
     run = catalog.run + 1
     embedded = 0
     written: dict[str, dict] = {}
@@ -158,12 +161,12 @@ def _run(ray, org_dir, catalog, roots, names, model, workers, shard_files, embed
         tables = [tasks.chunk.remote(plan, spec) for plan in stale]
         embedded, dimension = _embed_misses(ray, org_dir, tables, spec, embedder_factory, workers, gpus, resources)
         stages["chunk+embed"] = time.perf_counter() - started - sum(stages.values())
-        manifest = org.manifest_for(spec, dimension or catalog.dimension)
+        manifest = manifest_for(spec, dimension or catalog.dimension)
         writes = [tasks.write.options(max_retries=RETRIES).remote(str(org_dir), plan, table, manifest, run)
                   for plan, table in zip(stale, tables)]
         written = {result["shard"]: result for result in ray.get(writes)}
         stages["write"] = time.perf_counter() - started - sum(stages.values())
-    shards = [org.shard_record(plan, written[plan.key], run) if plan.key in written else records[plan.key]
+    shards = [shard_record(plan, written[plan.key], run) if plan.key in written else records[plan.key]
               for plan in plans]
     report = OrgIndexReport(workers, len(roots), len(shards), len(written), sum(shard["chunks"] for shard in shards),
                             embedded, sum(result["chunks"] for result in written.values()) - embedded, 0.0,
@@ -171,7 +174,7 @@ def _run(ray, org_dir, catalog, roots, names, model, workers, shard_files, embed
     if written or [shard["key"] for shard in shards] != [shard["key"] for shard in catalog.shards]:
         dimension = next((result["dimension"] for result in written.values() if result.get("dimension")),
                          catalog.dimension)
-        org.switch_catalog(org_dir, org.Catalog(
+        switch_catalog(org_dir, Catalog(
             model=spec.name, model_fingerprint=spec.fingerprint, chunker_version=CHUNKER_VERSION,
             dimension=dimension, run=run, shard_files=shard_files, updated_at=time.time(), shards=shards,
             previous_folders=current))
@@ -225,7 +228,7 @@ class EmbeddingWorker:
 
             torch.set_num_threads(threads)  # Ray schedules the actor on one CPU; the model may use the node's share
         if factory is None:
-            from codesearch.embedding.weights import load_embedder
+            from codesearch.embedding.load import load_embedder
 
             factory = load_embedder
         self.embedder = factory(spec)
@@ -236,7 +239,7 @@ class EmbeddingWorker:
 
         keys, texts = list(batch["key"]), list(batch["text"])
         # Another batch may have carried the same text (a fork's copy) and been stored since this one was planned.
-        cache = org.open_cache(self.org_dir)
+        cache = open_cache(self.org_dir)
         try:
             cached = cache.cached_vectors(keys)
         finally:
@@ -267,7 +270,7 @@ def _cache_misses(table, org_dir: str, claims):
     import ray
 
     keys = table.column("key").to_pylist()
-    cache = org.open_cache(Path(org_dir))
+    cache = open_cache(Path(org_dir))
     try:
         cached = cache.cached_vectors(sorted(set(keys)))
     finally:
@@ -280,7 +283,7 @@ def _cache_misses(table, org_dir: str, claims):
             wanted.append(position)
     rows = table.take(pyarrow.array(wanted, type=pyarrow.int64())).to_pylist() if wanted else []
     return pyarrow.table({"key": pyarrow.array([row["key"] for row in rows], pyarrow.string()),
-                          "text": pyarrow.array([org.embedding_text(row) for row in rows], pyarrow.string())})
+                          "text": pyarrow.array([embedding_text(row) for row in rows], pyarrow.string())})
 
 
 def _store_vectors(batch: dict, org_dir: str) -> dict:
@@ -288,7 +291,7 @@ def _store_vectors(batch: dict, org_dir: str) -> dict:
 
     count = len(batch["key"])
     if count:
-        cache = org.open_cache(Path(org_dir))
+        cache = open_cache(Path(org_dir))
         try:
             cache.cache_vectors(list(batch["key"]), np.asarray(batch["vector"], dtype=np.float32))
         finally:
@@ -312,19 +315,19 @@ def _pin_model(spec: ModelSpec) -> ModelSpec:
 
 
 def _plan_shards(root: str, name: str, shard_files: int) -> list:
-    return org.plan_repository(root, name, shard_files)
+    return plan_repository(root, name, shard_files)
 
 
-def _chunk_table(plan: org.ShardPlan, spec: ModelSpec):
+def _chunk_table(plan: ShardPlan, spec: ModelSpec):
     import pyarrow
 
-    columns = org.chunk_rows(plan, spec)
+    columns = chunk_rows(plan, spec)
     return pyarrow.table({name: pyarrow.array(columns[name], pyarrow.int64() if name in ("start_line", "end_line")
-                                              else pyarrow.string()) for name in org.CHUNK_COLUMNS})
+                                              else pyarrow.string()) for name in CHUNK_COLUMNS})
 
 
-def _write_shard(org_dir: str, plan: org.ShardPlan, table, manifest: dict, run: int) -> dict:
-    return org.write_shard(Path(org_dir), plan, table.to_pydict(), manifest, run)
+def _write_shard(org_dir: str, plan: ShardPlan, table, manifest: dict, run: int) -> dict:
+    return write_shard(Path(org_dir), plan, table.to_pydict(), manifest, run)
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -343,18 +346,18 @@ def _connect(ray, address: str | None) -> bool:
 # -- queries: shards held by actors ----------------------------------------------------------------------------
 
 
-def shard_retriever(search: org.OrganisationSearch, address: str) -> Callable:
+def shard_retriever(search: OrganisationSearch, address: str) -> Callable:
     """retrieve_all(query) for OrganisationSearch.query: each shard's candidates from an actor of the Ray cluster
     at `address` that keeps the shard open, as the warm server keeps an index. Actors are named after the
     shard's folder and outlive this process, so the next query finds them warm; those of folders the
     catalog no longer names are stopped."""
     ray = require_ray()
     _connect(ray, address)
-    namespace = "codesearch-" + org.shard_key(str(search.org_dir), ())
+    namespace = "codesearch-" + shard_key(str(search.org_dir), ())
     holder = ray.remote(num_cpus=0)(ShardHolder)
     wanted = {shard["folder"] for shard in search.shards}
     actors = [holder.options(name=shard["folder"], namespace=namespace, lifetime="detached", get_if_exists=True)
-              .remote(str(search.org_dir / org.SHARDS_DIR / shard["folder"])) for shard in search.shards]
+              .remote(str(search.org_dir / SHARDS_DIR / shard["folder"])) for shard in search.shards]
     current = {shard["folder"] for shard in search.catalog.shards}
     for entry in ray.util.list_named_actors(all_namespaces=True):
         if entry.get("namespace") == namespace and entry["name"] not in current | wanted:
@@ -367,8 +370,8 @@ def shard_retriever(search: org.OrganisationSearch, address: str) -> Callable:
 
 
 class ShardHolder:
-    """One shard, open in an actor: it answers a query with its candidates and, recorded beside them, what
-    fusion will ask the index (the runs of split functions, BM25 scores per term)."""
+    """One shard, open in an actor: it answers a query with its candidates, everything fusion reads
+    afterwards recorded beside them (retrieve.retrieve), so the driver fuses them as if found there."""
 
     def __init__(self, folder: str):
         from codesearch.index.store import IndexStore
@@ -376,35 +379,9 @@ class ShardHolder:
         self.store = IndexStore.open(Path(folder))
 
     def candidates(self, query):
-        from codesearch.source.chunk import DECLARATION_KINDS
         from codesearch.query.retrieve import retrieve
 
-        found = retrieve(self.store, query)
-        runs = {(chunk.path, chunk.symbol, chunk.kind): self.store.unit_runs(chunk)
-                for chunk in found.chunks.values() if chunk.kind not in DECLARATION_KINDS}
-        term_scores = found.term_scores() if found.lexical and found.terms else None
-        return RecordedCandidates(RecordedRuns(runs), found.pool, found.dense, found.lexical, found.terms,
-                                  found.chunks, term_scores)
-
-
-class RecordedRuns:
-    """What ranking reads from an index after retrieval, recorded where the index was: the unit runs."""
-
-    def __init__(self, runs: dict):
-        self.runs = runs
-
-    def unit_runs(self, chunk):
-        return self.runs.get((chunk.path, chunk.symbol, chunk.kind)) or [[chunk]]
-
-
-@dataclass
-class RecordedCandidates(Candidates):
-    """A shard's candidates with the BM25 scores per term that a merge across shards reweighs."""
-
-    recorded_term_scores: list | None = None
-
-    def term_scores(self) -> list[list[float]]:
-        return self.recorded_term_scores
+        return retrieve(self.store, query, record_units=True)
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,13 +1,12 @@
-"""The query engine: one path from a request to its answer, for every front end.
+"""The query engine: one path from a request to its answer, for every front end and for an organisation.
 
-A QueryRequest is validated in one place (QueryRequest.checked), with typed errors (errors.BadRequest
-names the field); the command line, the socket server and the MCP server each word those errors for
-their own users. An Engine holds one repository's open index and answers `status` and `query`:
-retrieval (search.retrieve) and fusion (ranking.fuse) per question, with the model the index was built
-with. The socket server keeps Engines open between requests (service.py); the command line opens one
-per run.
+An Engine holds open indexes (a repository's one, or an organisation's shards) and answers `query`:
+the request checked (api.QueryRequest.checked), the queries embedded with the model the indexes were
+built with, then per question retrieval from every index (retrieve.retrieve) and one fusion over all
+their candidates (fuse.fuse). A repository's Engine also answers `status`. The socket server keeps
+Engines open between requests (server/service.py); the command line opens one per run.
 
-Importing this module costs nothing beyond search's filters: the index, the model and the ranking are
+Importing this module costs nothing beyond the query's vocabulary and fusion: the index and the model are
 imported when an Engine opens or answers, so a query answered by a running server never loads them.
 """
 
@@ -16,109 +15,72 @@ from __future__ import annotations
 import os
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from codesearch.errors import BadRequest, CodesearchError, IndexMissing
-from codesearch.limits import MAX_QUERY_CHARS
-from codesearch.query.retrieve import MODES, Filters
+from codesearch.errors import CodesearchError, IndexMissing
+from codesearch.query.api import Answer, Filters, Hit, Query, QueryRequest
+from codesearch.query.fuse import DEFAULT_DENSE_WEIGHT
 
 QUERY_THREADS = 1
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from codesearch.embedding.torch_model import Embedder
     from codesearch.embedding.spec import ModelSpec
-    from codesearch.query.fuse import Hit
     from codesearch.index.store import IndexStore
 
 
-@dataclass(frozen=True)
-class QueryRequest:
-    """What a front end asks: one or more questions and how to answer them. Build one from what the
-    user gave, then `checked()` says what is wrong with it, once, for every front end."""
+class Engine:
+    """Open indexes answering queries as one; a repository's Engine holds one and also answers status.
+    Not thread-safe: SQLite connections belong to the thread that opened them (the server runs every
+    Engine on one worker thread).
 
-    queries: Sequence[str]
-    k: int = 10
-    mode: str = "hybrid"
-    languages: tuple[str, ...] = ()
-    include: tuple[str, ...] = ()  # path globs a result must match (one of them)
-    exclude: tuple[str, ...] = ()  # path globs no result may match
-    model: str | None = None  # must name the index's own model, if given
-    instruction: str | None = None  # replaces the model's query instructions ("" for none)
-    trust_remote_code: bool = False
+    `names`: per index, the name its hits carry as Hit.repository (an organisation's shards), or None.
+    `retrieve_all(query)`: every index's candidates in order, when another process retrieves them (an
+    organisation's shards held by Ray actors); by default they are retrieved here."""
 
-    @classmethod
-    def from_options(cls, queries: Sequence[str], paths: Sequence[str] = (), **options) -> "QueryRequest":
-        """A request with path globs as users write them: "!GLOB" excludes."""
-        filters = Filters.from_globs((), paths)
-        return cls(list(queries), include=filters.include_globs, exclude=filters.exclude_globs, **options)
+    def __init__(self, root: Path, stores: Sequence[IndexStore],
+                 embedder_for: Callable[[ModelSpec], Embedder] | None = None, names: Sequence[str] | None = None,
+                 retrieve_all: Callable[[Query], list] | None = None):
+        self.root, self.stores = root, list(stores)
+        self.names = names
+        self.retrieve_all = retrieve_all or self.retrieve_here
+        self._embedder_for = embedder_for
 
     @property
-    def filters(self) -> Filters:
-        return Filters(tuple(self.languages), tuple(self.include), tuple(self.exclude))
-
-    def checked(self) -> "QueryRequest":
-        """This request with its queries trimmed; BadRequest(field) for the first thing out of bounds."""
-        from codesearch.source.languages import language_names
-
-        if self.mode not in MODES:
-            raise BadRequest("mode", f"unknown {{name}} {self.mode!r:.40}; use one of: {', '.join(MODES)}")
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k <= 0:
-            raise BadRequest("k", "{name} must be a positive number of results")
-        unknown = [name for name in self.languages if name not in language_names() and name != "text"]
-        if unknown:
-            raise BadRequest("languages", f"unknown {{name}} {unknown[0]!r:.40}; known: "
-                                          f"{', '.join(language_names())}, text")
-        queries = [query.strip() for query in self.queries] if not isinstance(self.queries, str) else []
-        if not queries or not all(queries):
-            raise BadRequest("queries", "give a query: a question in plain language or an identifier")
-        longest = max(len(query) for query in queries)
-        if longest > MAX_QUERY_CHARS:
-            raise BadRequest("queries", f"a query is {longest} characters long; at most {MAX_QUERY_CHARS} are accepted")
-        return replace(self, queries=queries)
-
-
-@dataclass
-class Answer:
-    repository: Path
-    generation: int
-    hits: list[list[Hit]] = field(default_factory=list)  # one list per query, in the order asked
-
-
-class Engine:
-    """One repository's open index, answering status and queries. Not thread-safe: SQLite connections
-    belong to the thread that opened them (the server runs every Engine on one worker thread)."""
-
-    def __init__(self, root: Path, store: IndexStore, embedder_for: Callable[[ModelSpec], Embedder] | None = None):
-        self.root, self.store = root, store
-        self._embedder_for = embedder_for
+    def store(self) -> IndexStore:
+        """A repository's index (its only one)."""
+        return self.stores[0]
 
     @classmethod
     def open(cls, path: str | os.PathLike, embedder_for: Callable[[ModelSpec], Embedder] | None = None) -> "Engine":
         """The index of the repository containing `path`. IndexMissing when it has none; `embedder_for`
         loads (or hands out an already loaded) model for a spec, load_embedder unless given."""
-        from codesearch.source.discover import repository_root
         from codesearch.index.store import IndexStore, index_dir
+        from codesearch.source.discover import repository_root
 
         root = repository_root(path)
-        return cls(root, IndexStore.open(index_dir(root)), embedder_for)
+        return cls(root, [IndexStore.open(index_dir(root))], embedder_for)
 
     def close(self) -> None:
-        self.store.close()
+        for store in self.stores:
+            store.close()
 
     def status(self, count_stale: bool = True) -> dict:
         """What is indexed, with which model, and (count_stale) how many files changed since. "indexed" is
         false for an index whose first build never finished."""
-        with _damage_named(self.store):
-            manifest = self.store.manifest()
+        with damage_named(self.store):
+            manifest = self.store.database.manifest()
             info = {"repository": str(self.root), "indexed": bool(manifest), "model": manifest.get("model"),
-                    "dimension": manifest.get("dimension"), "files": self.store.file_count(),
-                    "chunks": self.store.chunk_count()}
+                    "dimension": manifest.get("dimension"), "files": self.store.database.file_count(),
+                    "chunks": self.store.database.chunk_count()}
             if count_stale:
                 from codesearch.source.discover import discover_files
 
-                known = self.store.file_fingerprints()
+                known = self.store.database.file_fingerprints()
                 current = {source.path: source.fingerprint for source in discover_files(self.root)}
                 info["stale_files"] = (sum(1 for path, fingerprint in current.items() if known.get(path) != fingerprint)
                                        + sum(1 for path in known if path not in current))
@@ -126,33 +88,58 @@ class Engine:
                 "prompts": manifest.get("prompts"), "dtype": manifest.get("dtype")}
 
     def query(self, request: QueryRequest) -> Answer:
-        """The k best answers to each of the request's queries, with the index's own model."""
+        """The k best answers to each of the request's queries over every index, with their own model."""
         from codesearch.query.fuse import dense_weight, fuse
-        from codesearch.query.retrieve import Query, retrieve
 
         request = request.checked()
-        store = self.store
-        with _damage_named(store):
-            generation = store.generation
-            manifest = store.manifest()
-            if not manifest:
-                raise IndexMissing(f"the index in {self.root} is empty; run `codesearch index`")
-            spec = query_spec(manifest, request.model, request.instruction, request.trust_remote_code)
-            vectors = [None] * len(request.queries)
-            if request.mode != "lexical":
-                vectors = list(self._embedder(spec).encode_queries(request.queries))
-            weight, filters = dense_weight(manifest.get("model")), request.filters
-            hits = [fuse([retrieve(store, Query(text, request.k, request.mode, vector, filters))], text, request.k,
-                         weight) for text, vector in zip(request.queries, vectors)]
+        with damage_named(self.store):
+            generation = self.store.generation
+            manifest = self.store.database.manifest()
+        if not manifest:
+            raise IndexMissing(f"the index in {self.root} is empty; run `codesearch index`")
+        spec = query_spec(manifest, request.model, request.instruction, request.trust_remote_code)
+        vectors: list[np.ndarray | None] = [None] * len(request.queries)
+        if request.mode != "lexical":
+            vectors = list(self._embedder(spec).encode_queries(request.queries))
+        weight = dense_weight(manifest.get("model"))
+        hits = [self._named(fuse(self.retrieve_all(Query(text, request.k, request.mode, vector, request.filters)),
+                                 text, request.k, weight))
+                for text, vector in zip(request.queries, vectors)]
         return Answer(self.root, generation, hits)
+
+    def retrieve_here(self, query: Query) -> list:
+        from codesearch.query.retrieve import retrieve
+
+        found = []
+        for store in self.stores:
+            with damage_named(store):
+                # BM25 scores split by term only where several indexes' scores are put on one scale.
+                found.append(retrieve(store, query, with_term_scores=len(self.stores) > 1))
+        return found
+
+    def _named(self, hits: list[Hit]) -> list[Hit]:
+        if self.names is not None:
+            for hit in hits:
+                hit.repository = self.names[hit.index_number]
+        return hits
 
     def _embedder(self, spec: ModelSpec) -> Embedder:
         if self._embedder_for is None:
-            from codesearch.embedding.weights import load_embedder
+            from codesearch.embedding.load import load_embedder
 
             # One thread: a query is a few tokens, and on a busy machine a second thread only waits for a core.
             self._embedder_for = lambda spec: load_embedder(spec).use_threads(QUERY_THREADS)
         return self._embedder_for(spec)
+
+
+def search(index: IndexStore, query: str, k: int, mode: str = "hybrid", query_vector: np.ndarray | None = None,
+           dense_weight: float = DEFAULT_DENSE_WEIGHT, filters: Filters = Filters()) -> list[Hit]:
+    """The k best chunks of one index, no two overlapping in one file; filters apply before the cut to k."""
+    from codesearch.query.fuse import fuse
+    from codesearch.query.retrieve import retrieve
+
+    return fuse([retrieve(index, Query(query, k, mode, query_vector, filters), with_term_scores=False)], query, k,
+                dense_weight)
 
 
 def query_spec(manifest: dict, requested: str | None = None, instruction: str | None = None,
@@ -174,7 +161,7 @@ def query_spec(manifest: dict, requested: str | None = None, instruction: str | 
 
 
 @contextmanager
-def _damage_named(store: IndexStore) -> Iterator[None]:
+def damage_named(store: IndexStore) -> Iterator[None]:
     """A database error that means a broken file becomes IndexDamaged, naming the index and the cure."""
     try:
         yield

@@ -1,4 +1,4 @@
-"""Fusion: from what the retrievers found (search.retrieve) to the k answers a user sees.
+"""Fusion: from what the retrievers found (retrieve.retrieve) to the k answers a user sees.
 
 fuse() takes the candidates of one index or of several, and
   1. merges each retriever's rankings across indexes (dense scores compare as they are; BM25 scores are
@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
-from codesearch.source.chunk import DECLARATION_KINDS
 from codesearch.index.database import StoredChunk
-
-if TYPE_CHECKING:
-    from codesearch.query.retrieve import Candidates
+from codesearch.query.api import Candidates, Hit
+from codesearch.source.chunk import DECLARATION_KINDS
 
 # The dense ranking's share (0..1) when fused with the lexical one; the rest goes to BM25. bge-code-v1, a
 # state-of-the-art code retriever (CoIR, arXiv 2505.12697), leads; a general sentence model such as
@@ -43,16 +40,8 @@ def dense_weight(model: str | None) -> float:
     return DENSE_WEIGHTS.get(model or "", DEFAULT_DENSE_WEIGHT)
 
 
-@dataclass
-class Hit:
-    chunk: StoredChunk
-    score: float
-    sources: dict = field(default_factory=dict)  # "dense"/"lexical" -> rank
-    index_number: int = 0  # which of the fused candidate sets (fuse's `sets`) it came from
-
-
 def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DENSE_WEIGHT) -> list[Hit]:
-    """The k best answers over the candidates of one or more indexes (search.retrieve), as the docstring
+    """The k best answers over the candidates of one or more indexes (retrieve.retrieve), as the docstring
     of this module tells; `weight` is the dense ranking's share (dense_weight)."""
     rankings = _merged_rankings(sets)
     rows = {(number, chunk_id): chunk for number, found in enumerate(sets) for chunk_id, chunk in found.chunks.items()}
@@ -85,7 +74,7 @@ def whole_unit(found: Candidates, chunk: StoredChunk) -> StoredChunk:
     Declarations (imports, fields, types) are no unit: each part answers alone."""
     if chunk.kind in DECLARATION_KINDS:
         return chunk
-    run = next((run for run in found.index.unit_runs(chunk) if any(part.id == chunk.id for part in run)), [chunk])
+    run = next((run for run in found.units.unit_runs(chunk) if any(part.id == chunk.id for part in run)), [chunk])
     if len(run) <= 1:
         return chunk
     return replace(chunk, start_line=run[0].start_line, end_line=run[-1].end_line,
@@ -158,7 +147,7 @@ def _global_bm25(sets: list[Candidates]) -> list[list[float]]:
         terms = list(found.terms.frequencies)
         ratios = [_idf(documents, frequency[term]) / _idf(found.terms.documents, found.terms.frequencies[term])
                   for term in terms]
-        shares = found.term_scores()  # rows: candidates; columns: terms
+        shares = found.term_scores  # rows: candidates; columns: terms
         rescaled.append([float(sum(share * ratio for share, ratio in zip(row, ratios))) for row in shares])
     return rescaled
 
@@ -178,7 +167,7 @@ def _by_unit(normalised, rows: dict, sets: list[Candidates]) -> list[tuple[dict,
             namesakes.setdefault((key[0], chunk.path, chunk.symbol, chunk.kind), []).append((key[0], chunk))
     # Only names with several candidates need their runs looked up; any other chunk is its own unit.
     unit_of = {(number, part.id): (number, run[0].id) for group in namesakes.values() if len(group) > 1
-               for number, first in group[:1] for run in sets[number].index.unit_runs(first) for part in run}
+               for number, first in group[:1] for run in sets[number].units.unit_runs(first) for part in run}
     units: dict[tuple, tuple[dict, dict]] = {}
     for key, evidence in normalised.items():
         chunk = rows.get(key)
