@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from serve_latency import QUERIES, fixture_repo  # noqa: E402
 
-from codesearch.server.client import request_server, socket_path  # noqa: E402
+from codesearch.server.client import request_server  # noqa: E402
+from codesearch.server.protocol import socket_path  # noqa: E402
 
 
 def run(arguments: list, env: dict) -> subprocess.CompletedProcess:

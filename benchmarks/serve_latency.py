@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from codesearch.server.client import request_server, socket_path  # noqa: E402
+from codesearch.server.client import request_server  # noqa: E402
+from codesearch.server.protocol import socket_path  # noqa: E402
 
 QUERIES = [
     "retry failed uploads with backoff", "read a json settings file", "stop the http server gracefully",

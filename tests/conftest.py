@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codesearch.embedding.torch_model import DocumentEncoder
+from codesearch.embedding.batching import DocumentEncoder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from codesearch.server.client import request_server, socket_path
+from codesearch.server.client import request_server
+from codesearch.server.protocol import socket_path
 from conftest import assert_one_line_error, clean_env, codesearch, codesearch_process, make_repo
 
 

@@ -156,9 +156,9 @@ def test_a_notice_prints_a_repository_path_literally_on_one_line():
 
     from rich.console import Console
 
-    from codesearch.cli.main import _CliProgress
+    from codesearch.cli.terminal import TerminalProgress
 
     out = io.StringIO()
     message = "a[/x].kt: parsing it as kotlin crashed (SIGSEGV); indexed as plain text " + "x" * 200
-    _CliProgress(Console(file=out, width=40, highlight=False)).notice(message)
+    TerminalProgress(Console(file=out, width=40, highlight=False)).notice(message)
     assert out.getvalue() == f"codesearch: {message}\n"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from codesearch.server.client import request_server, socket_path
+from codesearch.server.client import request_server
+from codesearch.server.protocol import socket_path
 from conftest import clean_env, codesearch, git, make_repo
 
 

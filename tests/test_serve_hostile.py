@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from codesearch.errors import CodesearchError
-from codesearch.limits import MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
-from codesearch.server.client import (lock_path, peer_problem, read_token, request_message, request_server, socket_path,
-                               token_path, try_server)
-from codesearch.embedding.torch_model import DocumentEncoder
-from codesearch.query.engine import QueryRequest
-from codesearch.server.serve import MAX_CONNECTIONS, Dispatcher, _bind_unix, _encoded, serve_forever
+from codesearch.query.api import MAX_QUERY_CHARS
+from codesearch.server.client import request_server, try_server
+from codesearch.server.protocol import (MAX_QUERIES_PER_REQUEST, lock_path, peer_problem, read_token, request_message,
+                                        socket_path, token_path)
+from codesearch.embedding.batching import DocumentEncoder
+from codesearch.query.api import QueryRequest
+from codesearch.server.serve import MAX_CONNECTIONS, Dispatcher, bind_unix, encode_response, serve_forever
 from codesearch.server.service import Service
 from conftest import codesearch, make_repo
 
@@ -318,14 +319,14 @@ def test_a_malformed_line_gets_one_error_line_then_the_connection_closes(served,
 
 
 def test_an_answer_that_cannot_be_encoded_is_an_error_line():
-    assert json.loads(_encoded({"ok": True, "code": "a lone \udcff surrogate"}))["code"].endswith("\udcff surrogate")
-    failure = json.loads(_encoded({"ok": True, "score": object()}))
+    assert json.loads(encode_response({"ok": True, "code": "a lone \udcff surrogate"}))["code"].endswith("\udcff surrogate")
+    failure = json.loads(encode_response({"ok": True, "score": object()}))
     assert not failure["ok"] and not failure["user_error"]
 
 
 def test_a_hundred_clients_connecting_at_once_all_get_an_answer(tmp_path):
     address = tmp_path / "s.sock"
-    server = _bind_unix(address, Dispatcher(None, [tmp_path], threading.Event()), tmp_path)
+    server = bind_unix(address, Dispatcher(None, [tmp_path], threading.Event()), tmp_path)
     clients = []
     serving = threading.Thread(target=server.serve_forever, daemon=True)
     try:

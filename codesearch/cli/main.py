@@ -1,62 +1,26 @@
 """The command line: thin commands over the library, which never prints. Exit codes: 0 found, 1 nothing
-found, 2 error (one line on stderr: the library's errors worded for a terminal, flags by their names)."""
+found, 2 error (one line on stderr: the library's errors worded for a terminal, flags by their names;
+terminal.py). The repository's commands are here; `org` is org.py, `hook` hooks.py, and every answer is
+printed by present.py."""
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
-from typer.core import TyperGroup
 
 from codesearch import settings
-from codesearch.errors import BadRequest, CodesearchError
-from codesearch.indexer.hooks import hook_app
-from codesearch.limits import MAX_QUERY_CHARS
+from codesearch.cli.hooks import hook_app
+from codesearch.cli.org import org_app
+from codesearch.cli.terminal import (EXIT_FOUND, EXIT_NOT_FOUND, CommandGroup, TerminalProgress, read_queries,
+                                     stderr_console, stop_writing_stdout)
+from codesearch.errors import CodesearchError
 
-EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
-# A request field, as the command line names it.
-FLAGS = {"queries": "the query", "k": "-k", "mode": "--mode", "languages": "--lang", "include": "--path",
-         "exclude": "--path", "model": "--model", "instruction": "--instruction"}
-
-
-class _Commands(TyperGroup):
-    """Runs a command and turns what went wrong into one line on stderr and exit status 2, so that the
-    installed script and an in-process runner (typer's CliRunner) behave alike."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except CodesearchError as error:
-            _fail(f"codesearch: error: {_worded(error)}")
-        except Exception as error:  # last resort: one line, never a traceback, unless asked for
-            if settings.debug() or (isinstance(error, OSError) and error.errno == errno.EPIPE):
-                raise  # a closed pipe: click ends quietly
-            from codesearch.index.database import is_damaged
-
-            if is_damaged(error):
-                _fail(f"codesearch: error: the index is damaged ({error}); run `codesearch index --rebuild`")
-            _fail(f"codesearch: internal error: {type(error).__name__}: {error} (set CODESEARCH_DEBUG=1 for details)")
-
-
-def _worded(error: CodesearchError) -> str:
-    return error.worded(FLAGS.get(error.field, error.field)) if isinstance(error, BadRequest) else str(error)
-
-
-def _fail(line: str):
-    print(line, file=sys.stderr)
-    raise typer.Exit(EXIT_ERROR)
-
-
-app = typer.Typer(cls=_Commands, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=CommandGroup, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ask a git repository questions in plain language; get back the functions that answer.")
 app.add_typer(hook_app, name="hook")
 
@@ -73,15 +37,6 @@ def _print_version(value: bool) -> None:
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")):
     """Ask a git repository questions in plain language; get back the functions that answer."""
-
-
-CPU_CHUNKS_PER_SECOND = {"decoder": 0.5, "encoder": 70.0}  # measured on 2 cores: benchmarks/NOTES.md, README
-
-
-def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
 
 
 ModelOption = typer.Option(None, "--model", "-m", help="Preset (bge-code-v1, minilm), hub id or local model "
@@ -101,8 +56,8 @@ def index(
     """Build or refresh the index of a repository."""
     from codesearch.indexer.build import index_repository
 
-    console = _stderr()
-    with _CliProgress(console, quiet=as_json) as progress:
+    console = stderr_console()
+    with TerminalProgress(console, quiet=as_json) as progress:
         report = index_repository(path, model=model or settings.default_model(), rebuild=rebuild, progress=progress,
                                   max_length=max_length, trust_remote_code=trust_remote_code)
     if as_json:
@@ -135,23 +90,28 @@ def query(
     ray_address: Optional[str] = typer.Option(None, "--ray", help="With --org: shards kept in memory by actors of the Ray cluster at ADDRESS."),
 ):
     """Search the index; print ranked functions with path, lines, symbol and score."""
+    from codesearch.cli.present import FORMATS
+    from codesearch.query.api import QueryRequest
     from codesearch.server.client import AUTOSTART_IDLE_SECONDS, NO_SERVER, try_server
-    from codesearch.query.engine import QueryRequest
 
     output_format = "json" if as_json else output_format
-    if output_format not in ("text", "json", "vimgrep"):
+    if output_format not in FORMATS:
         raise CodesearchError(f"unknown --format {output_format!r}; use text, json or vimgrep")
     if org_dir is None and (repo_names or ray_address):
         raise CodesearchError(f"{'--repo-name' if repo_names else '--ray'} needs --org ORG_DIR")
-    request = QueryRequest.from_options(_read_queries(text, queries_file), paths=path_globs, k=k, mode=mode,
+    request = QueryRequest.from_options(read_queries(text, queries_file), paths=path_globs, k=k, mode=mode,
                                         languages=tuple(lang), model=model, instruction=instruction,
                                         trust_remote_code=trust_remote_code).checked()
     if org_dir is not None:
-        _query_organisation(org_dir, request, repo_names, ray_address, output_format, files_only, context)
+        from codesearch.cli.org import query_organisation
+
+        answer = query_organisation(org_dir, request, repo_names, ray_address)
+        _print_answer(request.queries, answer, output_format, files_only, context)
+        raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
     answer = served = try_server(repo, request)
     if verbose:
-        _stderr().print(f"codesearch: answered by the running server for {served.repository}" if served
-                        else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
+        stderr_console().print(f"codesearch: answered by the running server for {served.repository}" if served
+                               else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
     if not served:  # imported only now: a served query needs none of the in-process machinery
         from codesearch.query.engine import Engine
 
@@ -160,143 +120,31 @@ def query(
             answer = engine.query(request)
         finally:
             engine.close()
-    try:
-        _print_answer(request.queries, answer, output_format, files_only, context)
-        sys.stdout.flush()  # the answer first; then the server for the next query
-    except BrokenPipeError:
-        _stop_writing_stdout()
-        raise typer.Exit(EXIT_FOUND) from None
+    _print_answer(request.queries, answer, output_format, files_only, context)  # the answer first; then the server
     if not served and served.reason.startswith(NO_SERVER) and not trust_remote_code:
         from codesearch.server.client import start_server
 
         started = start_server(answer.repository)
         if verbose and started:
-            _stderr().print(f"codesearch: started a server for the next queries (pid {started}; it stops after "
-                            f"{AUTOSTART_IDLE_SECONDS // 60} idle minutes; CODESEARCH_NO_AUTOSTART=1 turns this off)",
-                            soft_wrap=True)
+            stderr_console().print(f"codesearch: started a server for the next queries (pid {started}; it stops "
+                                   f"after {AUTOSTART_IDLE_SECONDS // 60} idle minutes; CODESEARCH_NO_AUTOSTART=1 "
+                                   f"turns this off)", soft_wrap=True)
     raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
 
 
 def _print_answer(queries, answer, output_format: str, files_only: bool, context: int) -> None:
-    """Each query's hits, in the order asked, as the format says."""
+    """The answer on stdout, flushed; a reader that went away has what it wanted (exit 0)."""
     from codesearch.cli import present
 
-    console = None
-    for query_text, hits in zip(queries, answer.hits):
-        if output_format == "json":
-            print(present.query_json_line(query_text, hits), flush=True)
-        elif files_only:
-            print("\n".join(present.file_lines(hits)))
-        elif output_format == "vimgrep":
-            print("\n".join(present.vimgrep_lines(hits)))
-        else:
-            console = console or _stdout_console()
-            if len(answer.hits) > 1:
-                console.rule(query_text)
-            present.print_hits(console, hits, answer.repository, context)
-
-
-def _query_organisation(org_dir: Path, request, repo_names, ray_address, output_format: str, files_only: bool,
-                        context: int) -> None:
-    """`query --org`: every shard (or those of --repo-name) searched, fused once."""
-    from codesearch.org import catalog as org
-    from codesearch.cli import present
-
-    if ray_address:
-        from codesearch.org.ray_pipeline import require_ray, shard_retriever
-
-        require_ray()
-    search = org.OrganisationSearch(org_dir, repo_names)
     try:
-        retrieve_all = shard_retriever(search, ray_address) if ray_address else None
-        answer = search.query(request, retrieve_all)
-    finally:
-        search.close()
-    try:
-        console = None
-        for query_text, hits in zip(request.queries, answer.hits):
-            places = [(shard["repository"], Path(shard["root"])) for shard, _ in hits]
-            if output_format == "json":
-                print(org.query_json_line(query_text, hits), flush=True)
-            elif files_only:
-                print("\n".join(dict.fromkeys(str(root / hit.chunk.path) for (_, root), (_, hit) in zip(places, hits))))
-            elif output_format == "vimgrep":
-                print("\n".join(f"{root / hit.chunk.path}:{hit.chunk.start_line}:1: {hit.chunk.symbol}"
-                                for (_, root), (_, hit) in zip(places, hits)))
-            else:
-                console = console or _stdout_console()
-                if len(answer.hits) > 1:
-                    console.rule(query_text)
-                present.print_hits(console, [hit for _, hit in hits], Path(search.org_dir), context,
-                                   repositories=places)
+        present.print_answer(queries, answer, output_format, files_only, context)
+        sys.stdout.flush()
     except BrokenPipeError:
-        _stop_writing_stdout()
+        stop_writing_stdout()
         raise typer.Exit(EXIT_FOUND) from None
-    raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
 
 
-org_app = typer.Typer(no_args_is_help=True, help="An organisation's repositories in one index, built on Ray.")
 app.add_typer(org_app, name="org")
-
-
-@org_app.command("index")
-def org_index(
-    org_dir: Path = typer.Argument(..., help="The organisation index's folder (created if missing)."),
-    repos: List[Path] = typer.Argument(None, help="Git repositories to add or refresh (default: those already in it)."),
-    repos_file: Optional[Path] = typer.Option(None, "--repos-file", help="One repository path per line."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset, hub id or model folder (default: the "
-                                                                     "index's own, else $CODESEARCH_MODEL, else bge-code-v1)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray", help="Join the Ray cluster at ADDRESS (default: a local Ray)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Embedding actors (default: one per GPU, else half the CPUs)."),
-    shard_files: Optional[int] = typer.Option(None, "--shard-files", help="Split a repository past this many files into shards by path prefix (default: as before, else 5000)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
-):
-    """Index many git repositories into one organisation index, on Ray."""
-    from codesearch.org.ray_pipeline import index_organisation, require_ray
-
-    require_ray()
-    paths = list(repos or [])
-    if repos_file is not None:
-        try:
-            lines = repos_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise CodesearchError(f"cannot read repositories file {repos_file}: {error}") from None
-        paths += [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    console = _stderr()
-    report = index_organisation(org_dir, paths, model=model or settings.default_model(), address=ray_address,
-                                workers=workers, shard_files=shard_files,
-                                notice=(lambda message: None) if as_json else
-                                (lambda message: console.print(f"codesearch: {message}")))
-    if as_json:
-        print(json.dumps(report.as_json()))
-    else:
-        console.print(f"indexed {report.repositories} repositories in {report.shards} shards ({report.shards_updated} "
-                      f"written; {report.chunks} chunks, {report.embedded} embedded, {report.reused} reused) with "
-                      f"{report.model} on {report.workers} Ray workers in {report.seconds:.1f}s")
-
-
-@org_app.command("status")
-def org_status(
-    org_dir: Path = typer.Argument(..., help="The organisation index's folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-):
-    """The repositories and shards of an organisation index, their commits and generations, and what is stale."""
-    from codesearch.org.catalog import organisation_status
-
-    info = organisation_status(org_dir)
-    if as_json:
-        print(json.dumps(info))
-        return
-    print(f"organisation  {info['organisation']}\nmodel         {info['model']} ({info['dimension']} dims)\n"
-          f"generation    {info['generation']}\nshards        {info['shards']} ({info['chunks']} chunks, "
-          f"{info['stale_shards']} stale)")
-    for repository in info["repositories"]:
-        print(f"{repository['name']}  {repository['commit'][:12] or '(no commit)'}  {repository['root']}")
-        for shard in repository["shards"]:
-            where = ", ".join(prefix or "(all)" for prefix in shard["prefixes"][:3])
-            more = f" +{len(shard['prefixes']) - 3}" if len(shard["prefixes"]) > 3 else ""
-            print(f"  {shard['key']}  generation {shard['generation']}  {shard['files']} files  {shard['chunks']} "
-                  f"chunks  {where}{more}  {('stale: ' + shard['stale']) if shard['stale'] else 'current'}")
 
 
 @app.command()
@@ -315,7 +163,7 @@ def serve(
 
     if idle_exit is not None and not idle_exit > 0:  # NaN too
         raise CodesearchError("--idle-exit must be a positive number of seconds")
-    console = _stderr()
+    console = stderr_console()
     if stop:
         stopped = [(path, stop_server(path)) for path in repos or [Path(".")]]
         for path, pid in stopped:
@@ -408,83 +256,6 @@ def _describe_server(server: dict) -> str:
     if server["autostart"]:
         return "not running (the next query starts one; CODESEARCH_NO_AUTOSTART=1 turns that off)"
     return "not running (none is started for queries: CODESEARCH_NO_AUTOSTART or CODESEARCH_NO_SERVER is set)"
-
-
-def _stop_writing_stdout() -> None:
-    """The reader went away (`codesearch query ... | head -1`): what it wanted, it got. Later writes,
-    and Python's flush at exit, go to /dev/null instead of failing."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _stdout_console():
-    from rich.console import Console
-
-    class StdoutConsole(Console):
-        def on_broken_pipe(self) -> None:
-            raise BrokenPipeError  # rich would exit 1; main() ends quietly with 0
-
-    return StdoutConsole(highlight=False)
-
-
-def _read_queries(text: Optional[str], queries_file: Optional[Path]) -> list[str]:
-    if queries_file is not None:
-        try:
-            lines = queries_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise CodesearchError(f"cannot read queries file {queries_file}: {error}") from None
-        queries = [line.strip()[:MAX_QUERY_CHARS] for line in lines if line.strip()]
-        if not queries:
-            raise CodesearchError(f"queries file {queries_file} has no queries")
-        return queries
-    if text is None or not text.strip():
-        raise CodesearchError("give a query, e.g. codesearch query \"where do we retry failed uploads\"")
-    if len(text) > MAX_QUERY_CHARS:
-        raise CodesearchError(f"the query is {len(text)} characters long; at most {MAX_QUERY_CHARS} are accepted")
-    return [text.strip()]
-
-
-class _CliProgress:
-    """Shows an embedding progress bar with ETA on stderr, and notices."""
-
-    def __init__(self, console, quiet: bool = False):
-        self.console, self.quiet, self._bar, self._task = console, quiet, None, None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.stop()
-
-    def notice(self, message: str) -> None:
-        # A notice quotes repository paths: taken literally (a path "a[/x].kt" is no markup), on one line.
-        self.console.print(f"codesearch: {message}", markup=False, soft_wrap=True)
-
-    def planned(self, to_embed: int, spec) -> None:
-        from codesearch.embedding.weights import cpu_has_amx_bf16, default_device
-
-        if to_embed and default_device() == "cpu":
-            minutes = to_embed / CPU_CHUNKS_PER_SECOND[spec.backend] / 60
-            if minutes > 2 and spec.backend == "decoder":
-                self.console.print(f"codesearch: no GPU; embedding {to_embed} chunks with {spec.name} on the CPU "
-                                   f"will take about {minutes:.0f} minutes (--model minilm builds a CPU index "
-                                   f"about a hundred times faster)")
-            elif minutes > 2 and spec.runtime == "onnx" and cpu_has_amx_bf16():
-                self.console.print(f"codesearch: this CPU has AMX; CODESEARCH_RUNTIME=torch would embed these "
-                                   f"{to_embed} chunks about twice as fast (in bf16, same answers), and each later "
-                                   f"refresh of this index would take about 5 s longer to start")
-        if self.quiet or not to_embed:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             console=self.console, transient=True)
-        self._bar.start()
-        self._task = self._bar.add_task("embed", total=to_embed)
-
-    def embedded(self, count: int) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, count)
 
 
 def main() -> None:

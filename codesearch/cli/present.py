@@ -1,4 +1,7 @@
-"""Show search results: rich text on a terminal, JSON lines or vimgrep lines for programs."""
+"""The one printer of answers, as ripgrep's printer is: rich text on a terminal, JSON lines, vimgrep lines
+and file lists for programs, for a repository's answer and an organisation's alike. A hit of an
+organisation's answer names its repository (Hit.repository): its heading says which, its code is read
+under that repository's root (Answer.roots), and vimgrep lines and file lists give its full path."""
 
 from __future__ import annotations
 
@@ -6,42 +9,52 @@ import json
 from pathlib import Path
 
 from codesearch.errors import CodesearchError
-from codesearch.query.fuse import Hit
+from codesearch.query.api import Answer, Hit, hit_json
 
+FORMATS = ("text", "json", "vimgrep")
 _LEXERS = {"bash": "bash", "csharp": "csharp", "cpp": "cpp", "tsx": "tsx", "text": "text"}
 
 
-def hit_json(hit: Hit) -> dict:
-    chunk = hit.chunk
-    return {"path": chunk.path, "start_line": chunk.start_line, "end_line": chunk.end_line, "symbol": chunk.symbol,
-            "kind": chunk.kind, "language": chunk.language, "score": round(hit.score, 6)}
+def print_answer(queries, answer: Answer, output_format: str, files_only: bool = False, context: int = 0) -> None:
+    """Each query's hits, in the order asked, as the format says, on stdout."""
+    console = None
+    for query_text, hits in zip(queries, answer.hits):
+        if output_format == "json":
+            print(query_json_line(query_text, hits), flush=True)
+        elif files_only:
+            print("\n".join(file_lines(hits, answer)))
+        elif output_format == "vimgrep":
+            print("\n".join(vimgrep_lines(hits, answer)))
+        else:
+            if console is None:
+                from codesearch.cli.terminal import stdout_console
+
+                console = stdout_console()
+            if len(answer.hits) > 1:
+                console.rule(query_text)
+            print_hits(console, hits, answer, context)
 
 
-def query_json_line(query: str, hits: list[Hit], with_code: bool = False) -> str:
-    results = []
-    for hit in hits:
-        result = hit_json(hit)
-        if with_code:
-            result["code"] = hit.chunk.text
-        results.append(result)
-    return json.dumps({"query": query, "results": results}, ensure_ascii=False)
+def query_json_line(query: str, hits: list[Hit]) -> str:
+    return json.dumps({"query": query, "results": [hit_json(hit) for hit in hits]}, ensure_ascii=False)
 
 
-def vimgrep_lines(hits: list[Hit]) -> list[str]:
-    return [f"{hit.chunk.path}:{hit.chunk.start_line}:1: {hit.chunk.symbol}" for hit in hits]
+def shown_path(hit: Hit, answer: Answer) -> str:
+    """The hit's path in its repository; in an organisation's answer, the full path under that repository's root."""
+    if hit.repository is None:
+        return hit.chunk.path
+    return str(answer.roots[hit.repository] / hit.chunk.path)
 
 
-def file_lines(hits: list[Hit]) -> list[str]:
-    seen = []
-    for hit in hits:
-        if hit.chunk.path not in seen:
-            seen.append(hit.chunk.path)
-    return seen
+def vimgrep_lines(hits: list[Hit], answer: Answer) -> list[str]:
+    return [f"{shown_path(hit, answer)}:{hit.chunk.start_line}:1: {hit.chunk.symbol}" for hit in hits]
 
 
-def print_hits(console, hits: list[Hit], root: Path, context: int = 0, max_lines: int = 30,
-               repositories: list[tuple[str, Path]] | None = None) -> None:
-    """`repositories`: per hit, the name and root of the repository it is from (an organisation's answer)."""
+def file_lines(hits: list[Hit], answer: Answer) -> list[str]:
+    return list(dict.fromkeys(shown_path(hit, answer) for hit in hits))
+
+
+def print_hits(console, hits: list[Hit], answer: Answer, context: int = 0, max_lines: int = 30) -> None:
     from rich.syntax import Syntax
     from rich.text import Text
 
@@ -49,13 +62,13 @@ def print_hits(console, hits: list[Hit], root: Path, context: int = 0, max_lines
         chunk = hit.chunk
         heading = Text()
         heading.append(f"{rank:>2}. ", style="dim")
-        if repositories is not None:
-            name, root = repositories[rank - 1]
-            heading.append(f"{name}  ", style="bold green")
+        if hit.repository is not None:
+            heading.append(f"{hit.repository}  ", style="bold green")
         heading.append(f"{chunk.path}:{chunk.start_line}-{chunk.end_line}", style="bold magenta")
         heading.append(f"  {chunk.symbol}", style="bold cyan")
         heading.append(f"  {chunk.kind}, {chunk.language}, score {hit.score:.4f}", style="dim")
         console.print(heading)
+        root = answer.repository if hit.repository is None else answer.roots[hit.repository]
         first_line, code = _shown_code(chunk, root, context)
         lines = code.split("\n")
         shown = "\n".join(lines[:max_lines])

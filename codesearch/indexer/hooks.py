@@ -1,4 +1,5 @@
-"""Git hooks that keep the index fresh: `codesearch hook install | uninstall | status | refresh`.
+"""Git hooks that keep the index fresh: installing, removing and describing them, and the refresh they
+run. The commands over them (`codesearch hook install | uninstall | status | refresh`) are cli/hooks.py.
 
 The hooks are small shell scripts, so a commit pays nothing for them: each one runs the hook
 that was there before (moved aside to `<hook>.codesearch-original`, and put back by uninstall),
@@ -22,12 +23,9 @@ import json
 import os
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-
-import typer
 
 from codesearch.source.discover import INDEX_DIR
 from codesearch.errors import CodesearchError
@@ -41,8 +39,6 @@ LOG_NAME = "hook.log"
 REFRESH_LOCK_NAME = "hook.lock"
 PENDING_NAME = "hook.pending"
 LOG_KEEP_BYTES = 256_000  # hook.log is cut back to its tail past twice this
-
-hook_app = typer.Typer(no_args_is_help=True, help="Git hooks that refresh the index after commits, checkouts and merges.")
 
 _SCRIPT = """#!/bin/sh
 {marker} {hook} mode={mode} version={version}
@@ -90,9 +86,6 @@ class HookState:
     def as_json(self) -> dict:
         return {"hook": self.name, "path": str(self.path), "state": self.state, "mode": self.mode,
                 "chained": self.chained, "outdated": self.outdated, "tracked": self.tracked}
-
-
-# -- the library ------------------------------------------------------------------------
 
 
 def hooks_directory(root: Path) -> Path:
@@ -301,7 +294,7 @@ def append_to_log(path: Path, line: str) -> bool:
 
 
 def _own_index_directory(root: Path) -> Optional[Path]:
-    """root/.codesearch when it exists and is codesearch's own (see indexing.index_dir); None otherwise."""
+    """root/.codesearch when it exists and is codesearch's own (see index.store.index_dir); None otherwise."""
     from codesearch.indexer.build import index_dir
     from codesearch.index.store import checked_directory
 
@@ -328,83 +321,3 @@ def _describe(error: Exception) -> str:
     if isinstance(error, CodesearchError):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
-
-# -- the commands -----------------------------------------------------------------------
-
-PathArgument = typer.Argument(Path("."), help="A directory inside the git repository.")
-
-
-@hook_app.command()
-def install(
-    path: Path = PathArgument,
-    background: bool = typer.Option(True, "--background/--sync",
-                                    help="Refresh detached in the background (default), or inline before git goes on."),
-    force: bool = typer.Option(False, "--force",
-                               help="Install into a hooks folder git tracks; its tracked files are still left alone."),
-):
-    """Install pre-commit, post-checkout and post-merge hooks that refresh the index.
-
-    A hook already there is kept and runs first; `codesearch hook uninstall` puts it back.
-    """
-    from codesearch.source.discover import repository_root
-
-    root = repository_root(path)
-    states = install_hooks(root, "background" if background else "sync", force=force)
-    for state in states:
-        if state.tracked:
-            print(f"left {state.path} as it is: git tracks it (call `codesearch hook refresh` from it to chain "
-                  f"codesearch)")
-            continue
-        chained = f" (runs the previous hook first: {state.path.name}{ORIGINAL_SUFFIX})" if state.chained else ""
-        print(f"installed {state.path}{chained}")
-    if not (root / INDEX_DIR).is_dir():
-        print("note: there is no index yet; the hooks refresh it once `codesearch index` has built it", file=sys.stderr)
-
-
-@hook_app.command()
-def uninstall(path: Path = PathArgument):
-    """Remove the hooks and restore the ones they chained."""
-    from codesearch.source.discover import repository_root
-
-    for state in uninstall_hooks(repository_root(path)):
-        if state.state == "foreign":
-            print(f"{state.path}: not a codesearch hook, left as it is")
-        else:
-            print(f"{state.path}: {'restored' if os.path.lexists(state.path) else 'removed'}")
-
-
-@hook_app.command()
-def status(path: Path = PathArgument, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Which hooks are installed, whether a refresh is running, and how the last one went."""
-    from codesearch.source.discover import repository_root
-
-    root = repository_root(path)
-    states = hook_states(root)
-    running, last = refresh_running(root), last_log_line(root)
-    if as_json:
-        print(json.dumps({"hooks": [state.as_json() for state in states], "refresh_running": running,
-                          "last_refresh": last}))
-        return
-    for state in states:
-        detail = {"installed": f"installed, {state.mode}" + (", chains the previous hook" if state.chained else "")
-                  + (", outdated: run `codesearch hook install` again" if state.outdated else ""),
-                  "absent": "not installed", "foreign": "another hook (not codesearch's)"
-                  + (", tracked by git: codesearch leaves it alone" if state.tracked else "")}[state.state]
-        print(f"{state.name:<14}{detail}  {state.path}")
-    print(f"{'refresh':<14}{'running now' if running else 'idle'}")
-    if last:
-        print(f"{'last':<14}{last}")
-
-
-@hook_app.command()
-def refresh(
-    path: Path = PathArgument,
-    log: bool = typer.Option(False, "--log", help=f"Append the report to {INDEX_DIR}/{LOG_NAME} (as background hooks "
-                                                  f"do) instead of printing it."),
-):
-    """Refresh the index as the hooks do: never fails, skips if a refresh is already running."""
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    line = f"{started} codesearch hook refresh: {refresh_for_hook(path)}"
-    if not (log and append_to_log(path, line)):
-        print(line, file=sys.stderr)

@@ -1,202 +1,38 @@
-"""The client of the warm query server (serve.py), which every `codesearch query` imports: where a
-repository's server listens, the protocol, and asking it, or saying why the work is done in-process.
-
-Protocol: one JSON object per line each way, any number of requests per connection.
-  {"op": "query", "queries": [...], "k": 10, "mode": "hybrid", "languages": [], "include": [],
-   "exclude": [], "model": null, "instruction": null, "trust_remote_code": false}
-      -> {"ok": true, "repository": "/repo", "generation": 7,
-          "answers": [{"query": "...", "results": [<present.hit_json fields> + code, context, id,
-                                                     sources, exact_score]}]}
-  {"op": "status"} -> {"ok": true, <engine.Engine.status fields>, "reopened": ..., "pid": ...}
-  {"op": "ping"}   -> {"ok": true, "pid": ...}
-  {"op": "stop"}   -> {"ok": true, "pid": ...}, then the server exits (Unix socket only)
-  A failure is {"ok": false, "error": "one line", "user_error": true|false}; a user error is what the
-  in-process path would have raised as CodesearchError, anything else sends the client back in-process.
-  On the TCP port every request also carries "token": the secret in the file `<socket>.token`.
-
-Where. The socket lives in the repository's `.codesearch/` (or, when that path is too long for a socket
-address, in the user's runtime directory, else `codesearch-<uid>` in the temporary directory); either
-folder is used only when it is a real folder owned by this user and closed to others, and the client
-checks the server's uid (SO_PEERCRED) before a byte of a query is sent.
+"""The client of the warm query server (serve.py), which every `codesearch query` imports: asking the
+server of a repository (over protocol.py's wire), or saying why the work is done in-process; starting
+one for the next queries, stopping one, and whether one runs.
 
 Liveness. A client that has no byte within 2 s (a stopped server, or one too stuck to run its
 connection threads) answers in-process; once a byte came, it waits as long as the work takes, up to 5
 minutes (the first query for a model the server has not loaded yet loads it; a busy server answers in
 turn).
 
-This module is on the path of every query: it imports nothing heavy, and neither does engine.py.
+This module is on the path of every query: it imports nothing heavy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
-import struct
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 from codesearch import settings
-from codesearch.source.discover import INDEX_DIR
-from codesearch.query.engine import Answer, QueryRequest
-from codesearch.errors import BadRequest, CodesearchError
-from codesearch.limits import MAX_QUERIES_PER_REQUEST
-from codesearch.trust import UntrustedPath, open_private, private_directory
+from codesearch.errors import CodesearchError
+from codesearch.query.api import Answer, QueryRequest
+from codesearch.server.protocol import (MAX_QUERIES_PER_REQUEST, MAX_REQUEST_BYTES, find_socket, hits_from_message,
+                                        peer_problem, request_message)
+from codesearch.trust import UntrustedPath
 
-SOCKET_NAME = "serve.sock"
-MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 on Linux and 104 on macOS, with a NUL
-MAX_REQUEST_BYTES = 1 << 20
 MAX_ANSWER_BYTES = MAX_REQUEST_BYTES * 64
 CONNECT_SECONDS = 1.0
 FIRST_BYTE_SECONDS = 2.0  # silence this long means the server is stopped or hung
 ANSWER_SECONDS = 300.0  # generous: the first query for a model the server has not loaded yet loads it
 AUTOSTART_IDLE_SECONDS = 600  # a server a query started exits after this long without a request
 NO_SERVER = "no server running for this repository"
-
-
-# -- where the socket is ------------------------------------------------------------------------
-
-def socket_path(root: Path) -> Path:
-    """The socket of the server for the repository at `root` (its working tree root)."""
-    candidate = Path(root) / INDEX_DIR / SOCKET_NAME
-    if len(os.fsencode(str(candidate))) <= MAX_SOCKET_PATH:
-        return candidate
-    digest = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:20]
-    return _runtime_dir() / f"{digest}.sock"
-
-
-def lock_path(socket_file: Path) -> Path:
-    return socket_file.with_name(socket_file.name + ".lock")
-
-
-def token_path(socket_file: Path) -> Path:
-    return socket_file.with_name(socket_file.name + ".token")
-
-
-def _runtime_dir() -> Path:
-    base = settings.runtime_dir()
-    if base and Path(base).is_dir():
-        return Path(base) / "codesearch"
-    return Path(tempfile.gettempdir()) / f"codesearch-{os.getuid()}"
-
-
-def check_socket_folder(root: Path, socket_file: Path, serving: bool) -> None:
-    """Raise UntrustedPath unless the socket's folder is a real folder of this user's that others cannot write.
-
-    Anyone who can write into it could plant a link as the lock file, or a server of their own. The
-    runtime folder is made here when serving, and must be closed to others entirely; `.codesearch/`
-    came with the index, whose own rules (trust.private_directory) apply.
-    """
-    folder = socket_file.parent
-    if folder == Path(root) / INDEX_DIR:
-        private_directory(folder)
-    else:
-        private_directory(folder, create=serving, strict=True)
-
-
-def find_socket(path: str | os.PathLike) -> Path | None:
-    """The socket of a server for the repository containing `path`, if its file exists.
-
-    Walks up to the first directory holding `.git` (what git itself does, without importing it:
-    this runs on every query and has to stay cheap); a miss just means in-process work. Raises
-    UntrustedPath when the socket's folder could be someone else's.
-    """
-    directory = Path(path).absolute()
-    if not directory.is_dir():
-        return None  # let the in-process path explain what is wrong with it
-    for candidate in (directory, *directory.parents):
-        if (candidate / ".git").exists():
-            found = socket_path(candidate)
-            if not found.exists():
-                return None
-            check_socket_folder(candidate, found, serving=False)
-            return found
-    return None
-
-
-def peer_problem(connection: socket.socket, expected_uid: int | None = None) -> str | None:
-    """Why the process at the other end of a Unix socket is not to be trusted; None when it runs as us.
-
-    Python exposes SO_PEERCRED on Linux only (getpeereid and LOCAL_PEERCRED are missing); elsewhere
-    the check is skipped and the private folder and the socket's 0600 mode are the guard.
-    """
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return None
-    expected = os.getuid() if expected_uid is None else expected_uid
-    _pid, uid, _gid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
-    return None if uid == expected else f"the other end of the socket runs as uid {uid}, not {expected}"
-
-
-def read_token(socket_file: Path) -> str | None:
-    """The secret a request on the server's TCP port must carry; None when it listens on none."""
-    try:
-        fd = open_private(token_path(socket_file), os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(256).decode("ascii", "replace").strip()
-
-
-# -- the protocol: a request and its answer as JSON lines ------------------------------------------
-
-def request_message(request: QueryRequest) -> dict:
-    return {"op": "query", "queries": list(request.queries), "k": request.k, "mode": request.mode,
-            "languages": list(request.languages), "include": list(request.include), "exclude": list(request.exclude),
-            "model": request.model, "instruction": request.instruction, "trust_remote_code": request.trust_remote_code}
-
-
-def request_from_message(data: dict) -> QueryRequest:
-    """The request a message describes, its fields of the right JSON types (BadRequest names the one that
-    is not); what they say is for QueryRequest.checked to judge."""
-    queries = data.get("queries")
-    if not isinstance(queries, list) or not all(isinstance(query, str) for query in queries):
-        raise BadRequest("queries", "\"{name}\" must be a list of strings")
-    if len(queries) > MAX_QUERIES_PER_REQUEST:  # a bound of the server's; a client sends more in batches
-        raise BadRequest("queries", f"{len(queries)} queries in one request; at most {MAX_QUERIES_PER_REQUEST} "
-                                    f"are accepted")
-    trust = data.get("trust_remote_code", False)
-    if not isinstance(trust, bool):
-        raise BadRequest("trust_remote_code", "\"{name}\" must be true or false")
-    return QueryRequest(queries, data.get("k", 10), data.get("mode", "hybrid"), _strings(data, "languages"),
-                        _strings(data, "include"), _strings(data, "exclude"), _optional_string(data, "model"),
-                        _optional_string(data, "instruction"), trust)
-
-
-def _strings(data: dict, key: str) -> tuple[str, ...]:
-    value = data.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise BadRequest(key, "\"{name}\" must be a list of strings")
-    return tuple(value)
-
-
-def _optional_string(data: dict, key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(key, "\"{name}\" must be a string or null")
-    return value
-
-
-def result_json(hit) -> dict:
-    """present.hit_json's fields plus what rebuilds the same Hit on the client (code, exact score)."""
-    from codesearch.cli.present import hit_json
-
-    chunk = hit.chunk
-    return {**hit_json(hit), "code": chunk.text, "context": chunk.context, "id": chunk.id,
-            "sources": hit.sources, "exact_score": hit.score}
-
-
-def hit_from_json(result: dict):
-    from codesearch.index.database import StoredChunk
-    from codesearch.query.fuse import Hit
-
-    chunk = StoredChunk(result["id"], result["path"], result["start_line"], result["end_line"], result["symbol"],
-                        result["kind"], result["language"], result["context"], result["code"])
-    return Hit(chunk, result["exact_score"], dict(result.get("sources") or {}))
 
 
 # -- asking --------------------------------------------------------------------------------------
@@ -240,7 +76,7 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
                 if response.get("user_error"):
                     raise CodesearchError(response.get("error", "the server refused the query"))
                 return NotServed(f"the server declined: {response.get('error')}")
-            hits += [[hit_from_json(result) for result in answer["results"]] for answer in response["answers"]]
+            hits += hits_from_message(response)
             generation = int(response.get("generation", 0))
     except NoAnswer as error:
         return NotServed(str(error))
@@ -271,7 +107,7 @@ def request_server(address: Path | tuple[str, int], message: dict, timeout: floa
                    token: str | None = None) -> dict:
     """Send one request, return the decoded answer; OSError when nobody (or nobody trusted) answers.
 
-    `token` is needed on the TCP port only (read_token); on the Unix socket the peer's uid is checked
+    `token` is needed on the TCP port only (protocol.read_token); on the Unix socket the peer's uid is checked
     instead, before the request is sent.
     """
     family = socket.AF_UNIX if isinstance(address, Path) else socket.AF_INET

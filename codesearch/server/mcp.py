@@ -15,8 +15,8 @@ from pathlib import Path
 
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
-from codesearch.query.engine import QueryRequest
 from codesearch.errors import BadRequest, CodesearchError
+from codesearch.query.api import QueryRequest, hit_json
 from codesearch.server.service import Service
 
 INSTRUCTIONS = (
@@ -31,7 +31,7 @@ INSTRUCTIONS = (
 PARAMETERS = {"queries": "query", "languages": "lang", "include": "path", "exclude": "path", "k": "k", "mode": "mode"}
 
 
-class FoundCode(TypedDict):
+class FoundCode(TypedDict):  # the schema the agent sees of query.api.hit_json(hit, code=True)
     path: str
     start_line: int
     end_line: int
@@ -137,12 +137,10 @@ def build_server(path: str | Path, service: Service | None = None):
 
 def run_search(repository: _Repository, query: str, k: int, languages: list[str], globs: list[str],
                mode: str) -> dict:
-    from codesearch.cli.present import hit_json
-
     request = QueryRequest.from_options([query], paths=globs, k=k, mode=mode, languages=tuple(languages)).checked()
     answer = repository.service.query(repository.opened(), request)
     return {"query": request.queries[0], "repository": str(answer.repository),
-            "results": [{**hit_json(hit), "code": hit.chunk.text} for hit in answer.hits[0]]}
+            "results": [hit_json(hit, code=True) for hit in answer.hits[0]]}
 
 
 def run_stdio(path: str | Path) -> None:

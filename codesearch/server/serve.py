@@ -1,8 +1,8 @@
 """A warm query server: one long-lived process keeps the models and the open indexes in memory
 (service.py) and answers `codesearch query` over a Unix domain socket, so a query costs milliseconds,
-not the seconds it takes to import torch and load a model. The protocol and the client are client.py.
+not the seconds it takes to import torch and load a model. The wire is protocol.py, the client client.py.
 
-Who may ask. The socket (client.socket_path) is 0600 in a folder only this user can use, and the
+Who may ask. The socket (protocol.socket_path) is 0600 in a folder only this user can use, and the
 server checks each peer's uid (SO_PEERCRED) as the client checks the server's. A TCP listener on
 127.0.0.1 is opened only when a port is asked for; anyone on the machine can connect to it, so each
 request must carry the token made at start-up (written 0600 beside the socket, removed on exit). The
@@ -14,9 +14,9 @@ user_error false, so `codesearch query --trust-remote-code` answers in-process, 
 server.
 
 Bounds: a listen queue of 128; at most 64 connections at once per listener (one more gets an error
-line and is closed); 256 queries per request and 10,000 characters per query (limits.py; the CLI
-sends a longer queries file in batches); 1 MiB per request line. Every exception, a RecursionError
-from a deeply nested line included, is answered with an error line.
+line and is closed); 256 queries per request and 1 MiB per request line (protocol.py), 10,000
+characters per query (query.api); the CLI sends a longer queries file in batches. Every exception, a
+RecursionError from a deeply nested line included, is answered with an error line.
 
 Liveness: an answer that is not ready half a second after its request line was read is preceded by
 a space (which JSON ignores), written then, while the work goes on; a quick answer goes out as it
@@ -52,9 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from codesearch.server.client import (MAX_REQUEST_BYTES, check_socket_folder, lock_path, peer_problem, request_from_message,
-                               result_json, socket_path, token_path)
 from codesearch.errors import CodesearchError
+from codesearch.server.protocol import (MAX_REQUEST_BYTES, answer_message, check_socket_folder, lock_path, peer_problem,
+                                        request_from_message, socket_path, token_path)
 from codesearch.server.service import RemoteCodeRefused, Service
 from codesearch.trust import open_private, write_private_file
 
@@ -70,7 +70,7 @@ def _error(message: str, user_error: bool) -> dict:
     return {"ok": False, "error": message, "user_error": user_error}
 
 
-def _encoded(response: dict) -> bytes:
+def encode_response(response: dict) -> bytes:
     """One answer line. ASCII escapes keep any text encodable (a lone surrogate from a file name);
     an answer that cannot be encoded at all becomes an error line, not a silently closed connection."""
     try:
@@ -100,7 +100,7 @@ class _Handler(socketserver.StreamRequestHandler):
             else:
                 response, go_on = self.server.dispatcher.respond(self.server.root, line, self.server.over_tcp,
                                                                  waiting=lambda: self._write(b" "))
-            if not self._write(_encoded(response)) or not go_on:
+            if not self._write(encode_response(response)) or not go_on:
                 return
 
     def _write(self, data: bytes) -> bool:
@@ -130,7 +130,7 @@ class _Bounded:
             refusal = f"the server is busy: {MAX_CONNECTIONS} connections are open"
         if refusal is not None:
             try:
-                request.sendall(_encoded(_error(refusal, user_error=False)))
+                request.sendall(encode_response(_error(refusal, user_error=False)))
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -227,9 +227,7 @@ class Dispatcher:
                     "idle_exit": self.idle_exit}
         request = request_from_message(message).checked()
         answer = self.service.query(root, request, waiting)
-        return {"ok": True, "repository": str(answer.repository), "generation": answer.generation,
-                "answers": [{"query": text, "results": [result_json(hit) for hit in hits]}
-                            for text, hits in zip(request.queries, answer.hits)]}
+        return answer_message(request.queries, answer)
 
     def _root_named(self, repo) -> Path:
         if repo is None and len(self.roots) == 1:
@@ -276,10 +274,10 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
             listeners.append(_claim(root, token))
         dispatcher = Dispatcher(service, roots, stop, token, idle_exit)
         for listener in listeners:
-            listener.server = _bind_unix(listener.socket_file, dispatcher, listener.root)
+            listener.server = bind_unix(listener.socket_file, dispatcher, listener.root)
             threading.Thread(target=listener.server.serve_forever, name=f"serve {listener.root}", daemon=True).start()
         if port is not None:
-            tcp = _bind_tcp(port, dispatcher)
+            tcp = bind_tcp(port, dispatcher)
             threading.Thread(target=tcp.serve_forever, name="serve tcp", daemon=True).start()
         previous = {signum: signal.signal(signum, lambda *_: stop.set())
                     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)} if own_process else {}
@@ -362,7 +360,8 @@ def _release(listener: _Listener) -> None:
     os.close(listener.lock_fd)
 
 
-def _bind_unix(socket_file: Path, dispatcher: Dispatcher, root: Path) -> _UnixServer:
+def bind_unix(socket_file: Path, dispatcher: Dispatcher, root: Path) -> _UnixServer:
+    """A listener on the Unix socket `socket_file` for the repository at `root`; serve_forever runs it."""
     previous = os.umask(0o177)  # the socket is created 0600: only its owner may ask
     try:
         server = _UnixServer(str(socket_file), _Handler)
@@ -374,7 +373,8 @@ def _bind_unix(socket_file: Path, dispatcher: Dispatcher, root: Path) -> _UnixSe
     return server
 
 
-def _bind_tcp(port: int, dispatcher: Dispatcher) -> _TcpServer:
+def bind_tcp(port: int, dispatcher: Dispatcher) -> _TcpServer:
+    """A listener on 127.0.0.1:`port` for every repository served; its requests carry the token."""
     try:
         server = _TcpServer(("127.0.0.1", port), _Handler)  # loopback only, never other interfaces
     except OSError as error:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from codesearch.query.engine import Answer, Engine, QueryRequest
+from codesearch.query.api import Answer, QueryRequest
+from codesearch.query.engine import Engine
 
 ACKNOWLEDGE_AFTER_SECONDS = 0.5  # a slower answer is preceded by a space, well inside the client's 2 s
 
@@ -138,7 +139,7 @@ class Service:
 
     def _warm_up(self, root: Path) -> None:
         engine = self._fresh(root).engine
-        if engine.store.manifest().get("model"):
+        if engine.store.database.manifest().get("model"):
             engine.query(QueryRequest(["warm up"], k=1, trust_remote_code=self.trust_remote_code))
 
     def _embedder(self, spec):
@@ -148,7 +149,7 @@ class Service:
         if embedder is None:
             load = self.load_embedder
             if load is None:
-                from codesearch.embedding.weights import load_embedder as load
+                from codesearch.embedding.load import load_embedder as load
             embedder = self._models[key] = load(spec)
             if self.threads and hasattr(embedder, "use_threads"):  # a stand-in model may have none
                 embedder.use_threads(self.threads)  # here, on the one thread that runs the model
