@@ -163,6 +163,27 @@ def test_sigterm_stops_a_server_and_removes_its_socket(served, tmp_path):
     assert not socket_path(repo).exists()
 
 
+def test_a_server_stops_on_sigterm_after_a_storm_of_signals(served, tmp_path):
+    """The handler once set a threading.Event and deadlocked on the lock the interrupted wait held."""
+    repo, _ = served
+    process = start_server(repo, tmp_path / "server.log")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
+        process.send_signal(signal.SIGCONT)
+        for _ in range(20):
+            process.send_signal(signal.SIGHUP if process.poll() is None else 0)
+    process.send_signal(signal.SIGCONT)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not socket_path(repo).exists()
+
+
 def test_a_socket_path_too_long_for_an_address_goes_to_the_runtime_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     deep = Path("/") / ("d" * 120) / "repo"

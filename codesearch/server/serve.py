@@ -269,6 +269,15 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
     token = secrets.token_urlsafe(32) if port is not None else None
     listeners = []
     tcp = None
+    # Handlers first: a server that answers a ping must already stop cleanly on a signal. A handler runs on
+    # the main thread between two of its bytecodes, possibly while that thread holds the lock inside `stop`
+    # (Event.wait re-takes it on waking), where Event.set would wait on that lock for ever; appending to a
+    # list takes no lock, and the loop below sees it within its timeout. They stay until the process ends:
+    # a second signal during the clean-up must not kill it half-way (its socket left behind).
+    signalled: list[int] = []
+    if own_process:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda signum, _: signalled.append(signum))
     try:
         for root in roots:
             listeners.append(_claim(root, token))
@@ -279,8 +288,6 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
         if port is not None:
             tcp = bind_tcp(port, dispatcher)
             threading.Thread(target=tcp.serve_forever, name="serve tcp", daemon=True).start()
-        previous = {signum: signal.signal(signum, lambda *_: stop.set())
-                    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)} if own_process else {}
         for listener in listeners:
             notice(f"serving {listener.root} on {listener.socket_file}")
         if tcp is not None:
@@ -288,7 +295,7 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
                    f"in {token_path(listeners[0].socket_file)}")
         for root in roots:
             service.warm_up(root).add_done_callback(lambda done, root=root: _warmed(done, root, notice))
-        while not stop.wait(0.5):  # a timeout, so the main thread runs the signal handlers
+        while not signalled and not stop.wait(0.5):  # a timeout, so the main thread runs the signal handlers
             gone = [listener.socket_file for listener in listeners if not listener.socket_file.exists()]
             if gone:  # the index folder was deleted (git clean -x): nobody can reach us any more
                 notice(f"{gone[0]} was removed; stopping")
@@ -296,8 +303,6 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
             if idle_exit is not None and dispatcher.idle_for() > idle_exit:
                 notice(f"no request for {idle_exit:g} s; stopping")
                 break
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     finally:
         for server in [tcp] + [listener.server for listener in listeners]:
             if server is not None:
