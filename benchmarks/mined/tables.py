@@ -2,13 +2,16 @@
 """Markdown tables from score.py summaries (--out JSON): one column per run, one row per language.
 
 Usage: python benchmarks/mined/tables.py A.json B.json ... [--metric nDCG@10] [--mine mine-stats.json]
+                                          [--queries 'OUT/symbols/*.jsonl']
 Prints nDCG@10 (or --metric) by language and style, the overall MRR@10 / R@1 / R@10, the timings,
-and, with --mine, the number of queries per language and repository.
+with --queries one row per query kind (the `kind` field mine_sets.py writes), and, with --mine,
+the number of queries per language and repository.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +30,7 @@ def main() -> None:
     ap.add_argument("summaries", nargs="+")
     ap.add_argument("--metric", default="nDCG@10", choices=METRICS)
     ap.add_argument("--mine", help="mine-stats.json written by mine.py")
+    ap.add_argument("--queries", nargs="+", default=[], help="query files (globs) whose `kind` adds rows")
     args = ap.parse_args()
     runs = []
     for fn in args.summaries:
@@ -55,6 +59,23 @@ def main() -> None:
     for s in styles:
         n = max(r["by_style"].get(s, {}).get("n", 0) for r in runs)
         print(f"| style:{s} | {n} | | " + " | ".join(cell(r["by_style"].get(s), m) for r in runs) + " |")
+    kind_of = {}
+    for fn in (f for pattern in args.queries for f in sorted(glob.glob(pattern))):
+        for line in Path(fn).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                q = json.loads(line)
+                kind_of[q["id"]] = q.get("kind", "-")
+    kinds = sorted(set(kind_of.values()))
+    # With several kinds, each language's mix of them would hide its scores: split them too.
+    groups = [(k, None) for k in kinds] + ([(k, lang) for k in kinds for lang in langs] if len(kinds) > 1 else [])
+    for kind, lang in groups:
+        rows = [[q for q in r["queries"] if kind_of.get(q["id"]) == kind and lang in (None, q["language"])]
+                for r in runs]
+        if not any(rows):
+            continue
+        means = [sum(q["metrics"][m] for q in qs) / len(qs) if qs else None for qs in rows]
+        print(f"| kind:{kind}{'/' + lang if lang else ''} | {max(map(len, rows))} | | "
+              + " | ".join("-" if v is None else f"{v:.3f}" for v in means) + " |")
     print()
     print("| all queries | " + " | ".join(METRICS) + " | index s (total) | query ms/q |")
     print("| --- | " + " | ".join("---" for _ in METRICS) + " | --- | --- |")
