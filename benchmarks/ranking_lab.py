@@ -45,6 +45,7 @@ class Settings:
 
     weight_for = None  # (query text, the index's weight) -> the dense share for this query
     ranker = None  # (store, text, vector, k, mode, weight) -> hits, in place of retrieve + fuse
+    per_file = None  # at most this many answers per file (None: the product's default)
     repositories: dict = {}  # name -> Repository, for variants that rebuild an index
     vectors: Path = Path(".")  # --vectors
 
@@ -62,7 +63,8 @@ def _ranker(function):
 
 
 def _first_pass(store, text, vector, k, mode, weight):
-    return fuse([retrieve(store, Query(text, k, mode, vector))], text, k, weight)
+    per_file = {} if Settings.per_file is None else {"per_file": Settings.per_file}
+    return fuse([retrieve(store, Query(text, k, mode, vector), with_term_scores=False)], text, k, weight, **per_file)
 
 
 def _unit_terms(store):
@@ -250,6 +252,20 @@ for _identifier, _prose in ((0.3, 0.5), (0.4, 0.5), (0.5, 0.4), (0.3, 0.6)):
     VARIANTS[f"style-{_identifier}-{_prose}"] = contextlib.contextmanager(_weights(_by_style(_identifier, _prose)))
 
 
+def _per_file(limit: int):
+    def apply():
+        Settings.per_file = limit
+        try:
+            yield
+        finally:
+            Settings.per_file = None
+    return apply
+
+
+for _limit in (0, 1, 2, 3):
+    VARIANTS[f"per-file-{_limit}"] = contextlib.contextmanager(_per_file(_limit))
+
+
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
     by_repo = defaultdict(list)
     for name in sorted(glob.glob(patterns)):
@@ -339,12 +355,13 @@ def main() -> int:
                     for query, results in zip(repository.queries, repository.rank(mode)):
                         value = score_query(results, query["answers"], 10)["metrics"]["nDCG@10"]
                         per_query[f"{name}/{mode}/{query['id']}"] = value
-                        for group in ("all", recipes[repo]["language"], f"style:{query.get('style', '?')}"):
+                        kind = [f"kind:{query['kind']}"] if "kind" in query else []
+                        for group in ("all", recipes[repo]["language"], f"style:{query.get('style', '?')}", *kind):
                             groups[group].append(value)
             table[f"{name}/{mode}"] = {group: float(np.mean(values)) for group, values in groups.items()}
     groups = list(next(iter(table.values())))
-    groups = ["all"] + sorted(g for g in groups if g != "all" and not g.startswith("style:")) + \
-        sorted(g for g in groups if g.startswith("style:"))
+    groups = ["all"] + sorted(g for g in groups if g != "all" and ":" not in g) + \
+        sorted(g for g in groups if ":" in g)
     columns = list(table)
     print("| nDCG@10 | " + " | ".join(columns) + " |")
     print("| --- " * (len(columns) + 1) + "|")

@@ -51,7 +51,7 @@ def test_the_server_lists_search_and_index_status(conversation):
     tools = {tool.name: tool for tool in said["tools"]}
     assert set(tools) == {"search", "index_status"}
     schema = getattr(tools["search"], "input_schema", None) or tools["search"].inputSchema
-    assert set(schema["properties"]) == {"query", "k", "lang", "path", "mode"}
+    assert set(schema["properties"]) == {"query", "k", "lang", "path", "mode", "per_file"}
     assert schema["required"] == ["query"]
     assert "question" in tools["search"].description
 

@@ -39,6 +39,15 @@ def repo(tmp_path_factory):
         "type UploadQueue struct {\n\titems []string\n\tlimit int\n}\n\n"
         "func (q *UploadQueue) Add(item string) {\n\tq.items = append(q.items, item)\n}\n\n"
         "func (q *UploadQueue) Drain() []string {\n\tdrained := q.items\n\tq.items = nil\n\treturn drained\n}\n")
+    # A class with a one-word name whose methods say its name more often than its declaration does.
+    (repo / "scheduler.py").write_text(
+        "class Scheduler:\n    \"\"\"Runs jobs at their times.\"\"\"\n\n    def __init__(self):\n        self.jobs = []\n\n"
+        + "".join(f"    def job_{n}(self, scheduler=None):\n        scheduler = scheduler or Scheduler()\n"
+                  f"        return scheduler.jobs[{n}]\n\n" for n in range(6)))
+    # Many functions sharing words, so that a retriever's candidates outnumber the pool of a top 10.
+    (repo / "ledger.py").write_text("".join(
+        f"def ledger_entry_{n}(book):\n    \"\"\"Post entry {n} to the ledger book.\"\"\"\n"
+        f"    return book.post({'entry, ' * (n % 7)}ledger={n})\n\n\n" for n in range(240)))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "loader")
     codesearch("index", str(repo), "--model", "minilm", check=True)
@@ -138,3 +147,57 @@ def test_vimgrep_files_only_and_context_formats(repo):
 def test_semantic_and_lexical_modes_can_be_chosen(repo):
     assert results(repo, "wait for open requests to finish", "--mode", "semantic")[0]["symbol"] == "Server.Shutdown"
     assert results(repo, "zzzz qqqq", "--mode", "lexical") == []
+
+
+def test_a_bare_one_word_name_finds_its_declaration_before_the_methods_that_repeat_it(repo):
+    for mode in ("hybrid", "lexical"):
+        first = results(repo, "Scheduler", "--mode", mode)[0]
+        assert (first["path"], first["symbol"], first["start_line"]) == ("scheduler.py", "Scheduler", 1), (mode, first)
+
+
+def test_a_bare_type_name_finds_its_declarations_before_its_methods(repo):
+    for mode in ("hybrid", "lexical"):
+        found = results(repo, "UploadQueue", "--mode", mode)
+        # Declared twice: a Go struct and a Python class; both come before any of their methods.
+        assert {(r["path"], r["symbol"], r["start_line"]) for r in found[:2]} == {
+            ("queue.go", "UploadQueue", 3), ("uploads.py", "UploadQueue", 32)}, (mode, found[:3])
+
+
+def test_a_bare_name_is_a_name_whatever_its_shape_and_a_qualified_one_needs_its_container():
+    from codesearch.index.database import StoredChunk
+    from codesearch.query.fuse import BARE_NAME_BONUS, NAME_MATCH_BONUS, names_in
+
+    def bonus(query, symbol, text):
+        return names_in(query).bonus(StoredChunk(1, "a.py", 1, 9, symbol, "class", "python", "", text))
+
+    assert bonus("Environment", "Environment", "@dataclass\nclass Environment:\n    x = 1") == BARE_NAME_BONUS
+    # A later part of a long class that was cut into several is not where the class is declared.
+    assert bonus("Environment", "Environment", "    overlayed = False\n    linked_to: 'Environment'") == NAME_MATCH_BONUS
+    assert bonus("Rack::Builder", "Rack::Builder", "class Builder") == BARE_NAME_BONUS
+    assert bonus("Rack::Builder", "Other::Builder", "class Builder") == NAME_MATCH_BONUS
+    assert bonus("how do we retry", "retry", "def retry():") == 0  # a plain word in a sentence names nothing
+    # In a sentence an acronym-led type (UIColor, HTTPAdapter) is as often the type a function returns as
+    # the definition asked for; alone it is the definition asked for.
+    assert not names_in("turn a hex string into a UIColor").names and names_in("HTTPAdapter").bare
+
+
+def test_asking_for_more_results_keeps_the_first_ones(repo):
+    for mode in ("hybrid", "lexical"):
+        for query in ("post an entry to the ledger book", "ledger_entry_3 book"):
+            ten = [(r["path"], r["start_line"]) for r in results(repo, query, "--mode", mode, "-k", "10")]
+            fifty = [(r["path"], r["start_line"]) for r in results(repo, query, "--mode", mode, "-k", "50")]
+            assert fifty[:len(ten)] == ten, (mode, query)
+
+
+def test_per_file_caps_the_answers_one_file_gives(repo):
+    capped = results(repo, "UploadQueue", "--per-file", "1", "-k", "5")
+    assert len({r["path"] for r in capped}) == len(capped)
+    uncapped = results(repo, "UploadQueue", "--per-file", "0", "-k", "5")
+    assert len({r["path"] for r in uncapped}) < len(uncapped)
+    assert codesearch("query", "x", "--per-file", "-1", cwd=repo).stderr.strip().endswith(
+        "--per-file must be a number of results, or 0 for no limit")
+
+
+def test_files_only_lists_k_distinct_files(repo):
+    listed = codesearch("query", "UploadQueue", "--files-only", "-k", "3", cwd=repo).stdout.split()
+    assert len(listed) == len(set(listed)) == 3, listed

@@ -82,6 +82,7 @@ def query(
     as_json: bool = typer.Option(False, "--json", help="One JSON line per query."),
     output_format: str = typer.Option("text", "--format", help="text, json or vimgrep."),
     files_only: bool = typer.Option(False, "--files-only", "-l", help="Only the paths of matching files."),
+    per_file: Optional[int] = typer.Option(None, "--per-file", help="At most N results from one file (0: no limit)."),
     context: int = typer.Option(0, "--context", "-C", help="Lines of context around the shown code."),
     trust_remote_code: bool = TrustOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Say whether a running server or this process answered."),
@@ -101,7 +102,8 @@ def query(
         raise CodesearchError(f"{'--repo-name' if repo_names else '--ray'} needs --org ORG_DIR")
     request = QueryRequest.from_options(read_queries(text, queries_file), paths=path_globs, k=k, mode=mode,
                                         languages=tuple(lang), model=model, instruction=instruction,
-                                        trust_remote_code=trust_remote_code).checked()
+                                        trust_remote_code=trust_remote_code,
+                                        **_per_file(per_file, files_only)).checked()
     if org_dir is not None:
         from codesearch.cli.org import query_organisation
 
@@ -130,6 +132,13 @@ def query(
                                    f"after {AUTOSTART_IDLE_SECONDS // 60} idle minutes; CODESEARCH_NO_AUTOSTART=1 "
                                    f"turns this off)", soft_wrap=True)
     raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
+
+
+def _per_file(asked: int | None, files_only: bool) -> dict:
+    """--per-file as asked; with --files-only, one answer per file unless asked, so that k answers are k files."""
+    if asked is None:
+        return {"per_file": 1} if files_only else {}
+    return {"per_file": asked}
 
 
 def _print_answer(queries, answer, output_format: str, files_only: bool, context: int) -> None:

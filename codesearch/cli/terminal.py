@@ -20,7 +20,7 @@ from codesearch.errors import BadRequest, CodesearchError
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
 # A request field, as the command line names it.
 FLAGS = {"queries": "the query", "k": "-k", "mode": "--mode", "languages": "--lang", "include": "--path",
-         "exclude": "--path", "model": "--model", "instruction": "--instruction"}
+         "exclude": "--path", "model": "--model", "instruction": "--instruction", "per_file": "--per-file"}
 CPU_CHUNKS_PER_SECOND = {"decoder": 0.5, "encoder": 70.0}  # measured on 2 cores: benchmarks/NOTES.md, README
 
 

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 MODES = ("hybrid", "semantic", "lexical")
 CANDIDATES = 100  # how many candidates each retriever returns, at least
+# How many answers one file may give in a top k, unless asked otherwise (0: no limit). A file that fills the
+# answer with its functions crowds out the other files a question may be about.
+PER_FILE = 0
 MAX_QUERY_CHARS = 10_000  # one query; longer text is not a question, and embedding it would stall the server
 
 
@@ -71,6 +74,7 @@ class QueryRequest:
     model: str | None = None  # must name the index's own model, if given
     instruction: str | None = None  # replaces the model's query instructions ("" for none)
     trust_remote_code: bool = False
+    per_file: int = PER_FILE  # answers one file may give at most; 0: no limit
 
     @classmethod
     def from_options(cls, queries: Sequence[str], paths: Sequence[str] = (), **options) -> "QueryRequest":
@@ -90,6 +94,8 @@ class QueryRequest:
             raise BadRequest("mode", f"unknown {{name}} {self.mode!r:.40}; use one of: {', '.join(MODES)}")
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k <= 0:
             raise BadRequest("k", "{name} must be a positive number of results")
+        if not isinstance(self.per_file, int) or isinstance(self.per_file, bool) or self.per_file < 0:
+            raise BadRequest("per_file", "{name} must be a number of results, or 0 for no limit")
         unknown = [name for name in self.languages if name not in language_names() and name != "text"]
         if unknown:
             raise BadRequest("languages", f"unknown {{name}} {unknown[0]!r:.40}; known: "

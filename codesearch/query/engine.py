@@ -103,7 +103,7 @@ class Engine:
             vectors = list(self._embedder(spec).encode_queries(request.queries))
         weight = dense_weight(manifest.get("model"))
         hits = [self._named(fuse(self.retrieve_all(Query(text, request.k, request.mode, vector, request.filters)),
-                                 text, request.k, weight))
+                                 text, request.k, weight, request.per_file))
                 for text, vector in zip(request.queries, vectors)]
         return Answer(self.root, generation, hits)
 

@@ -8,7 +8,7 @@ fuse() takes the candidates of one index or of several, and
      that away; Bruch, Gai and Ingber, ACM TOIS 2023);
   3. pools the parts of one split function (each retriever's best part counts) and answers it whole;
   4. lifts a definition the query names, and applies the priors (tests, declarations, prose below code);
-  5. cuts to k, no two answers overlapping in one file.
+  5. cuts to k, no two answers overlapping in one file, at most `per_file` from one file.
 One index is the special case of fusing one: its answers are exactly what it would answer alone.
 """
 
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, replace
 
 from codesearch.index.database import StoredChunk
-from codesearch.query.api import Candidates, Hit
+from codesearch.query.api import CANDIDATES, PER_FILE, Candidates, Hit
 from codesearch.source.chunk import DECLARATION_KINDS
 
 # The dense ranking's share (0..1) when fused with the lexical one; the rest goes to BM25. bge-code-v1, a
@@ -27,7 +27,11 @@ from codesearch.source.chunk import DECLARATION_KINDS
 # minilm trails BM25 alone on the dev set, so it gets an equal share only, as does any other model.
 DENSE_WEIGHTS = {"bge-code-v1": 0.7}
 DEFAULT_DENSE_WEIGHT = 0.5
-NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition the query names
+NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition a sentence names
+# A query that is nothing but a name (`Session`, `Rack::Builder`) asks where it is defined: its definitions
+# rank before everything else (a fused score is at most 1), best fused first.
+BARE_NAME_BONUS = 1.0
+DECLARATION_SEARCH_LINES = 40  # how far past decorators and comments a chunk's declaration line is looked for
 PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
 PRIOR_TEST = 0.8  # tests rank below the code they test
 PRIOR_NOT_CODE = 0.5  # prose and data windows (README, docs, JSON) rank below code
@@ -40,9 +44,11 @@ def dense_weight(model: str | None) -> float:
     return DENSE_WEIGHTS.get(model or "", DEFAULT_DENSE_WEIGHT)
 
 
-def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DENSE_WEIGHT) -> list[Hit]:
+def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DENSE_WEIGHT,
+         per_file: int = PER_FILE) -> list[Hit]:
     """The k best answers over the candidates of one or more indexes (retrieve.retrieve), as the docstring
-    of this module tells; `weight` is the dense ranking's share (dense_weight)."""
+    of this module tells; `weight` is the dense ranking's share (dense_weight); `per_file`: at most this
+    many answers from one file (0: no limit)."""
     rankings = _merged_rankings(sets)
     rows = {(number, chunk_id): chunk for number, found in enumerate(sets) for chunk_id, chunk in found.chunks.items()}
     weights = {"dense": weight, "lexical": 1.0 - weight} if len(rankings) == 2 else dict.fromkeys(rankings, 1.0)
@@ -54,16 +60,20 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
         score = sum(weights[source] * value for source, (value, _) in evidence.items())
         (number, best) = max(members, key=lambda member: sum(weights[source] * value for source, (value, _)
                                                              in members[member].items()))
-        if names.defined_by(best):
-            score += NAME_MATCH_BONUS
+        bonus = names.bonus(best)
+        score += bonus
         sources = {source: rank for source, (_, rank) in evidence.items()}
-        scored.append((score * prior(best), (best.id, number), number, best, sources))
+        scored.append((score * prior(best, bonus == BARE_NAME_BONUS), (best.id, number), number, best, sources))
     scored.sort(key=lambda item: (-item[0], item[1]))
     hits: list[tuple[int, Hit]] = []
+    per_path: dict[tuple[int, str], int] = {}
     for score, _, number, chunk, sources in scored:
+        if per_file and per_path.get((number, chunk.path), 0) >= per_file:
+            continue
         whole = whole_unit(sets[number], chunk)
         if not any(other == number and _overlap(hit.chunk, whole) for other, hit in hits):
             hits.append((number, Hit(whole, float(score), sources, number)))
+            per_path[(number, chunk.path)] = per_path.get((number, chunk.path), 0) + 1
             if len(hits) >= k:
                 break
     return [hit for _, hit in hits]
@@ -81,14 +91,15 @@ def whole_unit(found: Candidates, chunk: StoredChunk) -> StoredChunk:
                    text="\n".join(part.text for part in run))
 
 
-def prior(chunk: StoredChunk) -> float:
-    """How much a chunk's kind of file counts, before any query: code first, then tests, then prose/data."""
+def prior(chunk: StoredChunk, asked_for: bool = False) -> float:
+    """How much a chunk's kind of file counts, before any query: code first, then tests, then prose/data.
+    A declaration that a query of its name alone asks for (`Environment`) is no side note."""
     weight = 1.0
     if chunk.kind == "window" and chunk.language == "text":
         weight *= PRIOR_NOT_CODE
     if _TEST_PATH.search(chunk.path):
         weight *= PRIOR_TEST
-    if chunk.kind in DECLARATION_KINDS:
+    if chunk.kind in DECLARATION_KINDS and not asked_for:
         weight *= PRIOR_DECLARATION
     return weight
 
@@ -100,15 +111,18 @@ def normalised_scores(rankings: dict[str, list[tuple[object, float]]]) -> dict[o
     ahead a retriever's best hit is, so a confident lexical match is not dragged down by a weak dense
     ranking (and the reverse); Bruch, Gai and Ingber's comparison of fusion functions (ACM TOIS 2023)
     found the same.
+
+    The scale is set by the first CANDIDATES of each ranking, whatever its length, so a deeper pool (a
+    larger k) adds answers below without moving those above; a candidate past that depth scores 0.
     """
     normalised: dict[object, dict[str, tuple[float, int]]] = {}
     for source, ranking in rankings.items():
         if not ranking:
             continue
-        best, worst = ranking[0][1], min(score for _, score in ranking)
+        best, worst = ranking[0][1], min(score for _, score in ranking[:CANDIDATES])
         spread = best - worst
         for rank, (key, score) in enumerate(ranking, 1):
-            value = (score - worst) / spread if spread > 0 else 1.0
+            value = max(0.0, (score - worst) / spread) if spread > 0 else 1.0
             normalised.setdefault(key, {})[source] = (value, rank)
     return normalised
 
@@ -185,28 +199,57 @@ def _overlap(a: StoredChunk, b: StoredChunk) -> bool:
     return a.path == b.path and a.start_line <= b.end_line and b.start_line <= a.end_line
 
 
-_IDENTIFIER_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:::|\.|#|->)[A-Za-z_][A-Za-z0-9_]*)*")
-_QUALIFIER = re.compile(r"::|\.|#|->|\s")
+_IDENTIFIER_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:::|\.|#|->|\\)[A-Za-z_][A-Za-z0-9_]*)*")
+_QUALIFIER = re.compile(r"::|\.|#|->|\\|\s")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Lines before a declaration: blank, decorators and annotations, attributes, comments and doc comments.
+_NOT_A_DECLARATION = re.compile(r"\s*(@|#\[|#!|#\s|#$|//|/\*|\*|--|\[|<!--|$)")
 
 
 @dataclass(frozen=True)
 class QueryNames:
     """The definitions a query names, lowercased: code-looking words (parseConfig, snake_case, the `bar`
     of Foo::bar), and a container and member written apart (`KeyValueStore subscript`, as people write
-    Foo.bar in prose) where one of the two looks like code."""
+    Foo.bar in prose) where one of the two looks like code. `bare`: the query is one name and nothing else
+    (`Session`, `HTTPAdapter.send`), whatever its shape."""
 
     names: frozenset[str] = frozenset()
     qualified: frozenset[tuple[str, str]] = frozenset()
+    bare: bool = False
 
     def defined_by(self, chunk: StoredChunk) -> bool:
+        return self.bonus(chunk) > 0
+
+    def bonus(self, chunk: StoredChunk) -> float:
+        """What defining a name of the query adds to a chunk's fused score: BARE_NAME_BONUS where the query
+        is the chunk's name alone (qualified as the query qualifies it), NAME_MATCH_BONUS where a sentence
+        names it or only the last part of a qualified name matches, else 0."""
         path = [part.lower() for part in _QUALIFIER.split(chunk.symbol) if part]
         if not path:
-            return False
-        return path[-1] in self.names or (len(path) >= 2 and (path[-2], path[-1]) in self.qualified)
+            return 0.0
+        qualified = len(path) >= 2 and (path[-2], path[-1]) in self.qualified
+        if not qualified and path[-1] not in self.names:
+            return 0.0
+        if self.bare and (qualified or not self.qualified) and _declares(chunk, path[-1]):
+            return BARE_NAME_BONUS
+        return NAME_MATCH_BONUS
+
+
+def _declares(chunk: StoredChunk, name: str) -> bool:
+    """Whether the chunk holds its definition's declaration (`class Environment:`, `func (s *Server) Shutdown()`):
+    its first line of code, past decorators, attributes and comments, names it. A later part of a long class
+    or function that was cut into several does not."""
+    for line in chunk.text.split("\n", DECLARATION_SEARCH_LINES)[:DECLARATION_SEARCH_LINES]:
+        if not _NOT_A_DECLARATION.match(line):
+            return re.search(rf"\b{re.escape(name)}\b", line, re.IGNORECASE) is not None
+    return False
 
 
 def names_in(query: str) -> QueryNames:
+    query = query.strip()
+    if _IDENTIFIER_LIKE.fullmatch(query) and len(_QUALIFIER.split(query)[-1]) >= 3:
+        path = [part.lower() for part in _QUALIFIER.split(query) if part]
+        return QueryNames(frozenset(path[-1:]), frozenset([tuple(path[-2:])] if len(path) >= 2 else []), True)
     names = set()
     for token in _IDENTIFIER_LIKE.findall(query):
         last = _QUALIFIER.split(token)[-1]

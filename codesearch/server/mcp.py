@@ -28,7 +28,8 @@ INSTRUCTIONS = (
 
 
 # A request field, as the tools' parameters name it.
-PARAMETERS = {"queries": "query", "languages": "lang", "include": "path", "exclude": "path", "k": "k", "mode": "mode"}
+PARAMETERS = {"queries": "query", "languages": "lang", "include": "path", "exclude": "path", "k": "k", "mode": "mode",
+              "per_file": "per_file"}
 
 
 class FoundCode(TypedDict):  # the schema the agent sees of query.api.hit_json(hit, code=True)
@@ -111,7 +112,7 @@ def build_server(path: str | Path, service: Service | None = None):
     @server.tool()
     @_user_errors_as(tool_error)
     def search(query: str, k: int = 10, lang: list[str] | None = None, path: list[str] | None = None,
-               mode: str = "hybrid") -> SearchAnswer:
+               mode: str = "hybrid", per_file: int | None = None) -> SearchAnswer:
         """Find the code that answers a question about this repository.
 
         query: a question in plain language ("where do we retry failed uploads") or an identifier.
@@ -119,9 +120,10 @@ def build_server(path: str | Path, service: Service | None = None):
         lang: only these languages, e.g. ["python", "go"].
         path: only paths matching these globs, e.g. ["src/**", "*.py"]; "!GLOB" excludes, e.g. ["!tests"].
         mode: "hybrid" (default), "semantic" or "lexical".
+        per_file: at most this many results from one file (0: no limit; default: the engine's).
         Returns ranked chunks: path, start_line, end_line, symbol, kind, language, score and code.
         """
-        return run_search(repository, query, k, lang or [], path or [], mode)
+        return run_search(repository, query, k, lang or [], path or [], mode, per_file)
 
     @server.tool()
     @_user_errors_as(tool_error)
@@ -136,8 +138,9 @@ def build_server(path: str | Path, service: Service | None = None):
 
 
 def run_search(repository: _Repository, query: str, k: int, languages: list[str], globs: list[str],
-               mode: str) -> dict:
-    request = QueryRequest.from_options([query], paths=globs, k=k, mode=mode, languages=tuple(languages)).checked()
+               mode: str, per_file: int | None = None) -> dict:
+    request = QueryRequest.from_options([query], paths=globs, k=k, mode=mode, languages=tuple(languages),
+                                        **({} if per_file is None else {"per_file": per_file})).checked()
     answer = repository.service.query(repository.opened(), request)
     return {"query": request.queries[0], "repository": str(answer.repository),
             "results": [hit_json(hit, code=True) for hit in answer.hits[0]]}

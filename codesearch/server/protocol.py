@@ -32,7 +32,7 @@ from pathlib import Path
 
 from codesearch import settings
 from codesearch.errors import BadRequest
-from codesearch.query.api import Answer, Hit, QueryRequest, hit_from_json, hit_json
+from codesearch.query.api import PER_FILE, Answer, Hit, QueryRequest, hit_from_json, hit_json
 from codesearch.source.discover import INDEX_DIR
 from codesearch.trust import open_private, private_directory
 
@@ -131,7 +131,8 @@ def read_token(socket_file: Path) -> str | None:
 def request_message(request: QueryRequest) -> dict:
     return {"op": "query", "queries": list(request.queries), "k": request.k, "mode": request.mode,
             "languages": list(request.languages), "include": list(request.include), "exclude": list(request.exclude),
-            "model": request.model, "instruction": request.instruction, "trust_remote_code": request.trust_remote_code}
+            "model": request.model, "instruction": request.instruction, "trust_remote_code": request.trust_remote_code,
+            "per_file": request.per_file}
 
 
 def request_from_message(data: dict) -> QueryRequest:
@@ -148,7 +149,7 @@ def request_from_message(data: dict) -> QueryRequest:
         raise BadRequest("trust_remote_code", "\"{name}\" must be true or false")
     return QueryRequest(queries, data.get("k", 10), data.get("mode", "hybrid"), _strings(data, "languages"),
                         _strings(data, "include"), _strings(data, "exclude"), _optional_string(data, "model"),
-                        _optional_string(data, "instruction"), trust)
+                        _optional_string(data, "instruction"), trust, data.get("per_file", PER_FILE))
 
 
 def _strings(data: dict, key: str) -> tuple[str, ...]:
