@@ -266,6 +266,22 @@ for _limit in (0, 1, 2, 3):
     VARIANTS[f"per-file-{_limit}"] = contextlib.contextmanager(_per_file(_limit))
 
 
+def _type_first(lift: float):
+    def apply():
+        from codesearch.query import fuse as fusion
+
+        before, fusion.TYPE_FIRST = fusion.TYPE_FIRST, lift
+        try:
+            yield
+        finally:
+            fusion.TYPE_FIRST = before
+    return apply
+
+
+for _lift in (0.05, 0.2, 0.5, 1.0):
+    VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_type_first(_lift))
+
+
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
     by_repo = defaultdict(list)
     for name in sorted(glob.glob(patterns)):

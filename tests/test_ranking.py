@@ -44,6 +44,13 @@ def repo(tmp_path_factory):
         "class Scheduler:\n    \"\"\"Runs jobs at their times.\"\"\"\n\n    def __init__(self):\n        self.jobs = []\n\n"
         + "".join(f"    def job_{n}(self, scheduler=None):\n        scheduler = scheduler or Scheduler()\n"
                   f"        return scheduler.jobs[{n}]\n\n" for n in range(6)))
+    # A class whose constructor carries its name and says it more often than the declaration does.
+    (repo / "Widget.java").write_text(
+        "public class Widget {\n    private final int size;\n\n"
+        "    public Widget(int size) {\n        // a Widget of this size; Widget sizes are never negative\n"
+        "        if (size < 0) throw new IllegalArgumentException(\"Widget size\");\n"
+        "        this.size = size;\n    }\n\n"
+        "    public int size() {\n        return size;\n    }\n}\n")
     # Many functions sharing words, so that a retriever's candidates outnumber the pool of a top 10.
     (repo / "ledger.py").write_text("".join(
         f"def ledger_entry_{n}(book):\n    \"\"\"Post entry {n} to the ledger book.\"\"\"\n"
@@ -155,6 +162,12 @@ def test_a_bare_one_word_name_finds_its_declaration_before_the_methods_that_repe
         assert (first["path"], first["symbol"], first["start_line"]) == ("scheduler.py", "Scheduler", 1), (mode, first)
 
 
+def test_a_bare_type_name_finds_the_type_before_its_constructor(repo):
+    for mode in ("hybrid", "lexical"):
+        found = results(repo, "Widget", "--mode", mode)
+        assert (found[0]["path"], found[0]["start_line"], found[0]["kind"]) == ("Widget.java", 1, "class"), (mode, found[:2])
+
+
 def test_a_bare_type_name_finds_its_declarations_before_its_methods(repo):
     for mode in ("hybrid", "lexical"):
         found = results(repo, "UploadQueue", "--mode", mode)
@@ -165,15 +178,16 @@ def test_a_bare_type_name_finds_its_declarations_before_its_methods(repo):
 
 def test_a_bare_name_is_a_name_whatever_its_shape_and_a_qualified_one_needs_its_container():
     from codesearch.index.database import StoredChunk
-    from codesearch.query.fuse import BARE_NAME_BONUS, NAME_MATCH_BONUS, names_in
+    from codesearch.query.fuse import BARE_NAME_BONUS, NAME_MATCH_BONUS, TYPE_FIRST, names_in
 
-    def bonus(query, symbol, text):
-        return names_in(query).bonus(StoredChunk(1, "a.py", 1, 9, symbol, "class", "python", "", text))
+    def bonus(query, symbol, text, kind="class"):
+        return names_in(query).bonus(StoredChunk(1, "a.py", 1, 9, symbol, kind, "python", "", text))
 
-    assert bonus("Environment", "Environment", "@dataclass\nclass Environment:\n    x = 1") == BARE_NAME_BONUS
+    assert bonus("Environment", "Environment", "@dataclass\nclass Environment:\n    x = 1") == BARE_NAME_BONUS + TYPE_FIRST
+    assert bonus("load", "load", "# Read it.\ndef load(path):", "function") == BARE_NAME_BONUS
     # A later part of a long class that was cut into several is not where the class is declared.
     assert bonus("Environment", "Environment", "    overlayed = False\n    linked_to: 'Environment'") == NAME_MATCH_BONUS
-    assert bonus("Rack::Builder", "Rack::Builder", "class Builder") == BARE_NAME_BONUS
+    assert bonus("Rack::Builder", "Rack::Builder", "class Builder") == BARE_NAME_BONUS + TYPE_FIRST
     assert bonus("Rack::Builder", "Other::Builder", "class Builder") == NAME_MATCH_BONUS
     assert bonus("how do we retry", "retry", "def retry():") == 0  # a plain word in a sentence names nothing
     # In a sentence an acronym-led type (UIColor, HTTPAdapter) is as often the type a function returns as

@@ -31,6 +31,7 @@ NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition a
 # A query that is nothing but a name (`Session`, `Rack::Builder`) asks where it is defined: its definitions
 # rank before everything else (a fused score is at most 1), best fused first.
 BARE_NAME_BONUS = 1.0
+TYPE_FIRST = 1.0  # a declared type (class, struct, ...) before a function of its name (a constructor): always
 DECLARATION_SEARCH_LINES = 40  # how far past decorators and comments a chunk's declaration line is looked for
 PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
 PRIOR_TEST = 0.8  # tests rank below the code they test
@@ -63,7 +64,7 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
         bonus = names.bonus(best)
         score += bonus
         sources = {source: rank for source, (_, rank) in evidence.items()}
-        scored.append((score * prior(best, bonus == BARE_NAME_BONUS), (best.id, number), number, best, sources))
+        scored.append((score * prior(best, bonus >= BARE_NAME_BONUS), (best.id, number), number, best, sources))
     scored.sort(key=lambda item: (-item[0], item[1]))
     hits: list[tuple[int, Hit]] = []
     per_path: dict[tuple[int, str], int] = {}
@@ -231,7 +232,7 @@ class QueryNames:
         if not qualified and path[-1] not in self.names:
             return 0.0
         if self.bare and (qualified or not self.qualified) and _declares(chunk, path[-1]):
-            return BARE_NAME_BONUS
+            return BARE_NAME_BONUS + (TYPE_FIRST if chunk.kind in DECLARATION_KINDS else 0.0)
         return NAME_MATCH_BONUS
 
 
