@@ -51,6 +51,8 @@ def repo(tmp_path_factory):
         "        if (size < 0) throw new IllegalArgumentException(\"Widget size\");\n"
         "        this.size = size;\n    }\n\n"
         "    public int size() {\n        return size;\n    }\n}\n")
+    # A type stub repeating the class: the implementation is the definition.
+    (repo / "scheduler.pyi").write_text("class Scheduler:\n    jobs: list\n    def job_0(self, scheduler: Scheduler | None = ...) -> object: ...\n")
     # Many functions sharing words, so that a retriever's candidates outnumber the pool of a top 10.
     (repo / "ledger.py").write_text("".join(
         f"def ledger_entry_{n}(book):\n    \"\"\"Post entry {n} to the ledger book.\"\"\"\n"

@@ -7,7 +7,7 @@ fuse() takes the candidates of one index or of several, and
      combination, which keeps how far ahead a retriever's best hit is (reciprocal rank fusion throws
      that away; Bruch, Gai and Ingber, ACM TOIS 2023);
   3. pools the parts of one split function (each retriever's best part counts) and answers it whole;
-  4. lifts a definition the query names, and applies the priors (tests, declarations, prose below code);
+  4. lifts a definition the query names, and applies the priors (tests, stubs, declarations, prose below code);
   5. cuts to k, no two answers overlapping in one file, at most `per_file` from one file.
 One index is the special case of fusing one: its answers are exactly what it would answer alone.
 """
@@ -36,6 +36,8 @@ DECLARATION_SEARCH_LINES = 40  # how far past decorators and comments a chunk's 
 PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
 PRIOR_TEST = 0.8  # tests rank below the code they test
 PRIOR_NOT_CODE = 0.5  # prose and data windows (README, docs, JSON) rank below code
+PRIOR_STUB = 0.8  # type stubs (.pyi, .d.ts) repeat a definition made elsewhere: the implementation first
+_STUB_PATH = re.compile(r"\.pyi$|\.d\.[mc]?ts$")
 _TEST_PATH = re.compile(r"(^|/)(tests?|spec|specs|__tests__|testing)/|(^|/)test_[^/]*$|_test\.[^/]+$|"
                         r"\.(test|spec)\.[^/]+$|Tests?\.[^/]+$")
 
@@ -100,6 +102,8 @@ def prior(chunk: StoredChunk, asked_for: bool = False) -> float:
         weight *= PRIOR_NOT_CODE
     if _TEST_PATH.search(chunk.path):
         weight *= PRIOR_TEST
+    if _STUB_PATH.search(chunk.path):
+        weight *= PRIOR_STUB
     if chunk.kind in DECLARATION_KINDS and not asked_for:
         weight *= PRIOR_DECLARATION
     return weight
