@@ -37,10 +37,11 @@ def imports_of(path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str
 
 
 def floor(module: str) -> int:
+    """A package's modules stand on its floor; top-level modules on the ground; `python -m codesearch` on top."""
     parts = module.split(".")
-    if module in ("codesearch", "codesearch.__main__"):
-        return len(FLOORS) if module.endswith("__main__") else 0
-    return FLOORS.index(parts[1]) if len(parts) > 2 else 0
+    if parts[-1] == "__main__":
+        return len(FLOORS)
+    return FLOORS.index(parts[1]) if len(parts) >= 2 and parts[1] in FLOORS else 0
 
 
 def import_graph() -> dict[str, dict[str, list[str]]]:
