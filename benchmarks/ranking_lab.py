@@ -266,20 +266,24 @@ for _limit in (0, 1, 2, 3):
     VARIANTS[f"per-file-{_limit}"] = contextlib.contextmanager(_per_file(_limit))
 
 
-def _type_first(lift: float):
+def _fusion_constant(name: str, value):
+    """A variant that sets one of fuse.py's constants (read at each call) for its run."""
     def apply():
         from codesearch.query import fuse as fusion
 
-        before, fusion.TYPE_FIRST = fusion.TYPE_FIRST, lift
+        before = getattr(fusion, name)
+        setattr(fusion, name, value)
         try:
             yield
         finally:
-            fusion.TYPE_FIRST = before
+            setattr(fusion, name, before)
     return apply
 
 
-for _lift in (0.05, 0.2, 0.5, 1.0):
-    VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_type_first(_lift))
+for _lift in (0.0, 0.05, 0.2, 0.5, 1.0):
+    VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_fusion_constant("TYPE_FIRST", _lift))
+for _factor in (1.0, 0.8, 0.5):
+    VARIANTS[f"stubs-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_STUB", _factor))
 
 
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
