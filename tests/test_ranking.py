@@ -91,7 +91,7 @@ def test_qualified_names_in_prose_need_a_code_looking_word():
     from codesearch.query.fuse import names_in
 
     def defines(query, symbol):
-        return names_in(query).defined_by(StoredChunk(1, "a.rs", 1, 2, symbol, "method", "rust", "", ""))
+        return names_in(query).bonus(StoredChunk(1, "a.rs", 1, 2, symbol, "method", "rust", "", "")) > 0
 
     assert defines("KeyValueStore subscript get set", "KeyValueStore.subscript")
     assert defines("parser valueFloat underscores", "parser.valueFloat")

@@ -46,8 +46,7 @@ class OrganisationSearch:
         """The k best answers to each query across the shards, each hit naming its repository (and the
         answer each repository's root). `retrieve_all(query)` returns every shard's candidates in shard
         order (ray_pipeline's actors); by default they are retrieved here."""
-        self.engine.retrieve_all = retrieve_all or self.engine.retrieve_here
-        answer = self.engine.query(request)
+        answer = self.engine.query(request, retrieve_all)
         answer.generation = self.catalog.run
         answer.roots = {shard["repository"]: Path(shard["root"]) for shard in self.shards}
         return answer

@@ -38,16 +38,12 @@ class Engine:
     Not thread-safe: SQLite connections belong to the thread that opened them (the server runs every
     Engine on one worker thread).
 
-    `names`: per index, the name its hits carry as Hit.repository (an organisation's shards), or None.
-    `retrieve_all(query)`: every index's candidates in order, when another process retrieves them (an
-    organisation's shards held by Ray actors); by default they are retrieved here."""
+    `names`: per index, the name its hits carry as Hit.repository (an organisation's shards), or None."""
 
     def __init__(self, root: Path, stores: Sequence[IndexStore],
-                 embedder_for: Callable[[ModelSpec], Embedder] | None = None, names: Sequence[str] | None = None,
-                 retrieve_all: Callable[[Query], list] | None = None):
+                 embedder_for: Callable[[ModelSpec], Embedder] | None = None, names: Sequence[str] | None = None):
         self.root, self.stores = root, list(stores)
         self.names = names
-        self.retrieve_all = retrieve_all or self.retrieve_here
         self._embedder_for = embedder_for
 
     @property
@@ -87,8 +83,11 @@ class Engine:
         return {**info, "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at"),
                 "prompts": manifest.get("prompts"), "dtype": manifest.get("dtype")}
 
-    def query(self, request: QueryRequest) -> Answer:
-        """The k best answers to each of the request's queries over every index, with their own model."""
+    def query(self, request: QueryRequest, retrieve_all: Callable[[Query], list] | None = None) -> Answer:
+        """The k best answers to each of the request's queries over every index, with their own model.
+        `retrieve_all(query)`: every index's candidates in order, when another process retrieves them (an
+        organisation's shards held by Ray actors); by default they are retrieved here."""
+        retrieve_all = retrieve_all or self._retrieve_here
         from codesearch.query.fuse import dense_weight, fuse
 
         request = request.checked()
@@ -102,12 +101,12 @@ class Engine:
         if request.mode != "lexical":
             vectors = list(self._embedder(spec).encode_queries(request.queries))
         weight = dense_weight(manifest.get("model"))
-        hits = [self._named(fuse(self.retrieve_all(Query(text, request.k, request.mode, vector, request.filters)),
+        hits = [self._named(fuse(retrieve_all(Query(text, request.k, request.mode, vector, request.filters)),
                                  text, request.k, weight, request.per_file))
                 for text, vector in zip(request.queries, vectors)]
         return Answer(self.root, generation, hits)
 
-    def retrieve_here(self, query: Query) -> list:
+    def _retrieve_here(self, query: Query) -> list:
         from codesearch.query.retrieve import retrieve
 
         found = []

@@ -222,9 +222,6 @@ class QueryNames:
     qualified: frozenset[tuple[str, str]] = frozenset()
     bare: bool = False
 
-    def defined_by(self, chunk: StoredChunk) -> bool:
-        return self.bonus(chunk) > 0
-
     def bonus(self, chunk: StoredChunk) -> float:
         """What defining a name of the query adds to a chunk's fused score: BARE_NAME_BONUS where the query
         is the chunk's name alone (qualified as the query qualifies it), NAME_MATCH_BONUS where a sentence
