@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codesearch.source.chunk import MAX_CHUNK_LINES, PartBudget, chunk_file
+from codesearch.source.chunk import DECLARATION_KINDS, MAX_CHUNK_LINES, PartBudget, chunk_file
 from codesearch.source.chunk_process import ChunkingProcess, chunk_files
 from codesearch.source.languages import LANGUAGES
 
@@ -29,7 +29,8 @@ def _cut(path: str, source: str):
 
 
 def _units(path: str, source: str):
-    return {(chunk.symbol, chunk.kind) for chunk in _cut(path, source) if chunk.kind not in ("module", "window")}
+    return {(chunk.symbol, chunk.kind) for chunk in _cut(path, source)
+            if chunk.kind not in DECLARATION_KINDS and chunk.kind != "window"}
 
 
 def test_c_function_returning_a_pointer_is_named_by_its_declarator_and_keeps_its_body():
@@ -338,3 +339,37 @@ def _check_chunks(chunks, data: bytes) -> None:
     line_count = max(len(data.decode("utf-8", errors="replace").split("\n")), 1)
     for chunk in chunks:
         assert 1 <= chunk.start_line <= chunk.end_line <= line_count
+
+
+def test_a_class_chunk_declares_the_class_and_lists_its_members_signatures():
+    chunks = _cut("cache.py", """\
+        class Cache(Base):
+            def get(self, key,
+                    default=None):
+                return self.items.get(key, default)
+
+            @property
+            def size(self):
+                return len(self.items)
+        """)
+    declaration = next(c for c in chunks if c.kind == "class")
+    assert (declaration.symbol, declaration.start_line, declaration.end_line) == ("Cache", 1, 1)
+    assert declaration.text.split("\n") == ["class Cache(Base):", "    def get(self, key,",
+                                            "            default=None):", "    def size(self):"]
+
+
+def test_a_member_signature_leaves_out_annotations_and_the_body_but_keeps_a_wrapped_declaration():
+    chunks = _cut("Inventory.java", """\
+        public class Inventory {
+            private int count;
+            @Override
+            public int add(String item,
+                           int amount) {
+                return count += amount;
+            }
+        }
+        """)
+    declaration = next(c for c in chunks if c.kind == "class")
+    assert (declaration.start_line, declaration.end_line) == (1, 2)
+    assert declaration.text.split("\n") == ["public class Inventory {", "    private int count;",
+                                            "    public int add(String item,", "                   int amount) {"]
