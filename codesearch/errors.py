@@ -11,6 +11,10 @@ class IndexMissing(CodesearchError):
     """There is no index here yet, or one whose first build never finished: `codesearch index` makes it."""
 
 
+class IndexBusy(CodesearchError):
+    """Another codesearch run holds the index's writer lock."""
+
+
 class IndexDamaged(CodesearchError):
     """The index's files are broken or name files outside the repository: `codesearch index --rebuild`."""
 

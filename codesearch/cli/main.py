@@ -115,13 +115,7 @@ def query(
         stderr_console().print(f"codesearch: answered by the running server for {served.repository}" if served
                                else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
     if not served:  # imported only now: a served query needs none of the in-process machinery
-        from codesearch.query.engine import Engine
-
-        engine = Engine.open(repo)
-        try:
-            answer = engine.query(request)
-        finally:
-            engine.close()
+        answer = _query_in_process(repo, request)
     _print_answer(request.queries, answer, output_format, files_only, context)  # the answer first; then the server
     if not served and served.reason.startswith(NO_SERVER) and not trust_remote_code:
         from codesearch.server.client import start_server
@@ -132,6 +126,24 @@ def query(
                                    f"after {AUTOSTART_IDLE_SECONDS // 60} idle minutes; CODESEARCH_NO_AUTOSTART=1 "
                                    f"turns this off)", soft_wrap=True)
     raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
+
+
+def _query_in_process(repo: Path, request) -> "Answer":
+    """The answer from this process, after refreshing the files changed since the index (a few; more are
+    left to a background refresh), with the one model both steps use."""
+    from codesearch.embedding.load import LoadedModels
+    from codesearch.indexer.freshness import bring_up_to_date
+    from codesearch.query.engine import QUERY_THREADS, Engine
+
+    models = LoadedModels(threads=QUERY_THREADS)
+    engine = Engine.open(repo, embedder_for=models)
+    try:
+        freshness = bring_up_to_date(engine.root, engine.store, embedder_factory=models)
+        answer = engine.query(request)
+        answer.freshness = freshness
+        return answer
+    finally:
+        engine.close()
 
 
 def _per_file(asked: int | None, files_only: bool) -> dict:
@@ -148,6 +160,8 @@ def _print_answer(queries, answer, output_format: str, files_only: bool, context
     try:
         present.print_answer(queries, answer, output_format, files_only, context)
         sys.stdout.flush()
+        if answer.freshness.note() and output_format != "json":  # JSON carries it as stale_files
+            stderr_console().print(f"codesearch: {answer.freshness.note()}", soft_wrap=True)
     except BrokenPipeError:
         stop_writing_stdout()
         raise typer.Exit(EXIT_FOUND) from None
@@ -179,9 +193,9 @@ def serve(
             console.print(f"codesearch: stopped the server (pid {pid}) for {path}" if pid
                           else f"codesearch: no server is running for {path}")
         raise typer.Exit(EXIT_FOUND if all(pid for _, pid in stopped) else EXIT_NOT_FOUND)
-    serve_forever(repos or [Path(".")], port=port, notice=lambda message: console.print(f"codesearch: {message}"),
-                  service=Service(threads=threads, trust_remote_code=trust_remote_code),
-                  idle_exit=idle_exit)
+    notice = lambda message: console.print(f"codesearch: {message}")  # noqa: E731
+    serve_forever(repos or [Path(".")], port=port, notice=notice, idle_exit=idle_exit,
+                  service=Service(threads=threads, trust_remote_code=trust_remote_code, watch=True, notice=notice))
 
 
 @app.command("mcp")

@@ -20,7 +20,7 @@ def print_answer(queries, answer: Answer, output_format: str, files_only: bool =
     console = None
     for query_text, hits in zip(queries, answer.hits):
         if output_format == "json":
-            print(query_json_line(query_text, hits), flush=True)
+            print(query_json_line(query_text, hits, answer), flush=True)
         elif files_only:
             print("\n".join(file_lines(hits, answer)))
         elif output_format == "vimgrep":
@@ -35,8 +35,11 @@ def print_answer(queries, answer: Answer, output_format: str, files_only: bool =
             print_hits(console, hits, answer, context)
 
 
-def query_json_line(query: str, hits: list[Hit]) -> str:
-    return json.dumps({"query": query, "results": [hit_json(hit) for hit in hits]}, ensure_ascii=False)
+def query_json_line(query: str, hits: list[Hit], answer: Answer) -> str:
+    """One query's answer as a JSON line, with how the index stood: its generation and how many changed files
+    the answer does not reflect (0 when it is current)."""
+    return json.dumps({"query": query, "results": [hit_json(hit) for hit in hits], "generation": answer.generation,
+                       "stale_files": answer.freshness.stale_files}, ensure_ascii=False)
 
 
 def shown_path(hit: Hit, answer: Answer) -> str:
@@ -71,12 +74,17 @@ def print_hits(console, hits: list[Hit], answer: Answer, context: int = 0, max_l
         root = answer.repository if hit.repository is None else answer.roots[hit.repository]
         first_line, code = _shown_code(chunk, root, context)
         lines = code.split("\n")
+        # A type's chunk ends with its members' signatures, lines from further down: shown without numbers.
+        members = lines[chunk.end_line - first_line + 1 :] if not context else []
+        lines = lines[: len(lines) - len(members)]
         shown = "\n".join(lines[:max_lines])
         console.print(Syntax(shown, _LEXERS.get(chunk.language, chunk.language), line_numbers=True,
                              start_line=first_line, theme="ansi_dark", word_wrap=False,
                              highlight_lines=set(range(chunk.start_line, chunk.end_line + 1)) if context else None))
         if len(lines) > max_lines:
             console.print(Text(f"    … {len(lines) - max_lines} more lines", style="dim"))
+        if members:
+            console.print(Text("    members:\n" + "\n".join(members[:max_lines]), style="dim"))
         console.print()
 
 

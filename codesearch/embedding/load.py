@@ -6,6 +6,7 @@ had. torch and transformers are imported only when a model loads.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from codesearch import hardware, settings
@@ -63,3 +64,21 @@ def default_documents_per_call(device: str) -> int:
 def default_token_budget(device: str) -> int:
     # 32k tokens: the fastest of 16k-256k on an H200 (benchmarks/NOTES.md); larger batches pad more.
     return TOKEN_BUDGET * 8 if device.startswith("cuda") else TOKEN_BUDGET
+
+
+class LoadedModels:
+    """Models loaded once and handed out again, one per set of weights (a different query instruction shares
+    them), for a process that embeds more than once: the server, or a query that refreshes the index first.
+    `load` is load_embedder unless given; `threads`, when set, caps each model's CPU threads."""
+
+    def __init__(self, load=None, threads: int | None = None):
+        self._load, self._threads, self._models = load, threads, {}
+
+    def __call__(self, spec: ModelSpec):
+        key = replace(spec, query_instruction=None, code_query_instruction=None)
+        embedder = self._models.get(key)
+        if embedder is None:
+            embedder = self._models[key] = (self._load or load_embedder)(spec)
+            if self._threads and hasattr(embedder, "use_threads"):  # a stand-in model may have none
+                embedder.use_threads(self._threads)  # on the thread that runs the model
+        return embedder if embedder.spec == spec else replace(embedder, spec=spec)

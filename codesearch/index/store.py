@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from codesearch.source.chunk import Chunk
 from codesearch.source.discover import INDEX_DIR, tracked_paths
-from codesearch.errors import CodesearchError, IndexDamaged, IndexMissing
+from codesearch.errors import CodesearchError, IndexBusy, IndexDamaged, IndexMissing
 from codesearch.index.lexical import LexicalIndex, Postings
 from codesearch.index.database import DATABASE_NAME, SCHEMA_VERSION, IndexDatabase, StoredChunk
 from codesearch.index.segments import (Segment, SegmentSize, VectorIndex, merge_segments, plan_merge, remove_unlisted,
@@ -339,7 +339,7 @@ class _WriterLock:
 
     def __enter__(self):
         if not self._lock.acquire(self._timeout):
-            raise CodesearchError("another codesearch run is updating this index; try again when it finishes")
+            raise IndexBusy("another codesearch run is updating this index; try again when it finishes")
         return self
 
     def __exit__(self, *exc):

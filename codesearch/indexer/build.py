@@ -61,7 +61,10 @@ class Progress:
 
 def index_repository(path: str | Path, model: str | None = None, rebuild: bool = False,
                      progress: Progress | None = None, embedder_factory: Callable[[ModelSpec], Embedder] | None = None,
-                     **model_options) -> IndexReport:
+                     lock_timeout: float = 10.0, refresh_only: bool = False, **model_options) -> IndexReport:
+    """Build the repository's index, or bring it up to date with the working tree. `refresh_only`: never
+    rebuild (an index another chunker or format wrote raises instead), as a query's refresh must not; a
+    writer already at work raises IndexBusy after `lock_timeout` seconds."""
     progress = progress or Progress()
     embedder_factory = embedder_factory or load_embedder
     started = time.perf_counter()
@@ -78,8 +81,9 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
         _exclude_from_git(root)
     store = IndexStore.open(directory, create=True)
     try:
-        with store.lock():
-            return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options)
+        with store.lock(lock_timeout):
+            return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options,
+                                 refresh_only)
     except (OSError, sqlite3.Error) as error:
         if is_damaged(error):
             raise damaged(store.directory, error) from None
@@ -106,7 +110,8 @@ def _prepare_query_runtime(spec: ModelSpec, progress: Progress) -> None:
         progress.notice(f"queries will prepare their runtime themselves: {error}")
 
 
-def _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options) -> IndexReport:
+def _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options,
+                  refresh_only=False) -> IndexReport:
     manifest = store.database.manifest()
     if manifest and model and not rebuild and manifest.get("model") != resolve_model(model, **model_options).name:
         raise CodesearchError(
@@ -120,6 +125,8 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     spec = resolve_model(model or manifest.get("model"), **model_options)
     spec = pin_model(spec, manifest.get("dtype") if built_with == spec.runtime else None)
     reason = needs_rebuild(manifest, spec.fingerprint)
+    if reason and refresh_only:
+        raise CodesearchError(f"the index must be rebuilt ({reason}); run `codesearch index`")
     if reason and not rebuild:
         progress.notice(f"rebuilding the index: {reason}")
         rebuild = True

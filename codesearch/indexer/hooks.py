@@ -230,6 +230,20 @@ def refresh_for_hook(path: Path) -> str:
         return f"failed: {_describe(error)}"
 
 
+def start_refresh(root: Path) -> None:
+    """Start the hooks' refresh detached, as a background hook does (`python -P`, a fresh process, its report
+    appended to hook.log), for a query that found too many changed files to refresh before answering."""
+    import subprocess
+
+    environment = {key: value for key, value in os.environ.items() if key != "GIT_INDEX_FILE"}
+    try:
+        subprocess.Popen([sys.executable, "-P", "-m", "codesearch", "hook", "refresh", "--log", str(root)],
+                         cwd=root, env={**environment, "GIT_OPTIONAL_LOCKS": "0"}, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        pass  # the answer already says the index lags; the next query tries again
+
+
 def _refresh_once(root: Path, lock_path: Path, pending: Path) -> Optional[str]:
     from codesearch.indexer.build import index_repository
 

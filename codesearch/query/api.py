@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 from codesearch.errors import BadRequest
 from codesearch.index.database import StoredChunk
+from codesearch.indexer.freshness import Freshness
 
 if TYPE_CHECKING:
     import numpy as np
@@ -188,6 +189,7 @@ class Answer:
     generation: int
     hits: list[list[Hit]] = field(default_factory=list)  # one list per query, in the order asked
     roots: dict[str, Path] = field(default_factory=dict)  # an organisation's answer: each repository's root
+    freshness: Freshness = field(default_factory=Freshness)  # how the index stood against the working tree
 
 
 def hit_json(hit: Hit, code: bool = False, exact: bool = False) -> dict:

@@ -74,12 +74,9 @@ class Engine:
                     "dimension": manifest.get("dimension"), "files": self.store.database.file_count(),
                     "chunks": self.store.database.chunk_count()}
             if count_stale:
-                from codesearch.source.discover import discover_files
+                from codesearch.indexer.freshness import changed_files
 
-                known = self.store.database.file_fingerprints()
-                current = {source.path: source.fingerprint for source in discover_files(self.root)}
-                info["stale_files"] = (sum(1 for path, fingerprint in current.items() if known.get(path) != fingerprint)
-                                       + sum(1 for path in known if path not in current))
+                info["stale_files"] = len(changed_files(self.root, self.store.database))
         return {**info, "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at"),
                 "prompts": manifest.get("prompts"), "dtype": manifest.get("dtype")}
 

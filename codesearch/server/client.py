@@ -23,8 +23,8 @@ from typing import Iterator
 from codesearch import settings
 from codesearch.errors import CodesearchError
 from codesearch.query.api import Answer, QueryRequest
-from codesearch.server.protocol import (MAX_QUERIES_PER_REQUEST, MAX_REQUEST_BYTES, find_socket, hits_from_message,
-                                        peer_problem, request_message)
+from codesearch.server.protocol import (MAX_QUERIES_PER_REQUEST, MAX_REQUEST_BYTES, find_socket,
+                                        freshness_from_message, hits_from_message, peer_problem, request_message)
 from codesearch.trust import UntrustedPath
 
 MAX_ANSWER_BYTES = MAX_REQUEST_BYTES * 64
@@ -86,7 +86,7 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
         return NotServed(f"the server could not be reached: {error.strerror or error}")
     except (ValueError, KeyError, TypeError) as error:
         return NotServed(f"the server's answer was unusable: {type(error).__name__}: {error}")
-    return Answer(Path(response["repository"]), generation, hits)
+    return Answer(Path(response["repository"]), generation, hits, freshness=freshness_from_message(response))
 
 
 def _batches(queries: list[str]) -> Iterator[list[str]]:

@@ -10,6 +10,7 @@ Client configuration:
 
 from __future__ import annotations
 
+import sys
 from functools import wraps
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class SearchAnswer(TypedDict):
     query: str
     repository: str
     results: list[FoundCode]
+    generation: int
+    stale_files: int  # files changed since the index that these results do not reflect (0: current)
 
 
 class IndexStatus(TypedDict):
@@ -99,7 +102,7 @@ class _Repository:
 
 
 def build_server(path: str | Path, service: Service | None = None):
-    service = service or Service()
+    service = service or Service(watch=True, notice=lambda message: print(f"codesearch: {message}", file=sys.stderr))
     repository = _Repository(Path(path), service)
     try:
         root = repository.opened()
@@ -143,7 +146,8 @@ def run_search(repository: _Repository, query: str, k: int, languages: list[str]
                                         **({} if per_file is None else {"per_file": per_file})).checked()
     answer = repository.service.query(repository.opened(), request)
     return {"query": request.queries[0], "repository": str(answer.repository),
-            "results": [hit_json(hit, code=True) for hit in answer.hits[0]]}
+            "results": [hit_json(hit, code=True) for hit in answer.hits[0]], "generation": answer.generation,
+            "stale_files": answer.freshness.stale_files}
 
 
 def run_stdio(path: str | Path) -> None:

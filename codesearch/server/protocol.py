@@ -4,7 +4,7 @@ server listens, who may be trusted at either end, and a request and its answer a
 Protocol: one JSON object per line each way, any number of requests per connection.
   {"op": "query", "queries": [...], "k": 10, "mode": "hybrid", "languages": [], "include": [],
    "exclude": [], "model": null, "instruction": null, "trust_remote_code": false}
-      -> {"ok": true, "repository": "/repo", "generation": 7,
+      -> {"ok": true, "repository": "/repo", "generation": 7, "stale_files": 0, "stale_reason": "",
           "answers": [{"query": "...", "results": [query.api.hit_json(hit, exact=True), ...]}]}
   {"op": "status"} -> {"ok": true, <engine.Engine.status fields>, "reopened": ..., "pid": ...}
   {"op": "ping"}   -> {"ok": true, "pid": ...}
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from codesearch import settings
 from codesearch.errors import BadRequest
+from codesearch.indexer.freshness import Freshness
 from codesearch.query.api import PER_FILE, Answer, Hit, QueryRequest, hit_from_json, hit_json
 from codesearch.source.discover import INDEX_DIR
 from codesearch.trust import open_private, private_directory
@@ -169,8 +170,14 @@ def _optional_string(data: dict, key: str) -> str | None:
 def answer_message(queries, answer: Answer) -> dict:
     """The server's answer to a query request: each hit exactly, so the client rebuilds the same Hit."""
     return {"ok": True, "repository": str(answer.repository), "generation": answer.generation,
+            "stale_files": answer.freshness.stale_files, "stale_reason": answer.freshness.reason,
             "answers": [{"query": text, "results": [hit_json(hit, exact=True) for hit in hits]}
                         for text, hits in zip(queries, answer.hits)]}
+
+
+def freshness_from_message(message: dict) -> Freshness:
+    """How the index the answer came from stood against the working tree, from an answer_message."""
+    return Freshness(int(message.get("stale_files") or 0), reason=str(message.get("stale_reason") or ""))
 
 
 def hits_from_message(message: dict) -> list[list[Hit]]:

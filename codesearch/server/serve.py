@@ -24,7 +24,8 @@ always did, so an ordinary query pays nothing for this.
 
 Started by a query (client.start_server): `serve --idle-exit SECONDS`, detached, exits once that long
 passes without a request, as build tools' daemons do; it runs as the user who asked, under the same
-rules as one started by hand, and like any server only reads the index (it never takes the writers' lock).
+rules as one started by hand. It writes the index only as `codesearch index` does, under the writers'
+lock, to refresh the files that changed in the working tree (service.py); it never waits for that lock.
 
 One server per repository: a lock file next to the socket (never followed if it is a link) is held
 for the server's life, so a second server refuses, and a socket file nobody holds the lock for is
@@ -304,6 +305,7 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
                 notice(f"no request for {idle_exit:g} s; stopping")
                 break
     finally:
+        service.stop_watching()
         for server in [tcp] + [listener.server for listener in listeners]:
             if server is not None:
                 server.shutdown()

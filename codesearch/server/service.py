@@ -5,6 +5,11 @@ SQLite connections belong to the thread that opened them, so every index and mod
 worker thread, whatever thread a request arrives on. An index whose database file was replaced (deleted
 and rebuilt) is reopened; a refresh in place needs nothing (SQLite reads see every commit, and the store
 reloads its generation files when the generation moved on).
+
+Answers follow the working tree (indexer/freshness.py): with `watch`, each open repository is watched
+(watch.py) and a batch of changes is refreshed on the worker at once, so a query after a save finds it
+done; without, or when watching failed, the tree is checked before each answer. An answer says how many
+changed files it does not reflect.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from codesearch.indexer.freshness import Freshness, bring_up_to_date
 from codesearch.query.api import Answer, QueryRequest
 from codesearch.query.engine import Engine
+from codesearch.server.watch import TreeWatch
 
 ACKNOWLEDGE_AFTER_SECONDS = 0.5  # a slower answer is preceded by a space, well inside the client's 2 s
 
@@ -66,6 +73,13 @@ class _OpenIndex:
     engine: Engine
     identity: tuple[int, int]
     reloads: int = 0
+    watch: TreeWatch | None = None
+    check: bool = True  # the working tree may have changed since the last check: check before answering
+    freshness: Freshness = field(default_factory=Freshness)  # how the last check left the index
+
+    def needs_check(self) -> bool:
+        # A lag left to a background refresh is checked again until it is gone.
+        return self.check or self.watch is None or not self.watch.watching or self.freshness.stale_files > 0
 
 
 @dataclass
@@ -80,9 +94,16 @@ class Service:
     threads: int | None = 1
     # Fixed when the server starts (`serve --trust-remote-code`): a request can never turn it on.
     trust_remote_code: bool = False
+    watch: bool = False  # watch each open repository's working tree (the servers do; tests mostly not)
+    notice: Callable[[str], None] = lambda _: None
     _worker: _Worker = field(default_factory=_Worker)
     _indexes: dict = field(default_factory=dict)
-    _models: dict = field(default_factory=dict)
+    _models: object = None
+
+    def __post_init__(self):
+        from codesearch.embedding.load import LoadedModels
+
+        self._models = LoadedModels(self.load_embedder, self.threads)
 
     def open(self, path: str | os.PathLike) -> Path:
         """Open the index of the repository containing `path`; its root. Raises when there is none."""
@@ -99,7 +120,7 @@ class Service:
             raise RemoteCodeRefused("this server was started without --trust-remote-code and a request cannot "
                                     "turn it on; restart it with `codesearch serve --trust-remote-code`")
         request = replace(request, trust_remote_code=self.trust_remote_code)
-        return self._worker.run(lambda: self._fresh(root).engine.query(request), waiting=waiting)
+        return self._worker.run(self._answer, root, request, waiting=waiting)
 
     def status(self, root: Path, count_stale: bool = False, waiting: Callable[[], object] | None = None) -> dict:
         return self._worker.run(self._status, root, count_stale, waiting=waiting)
@@ -107,6 +128,11 @@ class Service:
     @property
     def busy(self) -> bool:
         return self._worker.busy
+
+    def stop_watching(self) -> None:
+        for opened in list(self._indexes.values()):
+            if opened.watch is not None:
+                opened.watch.stop()
 
     # -- on the worker thread --------------------------------------------------------------------
 
@@ -117,11 +143,31 @@ class Service:
             engine.close()
         else:
             engine.root = root
-            self._indexes[root] = _OpenIndex(engine, _file_identity(engine))
+            opened = self._indexes[root] = _OpenIndex(engine, _file_identity(engine))
+            if self.watch:
+                opened.watch = TreeWatch(root, lambda: self._changed(root), self.notice).start()
         return root
 
+    def _changed(self, root: Path) -> None:
+        """On the watch's thread: the tree changed, so refresh now, before anyone asks."""
+        self._indexes[root].check = True
+        self._worker.submit(self._up_to_date, root)
+
+    def _up_to_date(self, root: Path) -> Freshness:
+        opened = self._fresh(root)
+        if opened.needs_check():
+            opened.check = False  # first: a change seen during the refresh sets it again
+            opened.freshness = bring_up_to_date(root, opened.engine.store, embedder_factory=self._models)
+        return opened.freshness
+
+    def _answer(self, root: Path, request: QueryRequest) -> Answer:
+        freshness = self._up_to_date(root)
+        answer = self._fresh(root).engine.query(request)
+        answer.freshness = freshness
+        return answer
+
     def _engine(self, path: Path) -> Engine:
-        return Engine.open(path, embedder_for=self._embedder)
+        return Engine.open(path, embedder_for=self._models)
 
     def _fresh(self, root: Path) -> _OpenIndex:
         """The open index, reopened when the database file was replaced (a deleted and rebuilt index)."""
@@ -141,19 +187,6 @@ class Service:
         engine = self._fresh(root).engine
         if engine.store.database.manifest().get("model"):
             engine.query(QueryRequest(["warm up"], k=1, trust_remote_code=self.trust_remote_code))
-
-    def _embedder(self, spec):
-        # One loaded model per set of weights; a different query instruction shares them.
-        key = replace(spec, query_instruction=None, code_query_instruction=None)
-        embedder = self._models.get(key)
-        if embedder is None:
-            load = self.load_embedder
-            if load is None:
-                from codesearch.embedding.load import load_embedder as load
-            embedder = self._models[key] = load(spec)
-            if self.threads and hasattr(embedder, "use_threads"):  # a stand-in model may have none
-                embedder.use_threads(self.threads)  # here, on the one thread that runs the model
-        return embedder if embedder.spec == spec else replace(embedder, spec=spec)
 
     def _status(self, root: Path, count_stale: bool) -> dict:
         opened = self._fresh(root)

@@ -2,7 +2,8 @@
 
 Functions and methods (the language's query file marks them @unit.*) become one chunk
 each, with the comments and decorators directly above them. Code outside any unit
-(imports, constants, class fields) is gathered into module or class chunks. Units
+(imports, constants, class fields) is gathered into module or class chunks; the one holding a type's
+header also lists its members' signatures (declarations.py). Units
 larger than the budget are split at child-node boundaries (the cAST recipe); tiny
 one-line neighbours share a chunk. Files without a grammar, or whose grammar finds
 nothing, become overlapping line windows.
@@ -21,6 +22,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, TypeVar
 
+from codesearch.source.declarations import member_signatures, with_signatures
 from codesearch.source.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
 from codesearch.source.parse import parse, shown_to_parser
 from codesearch.source.syntax import Definition, collect_definitions, first_row, inside_unit, last_row, link_parents, symbol_path
@@ -70,15 +72,6 @@ class Chunk:
 # its scope's kind) and type declarations. They form no unit, so each of their parts answers alone.
 DECLARATION_KINDS = frozenset({"module", "class", "interface", "namespace", "impl", "object", "trait", "extension",
                                "protocol", "type", "struct", "union", "enum", "table", "supports", "media"})
-
-
-# Scopes that declare a type: their header chunk also lists their members' signatures, so the one chunk
-# that declares the type shows what it holds (a question about a class finds the class, not a method).
-TYPE_SCOPE_KINDS = frozenset({"class", "interface", "object", "trait", "protocol", "module", "enum", "struct",
-                              "type", "extension"})
-MAX_SIGNATURE_ROWS = 3  # a member's declaration may wrap (long parameter lists); its body is left out
-# A line that only annotates the member below it: @Override, @discardableResult, #[inline], [Obsolete].
-ATTRIBUTE_LINE = re.compile(r"\s*(@[\w.]+(\(.*\))?|#\[.*\]|\[[\w.]+(\(.*\))?\])\s*$")
 
 
 def continues_unit(previous, part) -> bool:
@@ -426,7 +419,7 @@ def _leftover_run(path, lines, start_row, end_row, scope, spec, budget: PartBudg
         end_row -= 1
     if start_row > end_row:
         return []
-    signatures = _member_signatures(lines, scope, start_row, end_row)
+    signatures = member_signatures(lines, scope, start_row, end_row)
     if not signatures and not _has_substance(lines, start_row, end_row, scope):
         return []
     if scope is None:
@@ -439,38 +432,5 @@ def _leftover_run(path, lines, start_row, end_row, scope, spec, budget: PartBudg
         for s, e in _split_evenly(start_row, end_row, lines, budget)
     ]
     if signatures:
-        chunks[0] = replace(chunks[0], text=_with_signatures(chunks[0].text, signatures, budget))
+        chunks[0] = replace(chunks[0], text=with_signatures(chunks[0].text, signatures, budget.lines, budget.chars))
     return chunks
-
-
-def _member_signatures(lines: list[str], scope, start_row: int, end_row: int) -> list[str]:
-    """The declaration lines of a type's members, when this run of its left-over lines holds the type's own
-    header (its first line of code): what a class summary lists, without bodies, comments or decorators."""
-    if scope is None or scope.kind not in TYPE_SCOPE_KINDS or not start_row <= scope.node.start_point.row <= end_row:
-        return []
-    signatures = []
-    for member in scope.children:
-        node = member.node
-        first, end = node.start_point.row, last_row(node)
-        while first < end and ATTRIBUTE_LINE.match(lines[first]):
-            first += 1
-        body = node.child_by_field_name("body")
-        last = first
-        if body is not None and body.start_point.row > first:  # the declaration wraps, up to its body
-            body_row = body.start_point.row
-            last = body_row if lines[body_row][: body.start_point.column].strip() else body_row - 1
-        signatures.extend(lines[row] for row in range(first, min(last, first + MAX_SIGNATURE_ROWS - 1) + 1)
-                          if row > end_row and lines[row].strip())
-    return signatures
-
-
-def _with_signatures(text: str, signatures: list[str], budget: PartBudget) -> str:
-    """The header chunk's text followed by as many member signatures as its budget leaves room for."""
-    rows, size = text.count("\n") + 1, len(text)
-    kept = []
-    for signature in signatures:
-        rows, size = rows + 1, size + len(signature) + 1
-        if rows > budget.lines or size > budget.chars:
-            break
-        kept.append(signature)
-    return "\n".join([text, *kept])
