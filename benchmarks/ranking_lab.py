@@ -282,7 +282,7 @@ def _fusion_constant(name: str, value):
 
 for _lift in (0.0, 0.05, 0.2, 0.5, 1.0):
     VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_fusion_constant("TYPE_FIRST", _lift))
-for _factor in (1.0, 0.8, 0.5):
+for _factor in (1.0, 0.8, 0.6, 0.5):
     VARIANTS[f"stubs-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_STUB", _factor))
 
 

@@ -102,7 +102,7 @@ def test_qualified_names_in_prose_need_a_code_looking_word():
 
 def test_overloads_are_separate_answers(repo):
     found = [r for r in results(repo, "color from hex digits", "--mode", "lexical", "-k", "5")
-             if r["path"] == "Palette.swift"]
+             if (r["path"], r["symbol"]) == ("Palette.swift", "Palette.color")]
     spans = sorted((r["start_line"], r["end_line"]) for r in found)
     assert spans == [(2, 4), (6, 10)], found
 

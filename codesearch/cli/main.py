@@ -160,8 +160,8 @@ def _print_answer(queries, answer, output_format: str, files_only: bool, context
     try:
         present.print_answer(queries, answer, output_format, files_only, context)
         sys.stdout.flush()
-        if answer.freshness.note() and output_format != "json":  # JSON carries it as stale_files
-            stderr_console().print(f"codesearch: {answer.freshness.note()}", soft_wrap=True)
+        for note in answer.notes() if output_format != "json" else ():  # JSON carries stale_files, embedded
+            stderr_console().print(f"codesearch: {note}", soft_wrap=True)
     except BrokenPipeError:
         stop_writing_stdout()
         raise typer.Exit(EXIT_FOUND) from None
@@ -268,7 +268,15 @@ def status(
           f"prompts     {describe_prompts(info['prompts'])}\n"
           f"indexed     {info['files']} files, {info['chunks']} chunks\nupdated     {updated}\n"
           f"stale       {info['stale_files']} files changed since (run `codesearch index` to refresh)\n"
-          f"server      {_describe_server(info['server'])}")
+          + (_describe_embedding(info) if info["unembedded"] else "")
+          + f"server      {_describe_server(info['server'])}")
+
+
+def _describe_embedding(info: dict) -> str:
+    eta = info["embedding_eta_seconds"]
+    return (f"embedded    {info['chunks'] - info['unembedded']} of {info['chunks']} chunks"
+            + (f", about {eta // 60} min {eta % 60} s to go" if eta is not None else "")
+            + " (the others are found by their words; `codesearch index` goes on if it was stopped)\n")
 
 
 def _describe_server(server: dict) -> str:

@@ -36,10 +36,11 @@ def print_answer(queries, answer: Answer, output_format: str, files_only: bool =
 
 
 def query_json_line(query: str, hits: list[Hit], answer: Answer) -> str:
-    """One query's answer as a JSON line, with how the index stood: its generation and how many changed files
-    the answer does not reflect (0 when it is current)."""
+    """One query's answer as a JSON line, with how the index stood: its generation, how many changed files
+    the answer does not reflect (0 when it is current) and the share of its chunks with a vector."""
     return json.dumps({"query": query, "results": [hit_json(hit) for hit in hits], "generation": answer.generation,
-                       "stale_files": answer.freshness.stale_files}, ensure_ascii=False)
+                       "stale_files": answer.freshness.stale_files, "embedded": round(answer.embedded, 4)},
+                      ensure_ascii=False)
 
 
 def shown_path(hit: Hit, answer: Answer) -> str:

@@ -237,12 +237,14 @@ class IndexDatabase:
             yield StoredChunk(*columns), terms
 
     def live_locations(self, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """key -> (segment, chunk id) of a live chunk with that key, for each key some live chunk has."""
+        """key -> (segment, chunk id) of a live chunk with that key whose segment holds its vector, for each
+        key some such chunk has."""
         found = {}
         for part in _batches(list(keys)):
             # Segment 0 is none: chunks of an index from before segments, whose vectors are all in the cache.
             rows = self.db.execute(f"SELECT embedding_key, {_SEGMENT}, id FROM {_PLACED} WHERE segment > 0 AND "
-                                   f"embedding_key IN ({_marks(part)})", part)
+                                   f"embedding_key IN ({_marks(part)}) AND id NOT IN (SELECT chunk_id FROM unembedded)",
+                                   part)
             found.update({key: (segment, chunk_id) for key, segment, chunk_id in rows})
         return found
 
@@ -252,6 +254,29 @@ class IndexDatabase:
         for segment, chunk_id in self.db.execute("SELECT segment, chunk_id FROM deleted ORDER BY segment, chunk_id"):
             found.setdefault(segment, []).append(chunk_id)
         return found
+
+    def unembedded_ids(self) -> dict[int, list[int]]:
+        """segment -> the ids of its live chunks that hold no vector yet."""
+        found: dict[int, list[int]] = {}
+        for segment, chunk_id in self.db.execute(f"SELECT {_SEGMENT}, id FROM {_PLACED} WHERE id IN "
+                                                 f"(SELECT chunk_id FROM unembedded) ORDER BY 1, 2"):
+            found.setdefault(segment, []).append(chunk_id)
+        return found
+
+    def unembedded_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM unembedded").fetchone()[0]
+
+    def unembedded_among(self, ids: Iterable[int]) -> set[int]:
+        found: set[int] = set()
+        for part in _batches(list(ids)):
+            found.update(chunk_id for (chunk_id,) in self.db.execute(
+                f"SELECT chunk_id FROM unembedded WHERE chunk_id IN ({_marks(part)})", part))
+        return found
+
+    def files_not_embedded(self) -> list[str]:
+        """Files some of whose chunks hold no vector yet."""
+        return [path for (path,) in self.db.execute(
+            "SELECT DISTINCT path FROM chunks WHERE id IN (SELECT chunk_id FROM unembedded) ORDER BY path")]
 
     def segment_rows(self) -> dict[int, tuple[int, int]]:
         """segment -> (its live chunks, its deleted chunks)."""
@@ -338,19 +363,21 @@ class IndexDatabase:
 
     def clear(self) -> None:
         """Forget every file, chunk, deletion and manifest entry (the cache stays)."""
-        for table in ("chunks", "files", "deleted", "moved", "manifest"):
+        for table in ("chunks", "files", "deleted", "moved", "manifest", "unembedded"):
             self.db.execute(f"DELETE FROM {table}")
 
     def remove_paths(self, paths: list[str]) -> list[tuple[int, int, str]]:
         """Forget these files and their chunks, each marked deleted from its segment; (id, segment, embedding
-        key) of the chunks they had."""
+        key) of the chunks they had whose segment held their vector."""
         removed = []
         for part in _batches(paths):
             rows = self.db.execute(f"SELECT id, {_SEGMENT}, embedding_key FROM {_PLACED} WHERE path IN ({_marks(part)})",
                                    part).fetchall()
-            removed.extend(rows)
             self.db.executemany("INSERT OR IGNORE INTO deleted(segment, chunk_id) VALUES (?, ?)",
                                 [(segment, chunk_id) for chunk_id, segment, _ in rows])
+            unembedded = self.unembedded_among(chunk_id for chunk_id, _, _ in rows)
+            removed.extend(row for row in rows if row[0] not in unembedded)
+            self.db.executemany("DELETE FROM unembedded WHERE chunk_id = ?", [(chunk_id,) for chunk_id in unembedded])
             self.db.execute(f"DELETE FROM chunks WHERE path IN ({_marks(part)})", part)
             self.db.execute(f"DELETE FROM files WHERE path IN ({_marks(part)})", part)
         return removed
@@ -373,6 +400,7 @@ class IndexDatabase:
         for part in _batches(paths):
             self.db.execute(f"DELETE FROM chunks WHERE path IN ({_marks(part)})", part)
             self.db.execute(f"DELETE FROM files WHERE path IN ({_marks(part)})", part)
+        self.db.execute("DELETE FROM unembedded WHERE chunk_id NOT IN (SELECT id FROM chunks)")
         self.db.execute(f"DELETE FROM deleted WHERE segment IN ({_marks(segments)})", list(segments))
         self.db.execute(f"DELETE FROM moved WHERE target IN ({_marks(segments)})", list(segments))
         return paths
@@ -389,6 +417,9 @@ class IndexDatabase:
             (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language, chunk.context,
              chunk.text, embedding_key, text_terms(chunk.text), segment))
         return cursor.lastrowid
+
+    def mark_unembedded(self, ids: Sequence[int]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO unembedded(chunk_id) VALUES (?)", [(chunk_id,) for chunk_id in ids])
 
     def set_manifest(self, manifest: dict) -> None:
         for key, value in manifest.items():

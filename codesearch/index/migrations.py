@@ -78,6 +78,13 @@ def m005_moved_segments(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS moved (source INTEGER PRIMARY KEY, target INTEGER NOT NULL)")
 
 
+@migration
+def m006_unembedded(db: sqlite3.Connection) -> None:
+    """Live chunks whose segment row holds no vector yet (a first index answers by words while it embeds):
+    the dense search skips them, and the next `index` embeds them."""
+    db.execute("CREATE TABLE IF NOT EXISTS unembedded (chunk_id INTEGER PRIMARY KEY)")
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Run the steps this database has not run yet; another process opening it at once waits its turn.
     `db` is in autocommit mode (isolation_level None)."""

@@ -140,6 +140,7 @@ class IndexStore:
         for attempt in range(3):
             with self.database.snapshot():
                 manifest, deleted = self.database.manifest(), self.database.deleted_ids()
+                unembedded = self.database.unembedded_ids() if manifest.get("unembedded") else {}
             number = int(manifest.get("generation", 0))
             try:
                 listed = [self._segment(int(segment)) for segment in manifest.get("segments", [])]
@@ -150,8 +151,9 @@ class IndexStore:
                     raise
         self._opened = {segment.number: segment for segment in listed}  # the rest may be deleted by now
         self._view = (number,
-                      VectorIndex([(segment, deleted.get(segment.number, [])) for segment in listed],
-                                  int(manifest.get("dimension") or 0)),
+                      # A chunk with no vector yet is found by words only: to the dense search it is deleted.
+                      VectorIndex([(segment, deleted.get(segment.number, []) + unembedded.get(segment.number, []))
+                                   for segment in listed], int(manifest.get("dimension") or 0)),
                       LexicalIndex([(segment.postings, deleted.get(segment.number, [])) for segment in listed]))
         return self._view
 
@@ -176,12 +178,13 @@ class IndexStore:
     # -- writing -------------------------------------------------------------------------
 
     def replace_files(self, manifest: dict, changed: dict[str, tuple[str, list[Chunk], list[str]]],
-                      removed: Iterable[str], rebuild: bool = False) -> None:
+                      removed: Iterable[str], rebuild: bool = False, unembedded_ok: bool = False) -> None:
         """Swap in the chunks of changed files and drop removed ones, as one generation step: the new chunks
         go into one new segment, the old ones are marked deleted from theirs (all of them on a rebuild).
 
         changed maps path -> (fingerprint, chunks, embedding keys); every key's vector is known (cached, or
-        held by a live chunk)."""
+        held by a live chunk), unless `unembedded_ok`: then a chunk whose vector is not known yet is written
+        with none (recorded as unembedded: found by words only, until a later step replaces its file)."""
         import numpy as np
 
         removed = list(removed)
@@ -207,7 +210,8 @@ class IndexStore:
                     database.add_file(path, fingerprint, len(chunks))
                     ids.extend(database.insert_chunk(chunk, key, number) for chunk, key in zip(chunks, keys))
                 if ids:
-                    self._write_segment(number, manifest["dimension"], ids, new_keys, locations)
+                    database.mark_unembedded(self._write_segment(number, manifest["dimension"], ids, new_keys,
+                                                                 locations, unembedded_ok))
                     listed.append(number)
                 # A removed chunk's vector no live chunk uses any more goes to the cache (a branch switch
                 # back finds it there); a vector now held by the new segment leaves it.
@@ -220,7 +224,8 @@ class IndexStore:
                     database.cache_missing(list(vectors), np.stack(list(vectors.values())) if vectors else [])
                 database.uncache(sorted(set(new_keys)))
                 database.set_manifest({**manifest, "generation": int(old.get("generation", 0)) + 1, "segments": listed,
-                                       "next_segment": number + 1})
+                                       "next_segment": number + 1, "unembedded": database.unembedded_count(),
+                                       "chunks": database.chunk_count()})
         finally:
             self._view = None
         self._tidy()
@@ -275,22 +280,29 @@ class IndexStore:
     # -- internals -----------------------------------------------------------------------
 
     def _write_segment(self, number: int, dimension: int, ids: list[int], keys: list[str],
-                       locations: dict[str, tuple[int, int]]) -> None:
-        """Segment `number` of the chunks just inserted (ids ascending, keys alike), inside the transaction."""
+                       locations: dict[str, tuple[int, int]], unembedded_ok: bool = False) -> list[int]:
+        """Segment `number` of the chunks just inserted (ids ascending, keys alike), inside the transaction;
+        the ids of those written without a vector (only when `unembedded_ok`)."""
         import numpy as np
 
-        def vectors(part: list[str]) -> np.ndarray:
+        unembedded: list[int] = []
+
+        def vectors(start: int) -> np.ndarray:
+            part = keys[start:start + 4096]
             known = self.database.cached_vectors(part)
             known.update(self._segment_vectors({key: locations[key] for key in part
                                                 if key not in known and key in locations}))
-            missing = [key for key in part if key not in known]
-            if missing:
+            missing = [offset for offset, key in enumerate(part) if key not in known]
+            if missing and not unembedded_ok:
                 raise CodesearchError(f"{len(missing)} chunks have no vector yet; run `codesearch index` again")
-            return np.stack([known[key] for key in part])
+            unembedded.extend(ids[start + offset] for offset in missing)
+            none = np.zeros(dimension, dtype=np.float32)
+            return np.stack([known.get(key, none) for key in part])
 
         postings = Postings.from_parts(self.database.unit_parts(number))
         write_segment(self.directory, number, dimension, np.asarray(ids, dtype=np.int64),
-                      (vectors(keys[start:start + 4096]) for start in range(0, len(keys), 4096)), postings)
+                      (vectors(start) for start in range(0, len(keys), 4096)), postings)
+        return unembedded
 
     def _tidy(self) -> None:
         """Housekeeping after a commit: folders no generation lists go, the cache is bounded, the manifest

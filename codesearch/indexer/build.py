@@ -30,6 +30,11 @@ from codesearch.embedding.weights import pin_model
 
 MINIFIED_MEAN_LINE = 300
 MINIFIED_LONGEST_LINE = 5000
+# A run with this many chunks to embed makes them answerable by their words first (minilm embeds about 30
+# a second on one core: half a minute); below it, one step at the end is sooner than two.
+PROGRESSIVE_CHUNKS = 1000
+PROGRESSIVE_STEP_SECONDS = 30.0  # how often the vectors computed so far join the index
+PROGRESSIVE_BATCH = 2048  # chunks embedded together, in file order; the model's calls are smaller
 
 
 @dataclass
@@ -138,7 +143,9 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     known = {} if rebuild else store.database.file_fingerprints()
     current = {source.path: source for source in files}
     removed = [path for path in known if path not in current]
-    to_read = [source for source in files if known.get(source.path) != source.fingerprint]
+    # Files a run stopped before embedding them whole are read again: their missing vectors are embedded now.
+    unfinished = set() if rebuild else set(store.database.files_not_embedded())
+    to_read = [source for source in files if known.get(source.path) != source.fingerprint or source.path in unfinished]
 
     budget = chunking.PartBudget.for_window(spec.max_length)
     changed = {source.path: (source.fingerprint, chunks)
@@ -159,14 +166,32 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     report.removed = len(removed)
     report.changed_files = len(to_read)
 
+    entries = {path: (fingerprint, chunks, keys_by_path[path]) for path, (fingerprint, chunks) in changed.items()}
+    progressive = len(texts_by_key) >= PROGRESSIVE_CHUNKS
     if texts_by_key or (not store.database.manifest().get("dimension") and changed):
         embedder = embedder_factory(spec)
-        progress.planned(len(texts_by_key), spec)
-        keys, texts = list(texts_by_key), list(texts_by_key.values())
-        # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
-        for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
-            store.database.cache_vectors([keys[position] for position in positions], vectors)
         dimension = embedder.dim
+        if progressive:
+            # Words first: every chunk answers by its words before the first vector is computed (fuse.py
+            # ranks a chunk with no vector by its words alone); the vectors follow, file by file.
+            store.replace_files(index_manifest(spec, dimension), entries, removed, rebuild=rebuild, unembedded_ok=True)
+            removed, rebuild = [], False
+            progress.notice("questions can be asked already: answers use words alone until the vectors are in")
+        progress.planned(len(texts_by_key), spec)
+        keys, texts = list(texts_by_key), list(texts_by_key.values())  # in file order
+        embedding_started = last_step = time.monotonic()
+        # Progressively, files are embedded a batch at a time (sorted by length within it), so that whole files
+        # get their vectors as it goes; else all at once, sorted by length, which pads least.
+        batch = PROGRESSIVE_BATCH if progressive else max(len(texts), 1)
+        for first in range(0, len(texts), batch):
+            # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
+            for positions, vectors in embedder.encode_documents_by_slice(texts[first:first + batch],
+                                                                          progress=progress.embedded):
+                store.database.cache_vectors([keys[first + position] for position in positions], vectors)
+            if progressive and time.monotonic() - last_step >= PROGRESSIVE_STEP_SECONDS:
+                rate = min(first + batch, len(texts)) / max(time.monotonic() - embedding_started, 1e-6)
+                _add_vectors(store, {**index_manifest(spec, dimension), "embedding_rate": rate}, entries)
+                last_step = time.monotonic()
         del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
         if embedder_factory is load_embedder:  # the real model ran, so torch is loaded: not a test's stand-in
             _prepare_query_runtime(spec, progress)
@@ -177,15 +202,26 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     if changed or removed or rebuild or manifest.get("prompts", spec.prompt_record()) != spec.prompt_record():
         if not dimension:
             raise CodesearchError(f"nothing to index in {root}: no source files found")
-        store.replace_files(
-            index_manifest(spec, dimension),
-            {path: (fingerprint, chunks, keys_by_path[path]) for path, (fingerprint, chunks) in changed.items()},
-            removed, rebuild=rebuild)
-        store.merge_segments()
+        if progressive:
+            _add_vectors(store, index_manifest(spec, dimension), entries)
+        else:
+            store.replace_files(index_manifest(spec, dimension), entries, removed, rebuild=rebuild)
+            store.merge_segments()
     report.files = store.database.file_count()
     report.chunks = store.database.chunk_count()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _add_vectors(store: IndexStore, manifest: dict, entries: dict) -> None:
+    """Write again, now with their vectors, the files whose chunks were written without and all have one by
+    now (one generation step); the others wait for the next step."""
+    waiting = [path for path in store.database.files_not_embedded() if path in entries]
+    known = store.database.known_keys(sorted({key for path in waiting for key in entries[path][2]}))
+    ready = {path: entries[path] for path in waiting if all(key in known for key in entries[path][2])}
+    if ready:
+        store.replace_files(manifest, ready, [])
+        store.merge_segments()  # each step leaves a segment, and the words-first one is deleted file by file
 
 
 def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.PartBudget,

@@ -163,7 +163,8 @@ class Candidates:
     dense and lexical are (chunk id, raw score), best first, or None when that retriever was not asked; a
     lexical candidate is a unit, known by its first chunk. `units` gives a winner's other parts.
     `term_scores` is each lexical candidate's BM25 score split by query term (the terms of
-    `terms.frequencies`, in order): what a merge across indexes reweighs, retrieved only when asked."""
+    `terms.frequencies`, in order): what a merge across indexes reweighs, retrieved only when asked.
+    `unembedded`: the lexical candidates that have no vector yet, whom the dense retriever cannot find."""
 
     pool: int
     dense: list[tuple[int, float]] | None
@@ -172,6 +173,7 @@ class Candidates:
     chunks: dict[int, StoredChunk]
     units: UnitLookup
     term_scores: list[list[float]] | None = None
+    unembedded: frozenset = frozenset()  # candidates with no vector yet (a first index still embedding)
 
 
 @dataclass
@@ -190,6 +192,15 @@ class Answer:
     hits: list[list[Hit]] = field(default_factory=list)  # one list per query, in the order asked
     roots: dict[str, Path] = field(default_factory=dict)  # an organisation's answer: each repository's root
     freshness: Freshness = field(default_factory=Freshness)  # how the index stood against the working tree
+    embedded: float = 1.0  # the share of the index's chunks with a vector (below 1 while a first index embeds)
+
+    def notes(self) -> list[str]:
+        """What the user should know about how complete this answer is, a line each."""
+        notes = [self.freshness.note()] if self.freshness.note() else []
+        if self.embedded < 1.0:
+            notes.append(f"{self.embedded:.0%} of the index's chunks have a vector so far; the others are found "
+                         f"by their words alone (`codesearch index` finishes them if no run is at it)")
+        return notes
 
 
 def hit_json(hit: Hit, code: bool = False, exact: bool = False) -> dict:

@@ -77,6 +77,10 @@ class Engine:
                 from codesearch.indexer.freshness import changed_files
 
                 info["stale_files"] = len(changed_files(self.root, self.store.database))
+            unembedded = self.store.database.unembedded_count()
+            info["unembedded"] = unembedded
+            rate = manifest.get("embedding_rate")
+            info["embedding_eta_seconds"] = round(unembedded / rate) if unembedded and rate else None
         return {**info, "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at"),
                 "prompts": manifest.get("prompts"), "dtype": manifest.get("dtype")}
 
@@ -101,7 +105,8 @@ class Engine:
         hits = [self._named(fuse(retrieve_all(Query(text, request.k, request.mode, vector, request.filters)),
                                  text, request.k, weight, request.per_file))
                 for text, vector in zip(request.queries, vectors)]
-        return Answer(self.root, generation, hits)
+        chunks, unembedded = manifest.get("chunks") or 0, manifest.get("unembedded") or 0
+        return Answer(self.root, generation, hits, embedded=1.0 - unembedded / chunks if chunks else 1.0)
 
     def _retrieve_here(self, query: Query) -> list:
         from codesearch.query.retrieve import retrieve

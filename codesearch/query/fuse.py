@@ -61,6 +61,9 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
         # Parts of one function pool their evidence: each retriever's best part counts (BM25 scores whole
         # units already, and speaks through the first part).
         score = sum(weights[source] * value for source, (value, _) in evidence.items())
+        if "dense" in weights and "dense" not in evidence and "lexical" in evidence and any(
+                chunk.id in sets[number].unembedded for number, chunk in members):
+            score = evidence["lexical"][0]  # no vector yet (a first index still embedding): its words speak for both
         (number, best) = max(members, key=lambda member: sum(weights[source] * value for source, (value, _)
                                                              in members[member].items()))
         bonus = names.bonus(best)

@@ -54,7 +54,10 @@ def retrieve(index: IndexStore, query: Query, with_term_scores: bool = True, rec
     database = index.database
     chunks = database.chunks_by_id(ids)
     units = UnitRuns(database.split_units(chunks.values())) if record_units else database
-    return Candidates(query.pool, dense, lexical, terms, chunks, units, term_scores)
+    unembedded = frozenset()
+    if dense is not None and lexical and database.manifest().get("unembedded"):
+        unembedded = frozenset(database.unembedded_among(chunk_id for chunk_id, _ in lexical))
+    return Candidates(query.pool, dense, lexical, terms, chunks, units, term_scores, unembedded)
 
 
 @cache

@@ -86,7 +86,8 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
         return NotServed(f"the server could not be reached: {error.strerror or error}")
     except (ValueError, KeyError, TypeError) as error:
         return NotServed(f"the server's answer was unusable: {type(error).__name__}: {error}")
-    return Answer(Path(response["repository"]), generation, hits, freshness=freshness_from_message(response))
+    return Answer(Path(response["repository"]), generation, hits, freshness=freshness_from_message(response),
+                  embedded=float(response.get("embedded", 1.0)))
 
 
 def _batches(queries: list[str]) -> Iterator[list[str]]:

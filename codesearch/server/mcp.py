@@ -50,6 +50,7 @@ class SearchAnswer(TypedDict):
     results: list[FoundCode]
     generation: int
     stale_files: int  # files changed since the index that these results do not reflect (0: current)
+    embedded: float  # the share of the index's chunks with a vector (below 1 while a first index embeds)
 
 
 class IndexStatus(TypedDict):
@@ -147,7 +148,7 @@ def run_search(repository: _Repository, query: str, k: int, languages: list[str]
     answer = repository.service.query(repository.opened(), request)
     return {"query": request.queries[0], "repository": str(answer.repository),
             "results": [hit_json(hit, code=True) for hit in answer.hits[0]], "generation": answer.generation,
-            "stale_files": answer.freshness.stale_files}
+            "stale_files": answer.freshness.stale_files, "embedded": round(answer.embedded, 4)}
 
 
 def run_stdio(path: str | Path) -> None:

@@ -5,7 +5,7 @@ Protocol: one JSON object per line each way, any number of requests per connecti
   {"op": "query", "queries": [...], "k": 10, "mode": "hybrid", "languages": [], "include": [],
    "exclude": [], "model": null, "instruction": null, "trust_remote_code": false}
       -> {"ok": true, "repository": "/repo", "generation": 7, "stale_files": 0, "stale_reason": "",
-          "answers": [{"query": "...", "results": [query.api.hit_json(hit, exact=True), ...]}]}
+          "embedded": 1.0, "answers": [{"query": "...", "results": [query.api.hit_json(hit, exact=True), ...]}]}
   {"op": "status"} -> {"ok": true, <engine.Engine.status fields>, "reopened": ..., "pid": ...}
   {"op": "ping"}   -> {"ok": true, "pid": ...}
   {"op": "stop"}   -> {"ok": true, "pid": ...}, then the server exits (Unix socket only)
@@ -171,6 +171,7 @@ def answer_message(queries, answer: Answer) -> dict:
     """The server's answer to a query request: each hit exactly, so the client rebuilds the same Hit."""
     return {"ok": True, "repository": str(answer.repository), "generation": answer.generation,
             "stale_files": answer.freshness.stale_files, "stale_reason": answer.freshness.reason,
+            "embedded": answer.embedded,
             "answers": [{"query": text, "results": [hit_json(hit, exact=True) for hit in hits]}
                         for text, hits in zip(queries, answer.hits)]}
 

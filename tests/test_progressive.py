@@ -1,0 +1,101 @@
+"""A first index answers before its vectors are in: words first, vectors added step by step, and a run stopped
+half-way leaves an index that answers and a next run that embeds only what is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from codesearch.indexer import build
+from codesearch.indexer.build import index_repository
+from codesearch.query.api import QueryRequest
+from codesearch.query.engine import Engine
+from conftest import FakeEmbedder, make_repo
+
+
+class Stopped(Exception):
+    """The run was killed here."""
+
+
+def stopping_after(calls: int):
+    """A model that embeds two texts a call and dies at call `calls` + 1, as a killed run would."""
+
+    class Stopping(FakeEmbedder):
+        documents_per_call = 2
+        made = 0
+
+        def encode_token_ids(self, texts, progress=None):
+            Stopping.made += 1
+            if Stopping.made > calls:
+                raise Stopped
+            return super().encode_token_ids(texts, progress)
+
+    return Stopping
+
+
+@pytest.fixture
+def progressive(monkeypatch):
+    monkeypatch.setattr(build, "PROGRESSIVE_CHUNKS", 1)
+    monkeypatch.setattr(build, "PROGRESSIVE_STEP_SECONDS", 0.0)
+    monkeypatch.setattr(build, "PROGRESSIVE_BATCH", 4)
+
+
+def answer(repo, text, mode="hybrid"):
+    engine = Engine.open(repo, embedder_for=FakeEmbedder)
+    try:
+        return engine.query(QueryRequest([text], k=20, mode=mode)), engine.status(count_stale=False)
+    finally:
+        engine.close()
+
+
+def test_a_run_stopped_half_way_answers_by_words_and_the_next_run_embeds_only_what_is_missing(tmp_path, progressive):
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(Stopped):
+        index_repository(repo, model="minilm", embedder_factory=stopping_after(3))
+    found, status = answer(repo, "upload retry")
+    assert 0 < status["unembedded"] < status["chunks"]
+    assert 0 < found.embedded < 1
+    assert found.hits[0] and any("upload" in hit.chunk.path for hit in found.hits[0])
+    dense_only, _ = answer(repo, "upload retry", mode="semantic")
+    assert len(dense_only.hits[0]) <= status["chunks"] - status["unembedded"]
+
+    report = index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
+    assert report.embedded == status["chunks"] - 6  # three calls of two: what the first run embedded is kept
+    found, status = answer(repo, "upload retry")
+    assert (status["unembedded"], found.embedded) == (0, 1.0)
+    dense_only, _ = answer(repo, "upload retry", mode="semantic")
+    assert len(dense_only.hits[0]) == min(20, status["chunks"])
+
+
+def test_a_chunk_with_no_vector_yet_ranks_by_its_words(tmp_path, progressive):
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(Stopped):
+        index_repository(repo, model="minilm", embedder_factory=stopping_after(0))  # words only
+    found, status = answer(repo, "upload")
+    assert status["unembedded"] == status["chunks"]
+    lexical, _ = answer(repo, "upload", mode="lexical")
+    assert [hit.chunk.id for hit in found.hits[0]] == [hit.chunk.id for hit in lexical.hits[0]]
+
+
+def test_a_small_run_writes_once_with_every_vector(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    report = index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
+    _, status = answer(repo, "upload")
+    assert report.embedded == status["chunks"] and status["unembedded"] == 0 and status["generation"] == 1
+
+
+def test_the_command_line_says_how_much_is_embedded(tmp_path, progressive):
+    import json
+
+    from conftest import codesearch
+
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(Stopped):
+        index_repository(repo, model="minilm", embedder_factory=stopping_after(3))
+    status = json.loads(codesearch("status", "--json", cwd=repo).stdout)
+    assert 0 < status["unembedded"] < status["chunks"]
+    text = codesearch("status", cwd=repo).stdout
+    assert f"embedded    {status['chunks'] - status['unembedded']} of {status['chunks']} chunks" in text
+    answered = codesearch("query", "upload", "--mode", "lexical", cwd=repo)
+    assert answered.returncode == 0 and "of the index's chunks have a vector so far" in answered.stderr
+    line = json.loads(codesearch("query", "upload", "--mode", "lexical", "--json", cwd=repo).stdout)
+    assert 0 < line["embedded"] < 1 and line["stale_files"] == 0
