@@ -36,7 +36,7 @@ DECLARATION_SEARCH_LINES = 40  # how far past decorators and comments a chunk's 
 PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
 PRIOR_TEST = 0.8  # tests rank below the code they test
 PRIOR_NOT_CODE = 0.5  # prose and data windows (README, docs, JSON) rank below code
-PRIOR_STUB = 0.8  # type stubs (.pyi, .d.ts) repeat a definition made elsewhere: the implementation first
+PRIOR_STUB = 0.5  # type stubs (.pyi, .d.ts) repeat a definition made elsewhere: the implementation first, as prose
 _STUB_PATH = re.compile(r"\.pyi$|\.d\.[mc]?ts$")
 _TEST_PATH = re.compile(r"(^|/)(tests?|spec|specs|__tests__|testing)/|(^|/)test_[^/]*$|_test\.[^/]+$|"
                         r"\.(test|spec)\.[^/]+$|Tests?\.[^/]+$")
