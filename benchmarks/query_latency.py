@@ -49,6 +49,7 @@ def build(directory: Path, chunks: int, dim: int, seed: int = 0) -> IndexStore:
     vectors_rng = np.random.default_rng(seed)
     store = IndexStore.open(directory, create=True)
     changed, per_file = {}, 34  # functions per file: with the long ones in two parts, about 50 chunks
+    names: list[str] = []  # every function made so far: what later ones call
     for file_number in range(chunks // 50):
         path = f"pkg{file_number % 97}/module_{file_number}.py"
         file_chunks, keys = [], []
@@ -59,9 +60,13 @@ def build(directory: Path, chunks: int, dim: int, seed: int = 0) -> IndexStore:
             # Long functions come in two parts, as the chunker cuts them for the model's window.
             halves = [lines] if len(lines) <= 16 else [lines[:len(lines) // 2], lines[len(lines) // 2:]]
             start = i * 30 + 1
+            # Each calls up to five functions made before it, popular ones (the first made) more often.
+            callees = [names[int(len(names) * rng.random() ** 3)] for _ in range(rng.randint(0, 5))] if names else []
+            names.append(name)
             for half in halves:
+                calls = tuple((callee, "call", start + 1, "") for callee in callees) if half is halves[0] else ()
                 file_chunks.append(Chunk(path, start, start + len(half) - 1, name, "function", language,
-                                         "\n".join(half)))
+                                         "\n".join(half), references=calls))
                 keys.append(f"{path}:{start}")
                 start += len(half)
         vectors = vectors_rng.normal(size=(len(file_chunks), dim)).astype(np.float32)

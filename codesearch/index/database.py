@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from codesearch.source.chunk import CHUNKER_VERSION, DECLARATION_KINDS, Chunk, units_of
 from codesearch.errors import CodesearchError, IndexDamaged
+from codesearch.index import graph
 from codesearch.index.terms import text_terms
 from codesearch.index.migrations import migrate
 from codesearch.trust import is_repository_path, open_private
@@ -161,6 +162,10 @@ class IndexDatabase:
 
     def file_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM files").fetchone()[0]
+
+    def chunks_in_file(self, path: str) -> list[StoredChunk]:
+        rows = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE path = ? ORDER BY start_line", (path,))
+        return [self.stored_chunk(row) for row in rows]
 
     def chunks_by_id(self, ids: Iterable[int]) -> dict[int, StoredChunk]:
         ids = list(ids)
@@ -365,6 +370,7 @@ class IndexDatabase:
         """Forget every file, chunk, deletion and manifest entry (the cache stays)."""
         for table in ("chunks", "files", "deleted", "moved", "manifest", "unembedded"):
             self.db.execute(f"DELETE FROM {table}")
+        graph.forget_all(self.db)
 
     def remove_paths(self, paths: list[str]) -> list[tuple[int, int, str]]:
         """Forget these files and their chunks, each marked deleted from its segment; (id, segment, embedding
@@ -375,6 +381,7 @@ class IndexDatabase:
                                    part).fetchall()
             self.db.executemany("INSERT OR IGNORE INTO deleted(segment, chunk_id) VALUES (?, ?)",
                                 [(segment, chunk_id) for chunk_id, segment, _ in rows])
+            graph.forget(self.db, [chunk_id for chunk_id, _, _ in rows])
             unembedded = self.unembedded_among(chunk_id for chunk_id, _, _ in rows)
             removed.extend(row for row in rows if row[0] not in unembedded)
             self.db.executemany("DELETE FROM unembedded WHERE chunk_id = ?", [(chunk_id,) for chunk_id in unembedded])
@@ -401,6 +408,7 @@ class IndexDatabase:
             self.db.execute(f"DELETE FROM chunks WHERE path IN ({_marks(part)})", part)
             self.db.execute(f"DELETE FROM files WHERE path IN ({_marks(part)})", part)
         self.db.execute("DELETE FROM unembedded WHERE chunk_id NOT IN (SELECT id FROM chunks)")
+        graph.forget_all(self.db, orphans_only=True)
         self.db.execute(f"DELETE FROM deleted WHERE segment IN ({_marks(segments)})", list(segments))
         self.db.execute(f"DELETE FROM moved WHERE target IN ({_marks(segments)})", list(segments))
         return paths
@@ -416,6 +424,7 @@ class IndexDatabase:
             "terms, segment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language, chunk.context,
              chunk.text, embedding_key, text_terms(chunk.text), segment))
+        graph.record(self.db, cursor.lastrowid, chunk.symbol, chunk.kind, chunk.references)
         return cursor.lastrowid
 
     def mark_unembedded(self, ids: Sequence[int]) -> None:

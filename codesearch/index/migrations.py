@@ -85,6 +85,18 @@ def m006_unembedded(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS unembedded (chunk_id INTEGER PRIMARY KEY)")
 
 
+@migration
+def m007_code_graph(db: sqlite3.Connection) -> None:
+    """What each chunk defines and what it refers to (index/graph.py): `codesearch defs/refs/callers/callees`."""
+    db.execute("CREATE TABLE IF NOT EXISTS definitions (chunk_id INTEGER NOT NULL, name TEXT NOT NULL COLLATE NOCASE)")
+    db.execute("CREATE INDEX IF NOT EXISTS definitions_name ON definitions(name)")
+    db.execute("CREATE INDEX IF NOT EXISTS definitions_chunk ON definitions(chunk_id)")
+    db.execute("CREATE TABLE IF NOT EXISTS refs (chunk_id INTEGER NOT NULL, name TEXT NOT NULL COLLATE NOCASE, "
+               "kind TEXT NOT NULL, line INTEGER NOT NULL, qualifier TEXT NOT NULL DEFAULT '')")
+    db.execute("CREATE INDEX IF NOT EXISTS refs_name ON refs(name)")
+    db.execute("CREATE INDEX IF NOT EXISTS refs_chunk ON refs(chunk_id)")
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Run the steps this database has not run yet; another process opening it at once waits its turn.
     `db` is in autocommit mode (isolation_level None)."""

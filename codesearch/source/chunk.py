@@ -25,9 +25,10 @@ from typing import Callable, Iterable, TypeVar
 from codesearch.source.declarations import member_signatures, with_signatures
 from codesearch.source.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
 from codesearch.source.parse import parse, shown_to_parser
+from codesearch.source.references import attach_references, collect_references
 from codesearch.source.syntax import Definition, collect_definitions, first_row, inside_unit, last_row, link_parents, symbol_path
 
-CHUNKER_VERSION = 4
+CHUNKER_VERSION = 5
 MAX_CHUNK_CHARS = 2400
 MAX_CHUNK_LINES = 80
 # Characters per model token on code, at the dense end: MiniLM's WordPiece reads Rust at 2.7 (C 3.1,
@@ -60,6 +61,7 @@ class Chunk:
     language: str
     text: str  # the real lines, as shown to the user (a type's header chunk adds its members' signatures)
     context: str = ""  # enclosing scope, e.g. the class of a method
+    references: tuple = ()  # (name, kind, line, qualifier) of the calls, type uses, bases, imports on its lines
 
     @property
     def embedding_text(self) -> str:
@@ -186,7 +188,8 @@ def _chunk_with_grammar(path: str, source: bytes, text: str, spec: LanguageSpec,
     _open_oversized_units(definitions, lines, budget)
     units = [_unit_of(definition, spec) for definition in definitions
              if definition.category == "unit" and not inside_unit(definition)]
-    return _assemble(path, lines, _merge_tiny_neighbours(units, lines), definitions, spec, budget, injected)
+    chunks = _assemble(path, lines, _merge_tiny_neighbours(units, lines), definitions, spec, budget, injected)
+    return attach_references(chunks, collect_references(matches, source))
 
 
 def _assemble(path, lines, units, definitions, spec, budget: PartBudget, injected=()) -> list[Chunk]:

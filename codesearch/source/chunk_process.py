@@ -196,7 +196,7 @@ def serve(connection, function: str) -> None:
             return
         for path, source in files:
             connection.send([(chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language,
-                              chunk.text, chunk.context) for chunk in cut(path, source, budget=budget)])
+                              chunk.text, chunk.context, chunk.references) for chunk in cut(path, source, budget=budget)])
 
 
 def _limit_memory(limit: int) -> None:

@@ -32,3 +32,21 @@
 (expression_statement
   (call_expression
     arguments: (arguments (function_expression name: (identifier) @name)))) @unit.function
+
+; ---------------------------------------------------------------------------
+; References, in the convention of tree-sitter's tags.scm files: the referring node as @reference.<kind>
+; (call, type, inherit, import) and the name referred to as @name. They hold no @unit. or @scope. capture.
+
+; f(x), obj.method(x); new Foo(), new ns.Foo() are calls of Foo
+(call_expression
+  function: [(identifier) @name (member_expression property: (property_identifier) @name)]) @reference.call
+(new_expression
+  constructor: [(identifier) @name (member_expression property: (property_identifier) @name)]) @reference.call
+
+; class A extends B, class A extends ns.B
+(class_heritage
+  [(identifier) @name (member_expression property: (property_identifier) @name)] @reference.inherit)
+
+; import D, { a, b as c } from "m": D, a and b
+(import_specifier name: (identifier) @name) @reference.import
+(import_clause (identifier) @name @reference.import)

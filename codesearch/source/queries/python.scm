@@ -1,3 +1,24 @@
 (class_definition name: (identifier) @name) @scope.class
 
 (function_definition name: (identifier) @name) @unit.function
+
+; ---------------------------------------------------------------------------
+; References, in the convention of tree-sitter's tags.scm files: the referring node as @reference.<kind>
+; (call, type, inherit, import) and the name referred to as @name. They hold no @unit. or @scope. capture.
+
+; f(x), obj.method(x), Foo() (a constructor is a call of its class)
+(call function: [(identifier) @name (attribute attribute: (identifier) @name)]) @reference.call
+
+; x: Foo, def f(a: Foo) -> Bar, list[Baz]: the identifier of each type expression
+(type [(identifier) @name (attribute attribute: (identifier) @name)]) @reference.type
+(generic_type . (identifier) @name) @reference.type
+
+; class A(B, mod.C): keyword arguments (metaclass=M) are no base
+(class_definition
+  superclasses: (argument_list [(identifier) @name (attribute attribute: (identifier) @name)] @reference.inherit))
+
+; import a.b.c -> c, from x import name, from x import name as alias -> name
+(import_statement name: (dotted_name (identifier) @name .) @reference.import)
+(import_statement name: (aliased_import name: (dotted_name (identifier) @name .)) @reference.import)
+(import_from_statement name: (dotted_name (identifier) @name .) @reference.import)
+(import_from_statement name: (aliased_import name: (dotted_name (identifier) @name .)) @reference.import)

@@ -41,3 +41,42 @@
 (expression_statement
   (call_expression
     arguments: (arguments (function_expression name: (identifier) @name)))) @unit.function
+
+; ---------------------------------------------------------------------------
+; References, in the convention of tree-sitter's tags.scm files: the referring node as @reference.<kind>
+; (call, type, inherit, import) and the name referred to as @name. They hold no @unit. or @scope. capture.
+
+; f(x), obj.method(x); new Foo(), new ns.Foo() are calls of Foo
+(call_expression
+  function: [(identifier) @name (member_expression property: (property_identifier) @name)]) @reference.call
+(new_expression
+  constructor: [(identifier) @name (member_expression property: (property_identifier) @name)]) @reference.call
+
+; x: Foo, (p: Foo<Bar>): ns.Baz, f<Foo>(), x as Foo, <Foo>x, Foo | Bar, Foo[]
+(type_annotation
+  [(type_identifier) @name
+   (nested_type_identifier name: (type_identifier) @name)
+   (generic_type name: [(type_identifier) @name (nested_type_identifier name: (type_identifier) @name)])] @reference.type)
+(type_arguments
+  [(type_identifier) @name
+   (nested_type_identifier name: (type_identifier) @name)
+   (generic_type name: [(type_identifier) @name (nested_type_identifier name: (type_identifier) @name)])] @reference.type)
+(as_expression (type_identifier) @name @reference.type)
+(union_type (type_identifier) @name @reference.type)
+(array_type (type_identifier) @name @reference.type)
+
+; class A extends B implements I, ns.J<T>; interface K extends L, ns.M
+(extends_clause
+  value: [(identifier) @name (member_expression property: (property_identifier) @name)] @reference.inherit)
+(implements_clause
+  [(type_identifier) @name
+   (nested_type_identifier name: (type_identifier) @name)
+   (generic_type name: [(type_identifier) @name (nested_type_identifier name: (type_identifier) @name)])] @reference.inherit)
+(extends_type_clause
+  type: [(type_identifier) @name
+         (nested_type_identifier name: (type_identifier) @name)
+         (generic_type name: [(type_identifier) @name (nested_type_identifier name: (type_identifier) @name)])] @reference.inherit)
+
+; import D, { a, type T, b as c } from "m": D, a, T and b
+(import_specifier name: (identifier) @name) @reference.import
+(import_clause (identifier) @name @reference.import)
