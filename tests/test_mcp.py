@@ -27,6 +27,14 @@ async def converse(repo):
                 "search", {"query": "stop the http server gracefully", "k": 5, "lang": ["go"], "path": ["!tests"]})
             said["status"] = await session.call_tool("index_status", {})
             said["unknown_lang"] = await session.call_tool("search", {"query": "x", "lang": ["cobol"]})
+            said["definitions"] = await session.call_tool("definitions", {"name": "compute_checksum"})
+            said["callers"] = await session.call_tool("callers", {"name": "compute_checksum"})
+            said["references"] = await session.call_tool("references", {"name": "compute_checksum", "kind": ["call"]})
+            said["first_page"] = await session.call_tool(
+                "search", {"query": "upload queue", "k": 4, "max_tokens": 100})
+            said["bad_offset"] = await session.call_tool("definitions", {"name": "x", "offset": -1})
+            said["impact"] = await session.call_tool("impact", {"path": "uploads.py", "line": 28})
+            said["map"] = await session.call_tool("repository_map", {"max_tokens": 200})
     return said
 
 
@@ -49,9 +57,10 @@ def conversation(tmp_path_factory):
 def test_the_server_lists_search_and_index_status(conversation):
     _, said = conversation
     tools = {tool.name: tool for tool in said["tools"]}
-    assert set(tools) == {"search", "index_status"}
+    assert set(tools) == {"search", "index_status", "definitions", "references", "callers", "callees", "impact",
+                          "repository_map"}
     schema = getattr(tools["search"], "input_schema", None) or tools["search"].inputSchema
-    assert set(schema["properties"]) == {"query", "k", "lang", "path", "mode", "per_file"}
+    assert set(schema["properties"]) == {"query", "k", "lang", "path", "mode", "per_file", "offset", "max_tokens"}
     assert schema["required"] == ["query"]
     assert "question" in tools["search"].description
 
@@ -88,3 +97,30 @@ def test_a_bad_argument_is_a_tool_error_the_agent_can_read(conversation):
     result = said["unknown_lang"]
     assert _is_error(result)
     assert "unknown lang 'cobol'" in result.content[0].text
+
+
+def test_navigation_tools_answer_with_definitions_sites_and_trees(conversation):
+    _, said = conversation
+    (definition,) = answer_of(said["definitions"])["results"]
+    assert (definition["path"], definition["start_line"], definition["kind"]) == ("uploads.py", 27, "function")
+    (tree,) = answer_of(said["callers"])["results"]
+    assert [(child["symbol"], child["path"]) for child in tree["children"]] == [
+        ("test_compute_checksum_is_hex", "tests/test_uploads.py")]
+    sites = answer_of(said["references"])["results"]
+    assert [(site["path"], site["resolved"]) for site in sites] == [("tests/test_uploads.py", "imported")]
+
+
+def test_answers_are_paged_to_the_token_budget(conversation):
+    _, said = conversation
+    first = answer_of(said["first_page"])
+    assert len(first["results"]) == 1 and first["next_offset"] == 1
+    assert _is_error(said["bad_offset"]) and "offset must be 0 or more" in said["bad_offset"].content[0].text
+
+
+def test_impact_and_the_repository_map(conversation):
+    _, said = conversation
+    reached = [(r["symbol"], r["distance"]) for r in answer_of(said["impact"])["results"]]
+    assert reached == [("compute_checksum", 0), ("test_compute_checksum_is_hex", 1)]
+    entries = answer_of(said["map"])["results"]
+    assert entries and {"path", "start_line", "symbol", "kind", "signature"} == set(entries[0])
+    assert "def compute_checksum(data: bytes) -> str:" in [entry["signature"] for entry in entries]

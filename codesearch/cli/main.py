@@ -15,6 +15,7 @@ import typer
 
 from codesearch import settings
 from codesearch.cli.hooks import hook_app
+from codesearch.cli.navigate import register as register_navigation
 from codesearch.cli.org import org_app
 from codesearch.cli.terminal import (EXIT_FOUND, EXIT_NOT_FOUND, CommandGroup, TerminalProgress, read_queries,
                                      stderr_console, stop_writing_stdout)
@@ -168,6 +169,7 @@ def _print_answer(queries, answer, output_format: str, files_only: bool, context
 
 
 app.add_typer(org_app, name="org")
+register_navigation(app)
 
 
 @app.command()
@@ -202,7 +204,7 @@ def serve(
 def mcp_command(
     repo: Path = typer.Option(Path("."), "--repo", help="The repository the agent searches."),
 ):
-    """Serve coding agents over MCP on stdio: tools `search` and `index_status`."""
+    """Serve coding agents over MCP on stdio: search, definitions, references, callers, callees, index_status."""
     from codesearch.server.mcp import run_stdio
 
     run_stdio(repo)

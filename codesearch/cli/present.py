@@ -111,3 +111,79 @@ def _shown_code(chunk, root: Path, context: int) -> tuple[int, str]:
     start = max(1, chunk.start_line - context)
     end = min(len(lines), chunk.end_line + context)
     return start, "\n".join(lines[start - 1 : end])
+
+
+# -- code navigation (query/navigate.py) ---------------------------------------------------------------------
+
+
+def print_definitions(chunks, output_format: str) -> None:
+    from codesearch.query.navigate import definition_json
+
+    for chunk in chunks:
+        if output_format == "json":
+            print(json.dumps(definition_json(chunk), ensure_ascii=False))
+        elif output_format == "vimgrep":
+            print(f"{chunk.path}:{chunk.start_line}:1: {chunk.symbol}")
+        else:
+            print(f"{chunk.path}:{chunk.start_line}-{chunk.end_line}  {chunk.symbol}  {chunk.kind}, {chunk.language}")
+
+
+def print_sites(sites, output_format: str) -> None:
+    from codesearch.query.navigate import site_json
+
+    for site in sites:
+        if output_format == "json":
+            print(json.dumps(site_json(site), ensure_ascii=False))
+        elif output_format == "vimgrep":
+            print(f"{site.chunk.path}:{site.line}:1: {site.kind} {site.name} in {site.chunk.symbol}")
+        else:
+            print(f"{site.chunk.path}:{site.line}  {site.kind} {site.name}  in {site.chunk.symbol}  [{site.resolved}]")
+
+
+def print_trees(trees, output_format: str) -> None:
+    """Callers or callees: one tree per definition, indented two spaces a level; JSON: one tree per line."""
+    from codesearch.query.navigate import node_json
+
+    for tree in trees:
+        if output_format == "json":
+            print(json.dumps(node_json(tree), ensure_ascii=False))
+            continue
+        stack = [(tree, 0)]
+        while stack:
+            node, depth = stack.pop()
+            chunk, site = node.chunk, node.site
+            where = f"{chunk.path}:{chunk.start_line}" if chunk.path else "(not defined here)"
+            via = f"  via {site.chunk.path}:{site.line} [{site.resolved}]" if site is not None else ""
+            print(f"{'  ' * depth}{chunk.symbol}  {where}{via}")
+            stack.extend((child, depth + 1) for child in reversed(node.children))
+
+
+def print_impact(reached, output_format: str) -> None:
+    """Each definition a change reaches, with its distance in calls and the call that reaches it."""
+    from codesearch.query.navigate import definition_json
+
+    for chunk, distance, site in reached:
+        if output_format == "json":
+            found = {**definition_json(chunk), "distance": distance}
+            if site is not None:
+                found["call"] = {"path": site.chunk.path, "line": site.line, "resolved": site.resolved}
+            print(json.dumps(found, ensure_ascii=False))
+        else:
+            via = f"  via {site.chunk.path}:{site.line} [{site.resolved}]" if site is not None else ""
+            print(f"{distance}  {chunk.path}:{chunk.start_line}-{chunk.end_line}  {chunk.symbol}{via}")
+
+
+def print_map(entries, output_format: str) -> None:
+    """The repository map: per file, its chosen definitions' declaration lines with their line numbers."""
+    if output_format == "json":
+        for entry in entries:
+            print(json.dumps({"path": entry.path, "start_line": entry.start_line, "symbol": entry.symbol,
+                              "kind": entry.kind, "signature": entry.signature, "rank": round(entry.rank, 6)},
+                             ensure_ascii=False))
+        return
+    path = None
+    for entry in entries:
+        if entry.path != path:
+            path = entry.path
+            print(f"{path}:")
+        print(f"{entry.start_line:>6}│ {entry.signature}")

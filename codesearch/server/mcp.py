@@ -1,5 +1,6 @@
 """An MCP server over stdio for coding agents (Claude Code, Cursor, ...): a `search` tool over one
-repository's index and an `index_status` tool, built with the official `mcp` Python SDK.
+repository's index, code navigation (`definitions`, `references`, `callers`, `callees`) and an `index_status`
+tool, built with the official `mcp` Python SDK.
 
 The process is long-lived, so it keeps the model and the open index in memory the way
 `codesearch serve` does (the same Service, over the same Engine), and picks up refreshes of the index
@@ -11,6 +12,7 @@ Client configuration:
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 
@@ -24,13 +26,20 @@ INSTRUCTIONS = (
     "Semantic code search over the git repository {root}. Call `search` with a question in plain "
     "language or an identifier to get the functions, classes and blocks that answer it, ranked, with "
     "path, line range, symbol and code. Filter with `lang` and `path` globs (!GLOB excludes). "
+    "`definitions`, `references`, `callers` and `callees` navigate the code by name (where a function or "
+    "class is defined, every place that uses it, who calls it, what it calls); `impact` says what a change "
+    "to a file or line can reach, and `repository_map` gives a first look at an unknown repository. Every "
+    "tool pages its "
+    "answer: at most `max_tokens` of results from `offset`; `next_offset` asks for the rest. "
     "`index_status` says which model built the index and how many files changed since it was refreshed."
 )
+MAX_TOKENS = 20_000  # an answer's default size: Claude Code refuses tool output past 25,000 tokens
+CHARS_PER_TOKEN = 4  # JSON of code and paths, as tokenizers of chat models count it, roughly
 
 
 # A request field, as the tools' parameters name it.
 PARAMETERS = {"queries": "query", "languages": "lang", "include": "path", "exclude": "path", "k": "k", "mode": "mode",
-              "per_file": "per_file"}
+              "per_file": "per_file", "offset": "offset", "max_tokens": "max_tokens", "depth": "depth"}
 
 
 class FoundCode(TypedDict):  # the schema the agent sees of query.api.hit_json(hit, code=True)
@@ -50,6 +59,7 @@ class SearchAnswer(TypedDict):
     results: list[FoundCode]
     generation: int
     stale_files: int  # files changed since the index that these results do not reflect (0: current)
+    next_offset: int | None  # where the next page starts; None when these are the last results asked for
     embedded: float  # the share of the index's chunks with a vector (below 1 while a first index embeds)
 
 
@@ -116,7 +126,8 @@ def build_server(path: str | Path, service: Service | None = None):
     @server.tool()
     @_user_errors_as(tool_error)
     def search(query: str, k: int = 10, lang: list[str] | None = None, path: list[str] | None = None,
-               mode: str = "hybrid", per_file: int | None = None) -> SearchAnswer:
+               mode: str = "hybrid", per_file: int | None = None, offset: int = 0,
+               max_tokens: int = MAX_TOKENS) -> SearchAnswer:
         """Find the code that answers a question about this repository.
 
         query: a question in plain language ("where do we retry failed uploads") or an identifier.
@@ -125,9 +136,83 @@ def build_server(path: str | Path, service: Service | None = None):
         path: only paths matching these globs, e.g. ["src/**", "*.py"]; "!GLOB" excludes, e.g. ["!tests"].
         mode: "hybrid" (default), "semantic" or "lexical".
         per_file: at most this many results from one file (0: no limit; default: the engine's).
+        offset, max_tokens: the page: the results ranked offset+1 to offset+k, as many as fit max_tokens;
+        next_offset asks for the rest.
         Returns ranked chunks: path, start_line, end_line, symbol, kind, language, score and code.
         """
-        return run_search(repository, query, k, lang or [], path or [], mode, per_file)
+        return run_search(repository, query, k, lang or [], path or [], mode, per_file, offset, max_tokens)
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def definitions(name: str, lang: list[str] | None = None, path: list[str] | None = None, offset: int = 0,
+                    max_tokens: int = MAX_TOKENS) -> dict:
+        """Where a name is defined. name: bare (parse_config) or qualified (Config.parse, a::b::f).
+        Returns path, lines, symbol, kind and language of each definition."""
+        from codesearch.query.navigate import definition_json
+
+        found = _navigate(repository, lambda graph: graph.definitions(name), lang, path)
+        return page([definition_json(chunk) for chunk in found], offset, max_tokens)
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def references(name: str, kind: list[str] | None = None, lang: list[str] | None = None,
+                   path: list[str] | None = None, offset: int = 0, max_tokens: int = MAX_TOKENS) -> dict:
+        """Every place that refers to a name: calls, type uses, inheritance and imports (kind: any of "call",
+        "type", "inherit", "import"), each with the definition it sits in and how sure the resolution is
+        ("same file", "imported", "unique", "ambiguous", "not defined here")."""
+        from codesearch.query.navigate import site_json
+
+        found = _navigate(repository, lambda graph: graph.references(name, tuple(kind or ())), lang, path)
+        return page([site_json(site) for site in found], offset, max_tokens)
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def callers(name: str, depth: int = 1, lang: list[str] | None = None, path: list[str] | None = None,
+                offset: int = 0, max_tokens: int = MAX_TOKENS) -> dict:
+        """Who calls a name: a tree per definition of it, `depth` levels up (1 to 10)."""
+        from codesearch.query.navigate import node_json
+
+        found = _navigate(repository, lambda graph: graph.callers(name, _depth(depth)), lang, path)
+        return page([node_json(tree) for tree in found], offset, max_tokens)
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def callees(name: str, depth: int = 1, lang: list[str] | None = None, path: list[str] | None = None,
+                offset: int = 0, max_tokens: int = MAX_TOKENS) -> dict:
+        """What a name's code calls: a tree per definition of it, `depth` levels down (1 to 10); a call of a
+        name this repository does not define is a leaf of kind "external"."""
+        from codesearch.query.navigate import node_json
+
+        found = _navigate(repository, lambda graph: graph.callees(name, _depth(depth)), lang, path)
+        return page([node_json(tree) for tree in found], offset, max_tokens)
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def impact(path: str, line: int | None = None, depth: int = 5, offset: int = 0,
+               max_tokens: int = MAX_TOKENS) -> dict:
+        """What a change at a place can reach: the definitions in file `path` (at `line` when given), then
+        every definition that calls them, transitively up to `depth` calls away, nearest first."""
+        from codesearch.query.navigate import definition_json
+
+        found = _navigate(repository, lambda graph: graph.impact(path, line, _depth(depth)), None, None)
+        return page([{**definition_json(chunk), "distance": distance,
+                      **({"call": {"path": site.chunk.path, "line": site.line, "resolved": site.resolved}}
+                         if site is not None else {})} for chunk, distance, site in found], offset, max_tokens)
+
+    @server.tool()
+    @_user_errors_as(tool_error)
+    def repository_map(max_tokens: int = 1024, focus: list[str] | None = None) -> dict:
+        """A map of this repository for a first look: its most central definitions (PageRank over calls, type
+        uses and base classes) as declaration lines with path and line, within max_tokens; `focus` (files or
+        folders) ranks around them."""
+        from codesearch.query.repomap import repository_map as build_map
+
+        if not isinstance(max_tokens, int) or max_tokens < 16:
+            raise BadRequest("max_tokens", "{name} must be at least 16")
+        entries = _navigate(repository, lambda graph: build_map(graph.database, max_tokens, tuple(focus or ())),
+                            None, None)
+        return {"results": [{"path": entry.path, "start_line": entry.start_line, "symbol": entry.symbol,
+                             "kind": entry.kind, "signature": entry.signature} for entry in entries]}
 
     @server.tool()
     @_user_errors_as(tool_error)
@@ -141,13 +226,48 @@ def build_server(path: str | Path, service: Service | None = None):
     return server
 
 
+def page(results: list[dict], offset: int, max_tokens: int) -> dict:
+    """Whole results from `offset`, best first, as many as fit `max_tokens` (at least one), and where the next
+    page starts (None when this one ends the list)."""
+    if not isinstance(offset, int) or offset < 0:
+        raise BadRequest("offset", "{name} must be 0 or more")
+    if not isinstance(max_tokens, int) or max_tokens < 100:
+        raise BadRequest("max_tokens", "{name} must be at least 100")
+    import json
+
+    taken, used = [], 0
+    for result in results[offset:]:
+        cost = len(json.dumps(result, ensure_ascii=False)) // CHARS_PER_TOKEN + 1
+        if taken and used + cost > max_tokens:
+            break
+        taken.append(result)
+        used += cost
+    following = offset + len(taken)
+    return {"results": taken, "total": len(results), "next_offset": following if following < len(results) else None}
+
+
+def _depth(depth: int) -> int:
+    if not isinstance(depth, int) or not 1 <= depth <= 10:
+        raise BadRequest("depth", "{name} must be between 1 and 10")
+    return depth
+
+
+def _navigate(repository: _Repository, ask, languages: list[str] | None, globs: list[str] | None):
+    from codesearch.query.api import Filters
+
+    QueryRequest(["-"], languages=tuple(languages or ())).checked()  # unknown languages, worded for the agent
+    return repository.service.navigate(repository.opened(), ask, Filters.from_globs(languages or (), globs or ()))
+
+
 def run_search(repository: _Repository, query: str, k: int, languages: list[str], globs: list[str],
-               mode: str, per_file: int | None = None) -> dict:
+               mode: str, per_file: int | None = None, offset: int = 0, max_tokens: int = MAX_TOKENS) -> dict:
     request = QueryRequest.from_options([query], paths=globs, k=k, mode=mode, languages=tuple(languages),
                                         **({} if per_file is None else {"per_file": per_file})).checked()
-    answer = repository.service.query(repository.opened(), request)
-    return {"query": request.queries[0], "repository": str(answer.repository),
-            "results": [hit_json(hit, code=True) for hit in answer.hits[0]], "generation": answer.generation,
+    page([], offset, max_tokens)  # the paging fields checked before any work
+    answer = repository.service.query(repository.opened(), replace(request, k=request.k + offset))
+    found = page([hit_json(hit, code=True) for hit in answer.hits[0]], offset, max_tokens)
+    return {"query": request.queries[0], "repository": str(answer.repository), "results": found["results"],
+            "next_offset": found["next_offset"], "generation": answer.generation,
             "stale_files": answer.freshness.stale_files, "embedded": round(answer.embedded, 4)}
 
 

@@ -122,6 +122,16 @@ class Service:
         request = replace(request, trust_remote_code=self.trust_remote_code)
         return self._worker.run(self._answer, root, request, waiting=waiting)
 
+    def navigate(self, root: Path, ask: Callable, filters=None):
+        """ask(CodeGraph) over the index brought up to date, on the worker: defs, refs, callers, callees."""
+        from codesearch.query.api import Filters
+        from codesearch.query.navigate import CodeGraph
+
+        def run():
+            self._up_to_date(root)
+            return ask(CodeGraph(self._fresh(root).engine.store.database, filters or Filters()))
+        return self._worker.run(run)
+
     def status(self, root: Path, count_stale: bool = False, waiting: Callable[[], object] | None = None) -> dict:
         return self._worker.run(self._status, root, count_stale, waiting=waiting)
 
