@@ -15,6 +15,7 @@ import typer
 
 from codesearch import settings
 from codesearch.cli.hooks import hook_app
+from codesearch.cli.install import install_command
 from codesearch.cli.navigate import register as register_navigation
 from codesearch.cli.org import org_app
 from codesearch.cli.terminal import (EXIT_FOUND, EXIT_NOT_FOUND, CommandGroup, TerminalProgress, read_queries,
@@ -170,6 +171,7 @@ def _print_answer(queries, answer, output_format: str, files_only: bool, context
 
 app.add_typer(org_app, name="org")
 register_navigation(app)
+app.command("install")(install_command)
 
 
 @app.command()
