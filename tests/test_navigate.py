@@ -124,3 +124,17 @@ def test_the_map_ranks_what_is_called_most_and_fits_its_budget(repo):
     assert len(lines(repo, "map", "--max-tokens", "20")) < len(entries)
     focused = lines(repo, "map", "--focus", "tools.js")
     assert focused[0]["path"] == "tools.js"
+
+
+def test_an_index_built_without_the_code_graph_asks_to_be_rebuilt(repo, tmp_path):
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "old"
+    shutil.copytree(repo, copy, symlinks=True)
+    database = sqlite3.connect(copy / ".codesearch" / "index.sqlite")
+    with database:
+        database.execute("UPDATE manifest SET value = '4' WHERE key = 'chunker_version'")
+    database.close()
+    result = codesearch("callers", "parse_config", cwd=copy)
+    assert result.returncode == 2 and "run `codesearch index` to rebuild it" in result.stderr, result.stderr

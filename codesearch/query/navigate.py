@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from codesearch.errors import CodesearchError, IndexMissing
 from codesearch.index.database import StoredChunk
+from codesearch.source.chunk import CHUNKER_VERSION
 from codesearch.index.graph import NAMELESS_KINDS
 from codesearch.query.api import Filters
 from codesearch.source.references import THROUGH_EXPRESSION
@@ -56,6 +58,12 @@ class CodeGraph:
     """Reads the code graph of one open index database; `filters` (languages, paths) apply to every answer."""
 
     def __init__(self, database, filters: Filters = Filters()):
+        manifest = database.manifest()
+        if not manifest:
+            raise IndexMissing("the index is empty; run `codesearch index`")
+        if manifest.get("chunker_version") != CHUNKER_VERSION:
+            raise CodesearchError("this index was built by a codesearch that kept no code graph; run "
+                                  "`codesearch index` to rebuild it (the vectors already computed are reused)")
         self.database, self.filters = database, filters
         self._imports: dict[str, set[str]] = {}
         self._defined_in: dict[str, set[str]] = {}
