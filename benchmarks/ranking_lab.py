@@ -286,6 +286,41 @@ for _factor in (1.0, 0.8, 0.6, 0.5):
     VARIANTS[f"stubs-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_STUB", _factor))
 
 
+def _called(weight: float):
+    """A definition that many calls name ranks higher: its prior times 1 + weight x min(1, log10(1 + calls) / 2)
+    (99 calls give the whole weight), counting the code graph's call sites of its name (unresolved)."""
+    def apply():
+        import math
+
+        from codesearch.index.graph import defined_names
+        from codesearch.query import fuse as fusion
+
+        original, counts_of = fusion.prior, {}
+
+        def ranker(store, text, vector, k, mode, dense_share):
+            if id(store) not in counts_of:
+                counts_of[id(store)] = {name.lower(): count for name, count in store.database.db.execute(
+                    "SELECT name, count(*) FROM refs WHERE kind = 'call' GROUP BY name")}
+            Settings.calls = counts_of[id(store)]
+            return _first_pass(store, text, vector, k, mode, dense_share)
+
+        def prior(chunk, asked_for=False):
+            calls = max((Settings.calls.get(name.lower(), 0) for name in defined_names(chunk.symbol, chunk.kind)),
+                        default=0)
+            return original(chunk, asked_for) * (1 + weight * min(1.0, math.log10(1 + calls) / 2))
+
+        fusion.prior, Settings.ranker = prior, ranker
+        try:
+            yield
+        finally:
+            fusion.prior, Settings.ranker = original, None
+    return apply
+
+
+for _weight in (0.05, 0.1, 0.2):
+    VARIANTS[f"called-{_weight}"] = contextlib.contextmanager(_called(_weight))
+
+
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
     by_repo = defaultdict(list)
     for name in sorted(glob.glob(patterns)):

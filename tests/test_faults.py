@@ -112,13 +112,17 @@ def start_index(repo: Path, *args: str) -> subprocess.Popen:
 
 
 def lexical_hits(repo: Path, queries: list[str]) -> list[list[str]]:
-    """The symbols each query finds, from one `codesearch query --queries-file` run (no model load)."""
-    queries_file = repo.parent / f"{repo.name}-queries.txt"
-    queries_file.write_text("\n".join(queries) + "\n", encoding="utf-8")
-    result = codesearch("query", "--queries-file", str(queries_file), "--mode", "lexical", "--json", "-k", "3",
-                        "--repo", str(repo))
-    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
-    return [[hit["symbol"] for hit in json.loads(line)["results"]] for line in result.stdout.splitlines()]
+    """The symbols each query finds in the index as it is (no model load). The engine's own query: the command
+    would first refresh the files the killed run left out (indexer/freshness.py), which is not what this reads."""
+    from codesearch.query.api import QueryRequest
+    from codesearch.query.engine import Engine
+
+    engine = Engine.open(repo)
+    try:
+        answer = engine.query(QueryRequest(queries, k=3, mode="lexical"))
+    finally:
+        engine.close()
+    return [[hit.chunk.symbol for hit in hits] for hits in answer.hits]
 
 
 def status_of(repo: Path) -> dict:
