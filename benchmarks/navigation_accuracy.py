@@ -86,7 +86,8 @@ def score(requirement: str, count: int, model: str, verbose: bool = False) -> tu
     with tempfile.TemporaryDirectory() as scratch:
         repo = make_repository(requirement, Path(scratch))
         index_repository(repo, model=model)
-        project = jedi.Project(str(repo))
+        # A src layout's package is imported by its tests as installed: jedi must find it there.
+        project = jedi.Project(str(repo), added_sys_path=[str(repo / "src")] if (repo / "src").is_dir() else [])
         candidates = jedi_targets(repo, project)
         random.Random(0).shuffle(candidates)
         store = IndexStore.open(index_dir(repo))

@@ -30,6 +30,7 @@ SELF_NAMES = frozenset({"self", "this", "cls", "super", "base", "Self", "static"
 # Languages whose files see only the names they define or import: an unqualified name is one of those.
 FILE_SCOPED = frozenset({"python", "javascript", "typescript", "tsx"})
 PACKAGE_FILES = frozenset({"__init__", "index", "mod", "lib"})
+FREE_KINDS = frozenset({"function"})  # definitions no object holds: reached by name or through their module
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,10 @@ class CodeGraph:
                 targets, through_package = owners or packages, not owners
             elif qualifier in imported:
                 return [], "not defined here"
+            else:  # an object's member (`session.get()`): a method, not a free function of that name
+                targets = [target for target in targets if target.kind not in FREE_KINDS]
+        elif qualifier == THROUGH_EXPRESSION:
+            targets = [target for target in targets if target.kind not in FREE_KINDS]
         here = [target for target in targets if target.path == path]
         if here:
             return here, "same file"
