@@ -162,3 +162,21 @@ def test_a_notice_prints_a_repository_path_literally_on_one_line():
     message = "a[/x].kt: parsing it as kotlin crashed (SIGSEGV); indexed as plain text " + "x" * 200
     TerminalProgress(Console(file=out, width=40, highlight=False)).notice(message)
     assert out.getvalue() == f"codesearch: {message}\n"
+
+
+def test_json_answers_page_by_offset_and_token_budget(indexed_repo):
+    repo, _ = indexed_repo
+
+    def answer(*options):
+        result = codesearch("query", "upload", "--mode", "lexical", "--json", *options, cwd=repo)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    whole = answer("-k", "12")
+    assert "next_offset" not in whole and whole["stale_files"] == 0 and whole["embedded"] == 1.0
+    first = answer("-k", "6", "--max-tokens", "100")
+    taken = len(first["results"])
+    assert first["results"] == whole["results"][:taken] and first["next_offset"] == taken < 6
+    rest = answer("-k", "6", "--offset", str(taken))  # the results ranked taken+1 to taken+6
+    assert rest["results"] == whole["results"][taken:taken + 6]
+    assert codesearch("query", "upload", "--offset", "-1", cwd=repo).returncode == 2

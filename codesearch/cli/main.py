@@ -85,6 +85,9 @@ def query(
     output_format: str = typer.Option("text", "--format", help="text, json or vimgrep."),
     files_only: bool = typer.Option(False, "--files-only", "-l", help="Only the paths of matching files."),
     per_file: Optional[int] = typer.Option(None, "--per-file", help="At most N results from one file (0: no limit)."),
+    offset: int = typer.Option(0, "--offset", help="Skip the first N results (a next page)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="With --json: whole results, best first, "
+                                             "as many as fit about N tokens; next_offset says where the rest start."),
     context: int = typer.Option(0, "--context", "-C", help="Lines of context around the shown code."),
     trust_remote_code: bool = TrustOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Say whether a running server or this process answered."),
@@ -102,7 +105,10 @@ def query(
         raise CodesearchError(f"unknown --format {output_format!r}; use text, json or vimgrep")
     if org_dir is None and (repo_names or ray_address):
         raise CodesearchError(f"{'--repo-name' if repo_names else '--ray'} needs --org ORG_DIR")
-    request = QueryRequest.from_options(read_queries(text, queries_file), paths=path_globs, k=k, mode=mode,
+    from codesearch.query.api import page
+
+    page([], offset, max_tokens or 100)  # the paging options checked before any work
+    request = QueryRequest.from_options(read_queries(text, queries_file), paths=path_globs, k=k + offset, mode=mode,
                                         languages=tuple(lang), model=model, instruction=instruction,
                                         trust_remote_code=trust_remote_code,
                                         **_per_file(per_file, files_only)).checked()
@@ -110,15 +116,15 @@ def query(
         from codesearch.cli.org import query_organisation
 
         answer = query_organisation(org_dir, request, repo_names, ray_address)
-        _print_answer(request.queries, answer, output_format, files_only, context)
-        raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
+        _print_answer(request.queries, answer, output_format, files_only, context, offset, max_tokens)
+        raise typer.Exit(EXIT_FOUND if any(hits[offset:] for hits in answer.hits) else EXIT_NOT_FOUND)
     answer = served = try_server(repo, request)
     if verbose:
         stderr_console().print(f"codesearch: answered by the running server for {served.repository}" if served
                                else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
     if not served:  # imported only now: a served query needs none of the in-process machinery
         answer = _query_in_process(repo, request)
-    _print_answer(request.queries, answer, output_format, files_only, context)  # the answer first; then the server
+    _print_answer(request.queries, answer, output_format, files_only, context, offset, max_tokens)  # then the server
     if not served and served.reason.startswith(NO_SERVER) and not trust_remote_code:
         from codesearch.server.client import start_server
 
@@ -127,7 +133,7 @@ def query(
             stderr_console().print(f"codesearch: started a server for the next queries (pid {started}; it stops "
                                    f"after {AUTOSTART_IDLE_SECONDS // 60} idle minutes; CODESEARCH_NO_AUTOSTART=1 "
                                    f"turns this off)", soft_wrap=True)
-    raise typer.Exit(EXIT_FOUND if any(answer.hits) else EXIT_NOT_FOUND)
+    raise typer.Exit(EXIT_FOUND if any(hits[offset:] for hits in answer.hits) else EXIT_NOT_FOUND)
 
 
 def _query_in_process(repo: Path, request) -> "Answer":
@@ -155,12 +161,13 @@ def _per_file(asked: int | None, files_only: bool) -> dict:
     return {"per_file": asked}
 
 
-def _print_answer(queries, answer, output_format: str, files_only: bool, context: int) -> None:
+def _print_answer(queries, answer, output_format: str, files_only: bool, context: int, offset: int = 0,
+                  max_tokens: int | None = None) -> None:
     """The answer on stdout, flushed; a reader that went away has what it wanted (exit 0)."""
     from codesearch.cli import present
 
     try:
-        present.print_answer(queries, answer, output_format, files_only, context)
+        present.print_answer(queries, answer, output_format, files_only, context, offset, max_tokens)
         sys.stdout.flush()
         for note in answer.notes() if output_format != "json" else ():  # JSON carries stale_files, embedded
             stderr_console().print(f"codesearch: {note}", soft_wrap=True)

@@ -9,18 +9,21 @@ import json
 from pathlib import Path
 
 from codesearch.errors import CodesearchError
-from codesearch.query.api import Answer, Hit, hit_json
+from codesearch.query.api import Answer, Hit, hit_json, page
 
 FORMATS = ("text", "json", "vimgrep")
 _LEXERS = {"bash": "bash", "csharp": "csharp", "cpp": "cpp", "tsx": "tsx", "text": "text"}
 
 
-def print_answer(queries, answer: Answer, output_format: str, files_only: bool = False, context: int = 0) -> None:
-    """Each query's hits, in the order asked, as the format says, on stdout."""
+def print_answer(queries, answer: Answer, output_format: str, files_only: bool = False, context: int = 0,
+                 offset: int = 0, max_tokens: int | None = None) -> None:
+    """Each query's hits from `offset`, in the order asked, as the format says, on stdout; in JSON, as many as
+    fit `max_tokens` (query.api.page)."""
     console = None
-    for query_text, hits in zip(queries, answer.hits):
+    for query_text, all_hits in zip(queries, answer.hits):
+        hits = all_hits[offset:]
         if output_format == "json":
-            print(query_json_line(query_text, hits, answer), flush=True)
+            print(query_json_line(query_text, all_hits, answer, offset, max_tokens), flush=True)
         elif files_only:
             print("\n".join(file_lines(hits, answer)))
         elif output_format == "vimgrep":
@@ -35,12 +38,18 @@ def print_answer(queries, answer: Answer, output_format: str, files_only: bool =
             print_hits(console, hits, answer, context)
 
 
-def query_json_line(query: str, hits: list[Hit], answer: Answer) -> str:
+def query_json_line(query: str, hits: list[Hit], answer: Answer, offset: int = 0,
+                    max_tokens: int | None = None) -> str:
     """One query's answer as a JSON line, with how the index stood: its generation, how many changed files
-    the answer does not reflect (0 when it is current) and the share of its chunks with a vector."""
-    return json.dumps({"query": query, "results": [hit_json(hit) for hit in hits], "generation": answer.generation,
-                       "stale_files": answer.freshness.stale_files, "embedded": round(answer.embedded, 4)},
-                      ensure_ascii=False)
+    the answer does not reflect (0 when it is current) and the share of its chunks with a vector; paged from
+    `offset` to `max_tokens` when asked (`next_offset`: where the rest start, null at the end)."""
+    results = [hit_json(hit) for hit in hits]
+    paged = page(results, offset, max_tokens) if max_tokens else {"results": results[offset:]}
+    found = {"query": query, "results": paged["results"]}
+    if max_tokens:
+        found["next_offset"] = paged["next_offset"]
+    return json.dumps({**found, "generation": answer.generation, "stale_files": answer.freshness.stale_files,
+                       "embedded": round(answer.embedded, 4)}, ensure_ascii=False)
 
 
 def shown_path(hit: Hit, answer: Answer) -> str:

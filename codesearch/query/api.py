@@ -11,6 +11,7 @@ model or numpy through it.
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
@@ -27,6 +28,7 @@ CANDIDATES = 100  # how many candidates each retriever returns, at least
 # How many answers one file may give in a top k, unless asked otherwise (0: no limit). A file that fills the
 # answer with its functions crowds out the other files a question may be about.
 PER_FILE = 0
+CHARS_PER_TOKEN = 4  # JSON of code and paths, as the tokenizers of chat models count it, roughly
 MAX_QUERY_CHARS = 10_000  # one query; longer text is not a question, and embedding it would stall the server
 
 
@@ -223,3 +225,21 @@ def hit_from_json(result: dict) -> Hit:
     chunk = StoredChunk(result["id"], result["path"], result["start_line"], result["end_line"], result["symbol"],
                         result["kind"], result["language"], result["context"], result["code"])
     return Hit(chunk, result["exact_score"], dict(result.get("sources") or {}), repository=result.get("repository"))
+
+
+def page(results: list[dict], offset: int, max_tokens: int) -> dict:
+    """Whole results from `offset`, best first, as many as fit `max_tokens` (at least one), and where the next
+    page starts (None when this one ends the list)."""
+    if not isinstance(offset, int) or offset < 0:
+        raise BadRequest("offset", "{name} must be 0 or more")
+    if not isinstance(max_tokens, int) or max_tokens < 100:
+        raise BadRequest("max_tokens", "{name} must be at least 100")
+    taken, used = [], 0
+    for result in results[offset:]:
+        cost = len(json.dumps(result, ensure_ascii=False)) // CHARS_PER_TOKEN + 1
+        if taken and used + cost > max_tokens:
+            break
+        taken.append(result)
+        used += cost
+    following = offset + len(taken)
+    return {"results": taken, "total": len(results), "next_offset": following if following < len(results) else None}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 from codesearch.errors import BadRequest, CodesearchError
-from codesearch.query.api import QueryRequest, hit_json
+from codesearch.query.api import QueryRequest, hit_json, page
 from codesearch.server.service import Service
 
 INSTRUCTIONS = (
@@ -34,7 +34,6 @@ INSTRUCTIONS = (
     "`index_status` says which model built the index and how many files changed since it was refreshed."
 )
 MAX_TOKENS = 20_000  # an answer's default size: Claude Code refuses tool output past 25,000 tokens
-CHARS_PER_TOKEN = 4  # JSON of code and paths, as tokenizers of chat models count it, roughly
 
 
 # A request field, as the tools' parameters name it.
@@ -224,26 +223,6 @@ def build_server(path: str | Path, service: Service | None = None):
                                            "generation", "updated_at")}
 
     return server
-
-
-def page(results: list[dict], offset: int, max_tokens: int) -> dict:
-    """Whole results from `offset`, best first, as many as fit `max_tokens` (at least one), and where the next
-    page starts (None when this one ends the list)."""
-    if not isinstance(offset, int) or offset < 0:
-        raise BadRequest("offset", "{name} must be 0 or more")
-    if not isinstance(max_tokens, int) or max_tokens < 100:
-        raise BadRequest("max_tokens", "{name} must be at least 100")
-    import json
-
-    taken, used = [], 0
-    for result in results[offset:]:
-        cost = len(json.dumps(result, ensure_ascii=False)) // CHARS_PER_TOKEN + 1
-        if taken and used + cost > max_tokens:
-            break
-        taken.append(result)
-        used += cost
-    following = offset + len(taken)
-    return {"results": taken, "total": len(results), "next_offset": following if following < len(results) else None}
 
 
 def _depth(depth: int) -> int:
