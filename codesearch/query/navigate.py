@@ -30,6 +30,7 @@ SELF_NAMES = frozenset({"self", "this", "cls", "super", "base", "Self", "static"
 # Languages whose files see only the names they define or import: an unqualified name is one of those.
 FILE_SCOPED = frozenset({"python", "javascript", "typescript", "tsx"})
 PACKAGE_FILES = frozenset({"__init__", "index", "mod", "lib"})
+CASE_INSENSITIVE = frozenset({"sql", "php"})  # languages whose function names ignore case
 FREE_KINDS = frozenset({"function"})  # definitions no object holds: reached by name or through their module
 
 
@@ -115,6 +116,8 @@ class CodeGraph:
         one of its package's (its folder's)."""
         imported = self._imported_names(path)
         through_package = False
+        if _language_of(path) not in CASE_INSENSITIVE:  # `len` is no call of a method `Len`
+            targets = [target for target in targets if name in _names(target.symbol)]
         if qualifier and qualifier not in SELF_NAMES and qualifier != THROUGH_EXPRESSION:
             owners = [target for target in targets if qualifier.lower() in _owners(target)]
             # A package folder above the definition may re-export it (`flask.flash`), or only share its name.
