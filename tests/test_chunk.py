@@ -373,3 +373,17 @@ def test_a_member_signature_leaves_out_annotations_and_the_body_but_keeps_a_wrap
     assert (declaration.start_line, declaration.end_line) == (1, 2)
     assert declaration.text.split("\n") == ["public class Inventory {", "    private int count;",
                                             "    public int add(String item,", "                   int amount) {"]
+
+
+def test_go_c_and_rust_types_that_are_no_struct_are_definitions_too():
+    def kinds(path, source):
+        return {(chunk.symbol, chunk.kind) for chunk in _cut(path, source)}
+
+    assert ("MatcherFunc", "type") in kinds("mux.go", """\
+        package mux
+
+        // MatcherFunc is the function signature used by custom matchers.
+        type MatcherFunc func(*http.Request, *RouteMatch) bool
+        """)
+    assert kinds("hash.c", "typedef unsigned long hash_t;\n") == {("hash_t", "type")}
+    assert kinds("lib.rs", "pub type Result<T> = std::result::Result<T, Error>;\n") == {("Result", "type")}

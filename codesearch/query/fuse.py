@@ -229,15 +229,18 @@ class QueryNames:
         """What defining a name of the query adds to a chunk's fused score: BARE_NAME_BONUS where the query
         is the chunk's name alone (qualified as the query qualifies it), NAME_MATCH_BONUS where a sentence
         names it or only the last part of a qualified name matches, else 0."""
-        path = [part.lower() for part in _QUALIFIER.split(chunk.symbol) if part]
-        if not path:
-            return 0.0
-        qualified = len(path) >= 2 and (path[-2], path[-1]) in self.qualified
-        if not qualified and path[-1] not in self.names:
-            return 0.0
-        if self.bare and (qualified or not self.qualified) and _declares(chunk, path[-1]):
-            return BARE_NAME_BONUS + (TYPE_FIRST if chunk.kind in DECLARATION_KINDS else 0.0)
-        return NAME_MATCH_BONUS
+        best = 0.0
+        for member in chunk.symbol.split(", "):  # a group of one-liners defines each of its members
+            path = [part.lower() for part in _QUALIFIER.split(member) if part]
+            if not path:
+                continue
+            qualified = len(path) >= 2 and (path[-2], path[-1]) in self.qualified
+            if not qualified and path[-1] not in self.names:
+                continue
+            if self.bare and (qualified or not self.qualified) and _declares(chunk, path[-1]):
+                return BARE_NAME_BONUS + (TYPE_FIRST if chunk.kind in DECLARATION_KINDS else 0.0)
+            best = NAME_MATCH_BONUS
+        return best
 
 
 def _declares(chunk: StoredChunk, name: str) -> bool:

@@ -10,6 +10,8 @@
 (union_specifier name: (type_identifier) @name body: (field_declaration_list)) @unit.union
 (enum_specifier name: (type_identifier) @name body: (enumerator_list)) @unit.enum
 (type_definition type: [(struct_specifier body: (_)) (union_specifier body: (_)) (enum_specifier body: (_))] declarator: (type_identifier) @name) @unit.type
+; typedef unsigned long hash_t; typedef struct node node_t;
+(type_definition declarator: (type_identifier) @name) @unit.type
 
 ; ---------------------------------------------------------------------------
 ; References, in the convention of tree-sitter's tags.scm files: the referring node as @reference.<kind>

@@ -8,6 +8,7 @@
 (struct_item name: (type_identifier) @name) @unit.struct
 (enum_item name: (type_identifier) @name) @unit.enum
 (union_item name: (type_identifier) @name) @unit.union
+(type_item name: (type_identifier) @name) @unit.type
 
 ; ---------------------------------------------------------------------------
 ; References, in the convention of tree-sitter's tags.scm files: the referring node as @reference.<kind>
