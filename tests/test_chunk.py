@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -258,9 +259,12 @@ def test_chunk_files_cuts_as_chunk_file_does():
              if path.name != "expected.json"]
     files.insert(3, ("deleted.py", None))
     notices = []
-    results = list(chunk_files(files, PartBudget.for_window(256), notice=notices.append))
-    assert results == [chunk_file(path, source, budget=PartBudget.for_window(256)) if source is not None else []
-                       for path, source in files]
+    expected = [chunk_file(path, source, budget=PartBudget.for_window(256)) if source is not None else []
+                for path, source in files]
+    for workers in (1, 3):  # three children given small batches in turn: the results still come in order
+        with patch("codesearch.source.chunk_process.BATCH_FILES", 4):
+            results = list(chunk_files(files, PartBudget.for_window(256), notice=notices.append, workers=workers))
+        assert results == expected
     assert notices == [] and sum(map(len, results)) > 50
 
 

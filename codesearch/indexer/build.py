@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from codesearch.source import chunk as chunking
 from codesearch.source.chunk_process import chunk_files
-from codesearch import settings
+from codesearch import hardware, settings
 from codesearch.source.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
 from codesearch.embedding.torch_model import Embedder
 from codesearch.errors import CodesearchError
@@ -226,9 +226,11 @@ def _add_vectors(store: IndexStore, manifest: dict, entries: dict) -> None:
 
 def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.PartBudget,
                     notice: Callable[[str], None] | None = None) -> Iterator[tuple[SourceFile, list[chunking.Chunk]]]:
-    """Each source with its chunks. The parsers run in a child process (chunk_process.chunk_files): a file of an
-    untrusted repository that crashes or hangs a grammar is cut into line windows, with a notice."""
-    return zip(sources, chunk_files(((source.path, source_bytes(root, source)) for source in sources), budget, notice))
+    """Each source with its chunks. The parsers run in child processes, one per usable core (chunk_process.
+    chunk_files): a file of an untrusted repository that crashes or hangs a grammar is cut into line windows,
+    with a notice."""
+    return zip(sources, chunk_files(((source.path, source_bytes(root, source)) for source in sources), budget, notice,
+                                    workers=hardware.usable_cores()))
 
 
 def source_bytes(root: Path, source: SourceFile) -> bytes | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import deque
+from contextlib import ExitStack
 from typing import Callable, Iterable, Iterator
 
 from codesearch.source.chunk import Chunk, PartBudget, chunk_file, line_windows
@@ -24,13 +26,38 @@ _CHILD_MAIN = ("import sys; from multiprocessing.connection import Connection; "
 
 
 def chunk_files(files: Iterable[tuple[str, bytes | None]], budget: PartBudget | None = None,
-                notice: Callable[[str], None] | None = None) -> Iterator[list[Chunk]]:
-    """chunk_file of each (path, source), in order, run in a child process; a source of None has no chunks.
+                notice: Callable[[str], None] | None = None, workers: int = 1) -> Iterator[list[Chunk]]:
+    """chunk_file of each (path, source), in order, run in up to `workers` child processes, each given batches
+    of files in turn; a source of None has no chunks.
 
-    A file that crashes or hangs the child becomes line windows, with a one-line notice, and a new child
-    goes on with the next files. The child starts with the first file that has a source."""
-    with ChunkingProcess(budget, notice) as chunker:
-        yield from chunker.chunk(files)
+    A file that crashes or hangs a child becomes line windows, with a one-line notice, and a new child goes
+    on with the next files. A child starts with the first batch it is given, so a few files start one."""
+    with ExitStack() as stack:
+        idle = deque(stack.enter_context(ChunkingProcess(budget, notice)) for _ in range(max(1, workers)))
+        busy: deque = deque()  # each holding one batch sent, oldest first: results come back in order
+        for batch in _batches(files):
+            if not idle:
+                chunker = busy.popleft()
+                yield from chunker.collect()
+                idle.append(chunker)
+            chunker = idle.popleft()
+            chunker.submit(batch)
+            busy.append(chunker)
+        while busy:
+            yield from busy.popleft().collect()
+
+
+def _batches(files: Iterable[tuple[str, bytes | None]]) -> Iterator[list[tuple[str, bytes | None]]]:
+    batch: list[tuple[str, bytes | None]] = []
+    size = 0
+    for path, source in files:
+        batch.append((path, source))
+        size += len(source or b"")
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 class ChunkingProcess:
@@ -58,15 +85,9 @@ class ChunkingProcess:
         self.close()
 
     def chunk(self, files: Iterable[tuple[str, bytes | None]]) -> Iterator[list[Chunk]]:
-        batch: list[tuple[str, bytes | None]] = []
-        size = 0
-        for path, source in files:
-            batch.append((path, source))
-            size += len(source or b"")
-            if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-                yield from self._chunk_batch(batch)
-                batch, size = [], 0
-        yield from self._chunk_batch(batch)
+        for batch in _batches(files):
+            self.submit(batch)
+            yield from self.collect()
 
     def close(self) -> None:
         """Ends the child, busy or not (it holds nothing to save)."""
@@ -79,11 +100,16 @@ class ChunkingProcess:
                 process.kill()
             process.wait()
 
-    def _chunk_batch(self, batch: list[tuple[str, bytes | None]]) -> list[list[Chunk]]:
-        results: list[list[Chunk] | None] = [[] if source is None else None for _path, source in batch]
-        pending = [index for index, result in enumerate(results) if result is None]
+    def submit(self, batch: list[tuple[str, bytes | None]]) -> None:
+        """Send a batch to the child (started when needed); collect() gives its files' chunks, in order."""
+        self._batch = batch
+        self._results: list[list[Chunk] | None] = [[] if source is None else None for _path, source in batch]
+        self._pending = [index for index, result in enumerate(self._results) if result is None]
+        self._sent = self._send([batch[index] for index in self._pending]) if self._pending else None
+
+    def collect(self) -> list[list[Chunk]]:
+        batch, results, pending, connection = self._batch, self._results, self._pending, self._sent
         while pending:
-            connection = self._send([batch[index] for index in pending])
             if connection is None:
                 for index in pending:
                     results[index] = chunk_file(*batch[index], budget=self.budget)
@@ -96,6 +122,7 @@ class ChunkingProcess:
                 except (EOFError, OSError) as failure:  # TimeoutError is an OSError
                     results[index] = self._lost(*batch[index], hung=isinstance(failure, TimeoutError))
                     pending = pending[done + 1 :]
+                    connection = self._send([batch[index] for index in pending]) if pending else None
                     break
                 results[index] = [Chunk(*row) for row in rows]
             else:
