@@ -423,7 +423,7 @@ class IndexDatabase:
             "INSERT INTO chunks(path, start_line, end_line, symbol, kind, language, context, text, embedding_key, "
             "terms, segment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language, chunk.context,
-             chunk.text, embedding_key, text_terms(chunk.text), segment))
+             chunk.text, embedding_key, chunk.terms or text_terms(chunk.text), segment))
         graph.record(self.db, cursor.lastrowid, chunk.symbol, chunk.kind, chunk.references)
         return cursor.lastrowid
 

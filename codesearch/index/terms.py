@@ -83,6 +83,16 @@ def text_terms(text: str) -> str:
     return " ".join(_stemmer().stemWords(code_terms(text)))
 
 
+def chunk_with_terms(path: str, source: bytes, budget=None) -> list:
+    """chunk_file's chunks, each with its lexical terms: what the chunking processes run for the indexer, so
+    that the terms, which cost as much as the cutting, are computed there, on every core."""
+    from dataclasses import replace
+
+    from codesearch.source.chunk import chunk_file
+
+    return [replace(chunk, terms=text_terms(chunk.text)) for chunk in chunk_file(path, source, budget=budget)]
+
+
 def unit_document(symbol: str, path: str, part_terms: Iterable[str]) -> list[str]:
     """What a unit is indexed under: its name's terms (weighted), its path's, and those of its parts."""
     stem = _stemmer().stemWords

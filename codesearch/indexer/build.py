@@ -230,7 +230,7 @@ def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.Part
     chunk_files): a file of an untrusted repository that crashes or hangs a grammar is cut into line windows,
     with a notice."""
     return zip(sources, chunk_files(((source.path, source_bytes(root, source)) for source in sources), budget, notice,
-                                    workers=hardware.usable_cores()))
+                                    workers=hardware.usable_cores(), function="codesearch.index.terms:chunk_with_terms"))
 
 
 def source_bytes(root: Path, source: SourceFile) -> bytes | None:

@@ -62,6 +62,7 @@ class Chunk:
     text: str  # the real lines, as shown to the user (a type's header chunk adds its members' signatures)
     context: str = ""  # enclosing scope, e.g. the class of a method
     references: tuple = ()  # (name, kind, line, qualifier) of the calls, type uses, bases, imports on its lines
+    terms: str = ""  # its lexical terms when computed beside the cutting (index.terms.chunk_with_terms), else ""
 
     @property
     def embedding_text(self) -> str:

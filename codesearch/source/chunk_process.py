@@ -26,14 +26,15 @@ _CHILD_MAIN = ("import sys; from multiprocessing.connection import Connection; "
 
 
 def chunk_files(files: Iterable[tuple[str, bytes | None]], budget: PartBudget | None = None,
-                notice: Callable[[str], None] | None = None, workers: int = 1) -> Iterator[list[Chunk]]:
-    """chunk_file of each (path, source), in order, run in up to `workers` child processes, each given batches
-    of files in turn; a source of None has no chunks.
+                notice: Callable[[str], None] | None = None, workers: int = 1,
+                function: str = "codesearch.source.chunk:chunk_file") -> Iterator[list[Chunk]]:
+    """chunk_file (or `function`, "module:function", which cuts as it does) of each (path, source), in order, run
+    in up to `workers` child processes, each given batches of files in turn; a source of None has no chunks.
 
     A file that crashes or hangs a child becomes line windows, with a one-line notice, and a new child goes
     on with the next files. A child starts with the first batch it is given, so a few files start one."""
     with ExitStack() as stack:
-        idle = deque(stack.enter_context(ChunkingProcess(budget, notice)) for _ in range(max(1, workers)))
+        idle = deque(stack.enter_context(ChunkingProcess(budget, notice, function)) for _ in range(max(1, workers)))
         busy: deque = deque()  # each holding one batch sent, oldest first: results come back in order
         for batch in _batches(files):
             if not idle:
@@ -223,7 +224,8 @@ def serve(connection, function: str) -> None:
             return
         for path, source in files:
             connection.send([(chunk.path, chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, chunk.language,
-                              chunk.text, chunk.context, chunk.references) for chunk in cut(path, source, budget=budget)])
+                              chunk.text, chunk.context, chunk.references, chunk.terms)
+                             for chunk in cut(path, source, budget=budget)])
 
 
 def _limit_memory(limit: int) -> None:
