@@ -120,3 +120,21 @@ def test_a_watching_server_refreshes_a_saved_file_before_anyone_asks(repo):
         assert [hit.chunk.symbol for hit in answer.hits[0]] == ["reconcile_ledger_entries"]
     finally:
         service.stop_watching()
+
+
+def test_the_users_server_closes_an_index_left_unused_and_opens_it_again_when_asked(repo):
+    service = Service(watch=True)
+    root = service.open(repo)
+    try:
+        service.close_idle(3600)
+        service.query(root, QueryRequest(["shapes"], k=1, mode="lexical"))
+        assert root in service._indexes
+        service.close_idle(0)  # on the worker, soon
+        deadline = time.monotonic() + 10
+        while root in service._indexes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert root not in service._indexes
+        answer = service.query(root, QueryRequest(["shapes"], k=1, mode="lexical"))
+        assert answer.hits[0] and root in service._indexes
+    finally:
+        service.stop_watching()

@@ -185,7 +185,10 @@ app.command("install")(install_command)
 def serve(
     repos: List[Path] = typer.Option([], "--repo", help="A repository to serve (repeatable; default: the current one)."),
     port: Optional[int] = typer.Option(None, "--port", help="Also listen on 127.0.0.1:PORT (never other interfaces)."),
-    stop: bool = typer.Option(False, "--stop", help="Stop the server of these repositories instead."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the server of these repositories (with --user: the "
+                                                    "user's own) instead."),
+    user: bool = typer.Option(False, "--user", help="Serve every repository of this user on one socket, opening "
+                                                    "each index when first asked (what a query starts)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads to embed a query; more only helps large models on an idle machine (0: torch's default)."),
     trust_remote_code: bool = TrustOption,
     idle_exit: Optional[float] = typer.Option(None, "--idle-exit", help="Exit after SECONDS without a request (what a server a query starts uses)."),
@@ -199,13 +202,14 @@ def serve(
         raise CodesearchError("--idle-exit must be a positive number of seconds")
     console = stderr_console()
     if stop:
-        stopped = [(path, stop_server(path)) for path in repos or [Path(".")]]
+        stopped = [(path, stop_server(path)) for path in ([None] if user else repos or [Path(".")])]
         for path, pid in stopped:
-            console.print(f"codesearch: stopped the server (pid {pid}) for {path}" if pid
-                          else f"codesearch: no server is running for {path}")
+            whose = f"for {path}" if path is not None else "of this user"
+            console.print(f"codesearch: stopped the server (pid {pid}) {whose}" if pid
+                          else f"codesearch: no server is running {whose}")
         raise typer.Exit(EXIT_FOUND if all(pid for _, pid in stopped) else EXIT_NOT_FOUND)
     notice = lambda message: console.print(f"codesearch: {message}")  # noqa: E731
-    serve_forever(repos or [Path(".")], port=port, notice=notice, idle_exit=idle_exit,
+    serve_forever([] if user else repos or [Path(".")], port=port, notice=notice, idle_exit=idle_exit, user=user,
                   service=Service(threads=threads, trust_remote_code=trust_remote_code, watch=True, notice=notice))
 
 
@@ -292,9 +296,10 @@ def _describe_embedding(info: dict) -> str:
 
 def _describe_server(server: dict) -> str:
     if server["running"]:
-        idle = server.get("idle_exit")
-        return f"running (pid {server['pid']}; " + (f"stops after {idle:g} s without a query)" if idle else
-                                                    "started by hand: `codesearch serve --stop` stops it)")
+        idle, whose = server.get("idle_exit"), "this user's, for every repository; " if server.get("shared") else ""
+        stop = "--user" if server.get("shared") else ""
+        return f"running (pid {server['pid']}; {whose}" + (f"stops after {idle:g} s without a query)" if idle else
+                                                           f"started by hand: `codesearch serve --stop {stop}` stops it)")
     if server["autostart"]:
         return "not running (the next query starts one; CODESEARCH_NO_AUTOSTART=1 turns that off)"
     return "not running (none is started for queries: CODESEARCH_NO_AUTOSTART or CODESEARCH_NO_SERVER is set)"

@@ -23,7 +23,7 @@ from typing import Iterator
 from codesearch import settings
 from codesearch.errors import CodesearchError
 from codesearch.query.api import Answer, QueryRequest
-from codesearch.server.protocol import (MAX_QUERIES_PER_REQUEST, MAX_REQUEST_BYTES, find_socket,
+from codesearch.server.protocol import (MAX_QUERIES_PER_REQUEST, MAX_REQUEST_BYTES, find_socket, find_user_socket,
                                         freshness_from_message, hits_from_message, peer_problem, request_message)
 from codesearch.trust import UntrustedPath
 
@@ -62,8 +62,11 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
     """
     if settings.server_disabled():
         return NotServed("CODESEARCH_NO_SERVER is set")
+    naming = {}
     try:
         found = find_socket(path)
+        if found is None:  # the user's own server, when one runs, serves every repository
+            found, naming = find_user_socket(), {"repo": str(Path(path).absolute())}
     except UntrustedPath as error:
         return NotServed(str(error))
     if found is None:
@@ -71,7 +74,7 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
     hits, generation = [], 0
     try:
         for batch in _batches(list(request.queries)):
-            response = request_server(found, request_message(replace(request, queries=batch)))
+            response = request_server(found, {**request_message(replace(request, queries=batch)), **naming})
             if not response.get("ok"):
                 if response.get("user_error"):
                     raise CodesearchError(response.get("error", "the server refused the query"))
@@ -141,8 +144,9 @@ def request_server(address: Path | tuple[str, int], message: dict, timeout: floa
 
 
 def start_server(root: Path) -> int | None:
-    """Start `codesearch serve --idle-exit` for the repository at `root`, detached, unless
-    CODESEARCH_NO_AUTOSTART (or CODESEARCH_NO_SERVER) is set; its pid, or None.
+    """Start the user's own server (`codesearch serve --user --idle-exit`), detached, unless
+    CODESEARCH_NO_AUTOSTART (or CODESEARCH_NO_SERVER) is set; its pid, or None. One serves every
+    repository the user queries: each model is loaded once, and an index is opened when first asked for.
 
     Nothing waits for it: the query that started it was answered in-process, the next one finds its
     socket. Two queries starting one each at once are harmless: the second server finds the first's
@@ -153,8 +157,7 @@ def start_server(root: Path) -> int | None:
     import subprocess
     import sys
 
-    command = [sys.executable, "-P", "-m", "codesearch", "serve", "--repo", str(root),
-               "--idle-exit", str(AUTOSTART_IDLE_SECONDS)]
+    command = [sys.executable, "-P", "-m", "codesearch", "serve", "--user", "--idle-exit", str(AUTOSTART_IDLE_SECONDS)]
     try:
         return subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True).pid
@@ -165,21 +168,25 @@ def start_server(root: Path) -> int | None:
 def server_status(path: str | os.PathLike) -> dict:
     """Whether a server answers for the repository at `path` (its pid, and after how many idle seconds
     it exits, None for never), and whether a query would start one."""
-    info = {"running": False, "pid": None, "idle_exit": None, "autostart": not settings.autostart_disabled()}
+    info = {"running": False, "pid": None, "idle_exit": None, "autostart": not settings.autostart_disabled(),
+            "shared": False}
     try:
-        found = find_socket(path)
+        found, shared = find_socket(path), False
+        if found is None:
+            found, shared = find_user_socket(), True
         if found is not None:
             answer = request_server(found, {"op": "ping"}, timeout=FIRST_BYTE_SECONDS)
             if answer.get("ok"):
-                info.update(running=True, pid=answer.get("pid"), idle_exit=answer.get("idle_exit"))
+                info.update(running=True, pid=answer.get("pid"), idle_exit=answer.get("idle_exit"), shared=shared)
     except (OSError, ValueError, CodesearchError):
         pass
     return info
 
 
-def stop_server(path: str | os.PathLike) -> int | None:
-    """Ask the server for the repository at `path` to exit; its pid, or None when none was running."""
-    found = find_socket(path)
+def stop_server(path: str | os.PathLike | None) -> int | None:
+    """Ask the server for the repository at `path` (None: the user's own server) to exit; its pid, or None
+    when none was running."""
+    found = find_socket(path) if path is not None else find_user_socket()
     if found is None:
         return None
     try:

@@ -16,7 +16,9 @@ Protocol: one JSON object per line each way, any number of requests per connecti
 Where. The socket lives in the repository's `.codesearch/` (or, when that path is too long for a socket
 address, in the user's runtime directory, else `codesearch-<uid>` in the temporary directory); either
 folder is used only when it is a real folder owned by this user and closed to others, and the client
-checks the server's uid (SO_PEERCRED) before a byte of a query is sent.
+checks the server's uid (SO_PEERCRED) before a byte of a query is sent. The user's own server (`serve
+--user`, what a query starts) listens on `user.sock` in that runtime folder; its requests name their
+repository with "repo", and it opens that index on demand.
 
 Every query imports this module: it imports nothing heavy.
 """
@@ -38,6 +40,7 @@ from codesearch.source.discover import INDEX_DIR
 from codesearch.trust import open_private, private_directory
 
 SOCKET_NAME = "serve.sock"
+USER_SOCKET_NAME = "user.sock"
 MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 on Linux and 104 on macOS, with a NUL
 MAX_REQUEST_BYTES = 1 << 20
 MAX_QUERIES_PER_REQUEST = 256  # one server request; the client sends a longer --queries-file in batches
@@ -52,6 +55,20 @@ def socket_path(root: Path) -> Path:
         return candidate
     digest = hashlib.sha256(os.fsencode(str(root))).hexdigest()[:20]
     return _runtime_dir() / f"{digest}.sock"
+
+
+def user_socket_path() -> Path:
+    """The socket of the user's own server (`serve --user`), which opens any of the user's indexes on demand."""
+    return _runtime_dir() / USER_SOCKET_NAME
+
+
+def find_user_socket() -> Path | None:
+    """The user's server's socket, if its file exists; UntrustedPath when its folder could be someone else's."""
+    found = user_socket_path()
+    if not found.exists():
+        return None
+    private_directory(found.parent, strict=True)
+    return found
 
 
 def lock_path(socket_file: Path) -> Path:
@@ -69,7 +86,7 @@ def _runtime_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"codesearch-{os.getuid()}"
 
 
-def check_socket_folder(root: Path, socket_file: Path, serving: bool) -> None:
+def check_socket_folder(root: Path | None, socket_file: Path, serving: bool) -> None:
     """Raise UntrustedPath unless the socket's folder is a real folder of this user's that others cannot write.
 
     Anyone who can write into it could plant a link as the lock file, or a server of their own. The
@@ -77,7 +94,7 @@ def check_socket_folder(root: Path, socket_file: Path, serving: bool) -> None:
     came with the index, whose own rules (trust.private_directory) apply.
     """
     folder = socket_file.parent
-    if folder == Path(root) / INDEX_DIR:
+    if root is not None and folder == Path(root) / INDEX_DIR:
         private_directory(folder)
     else:
         private_directory(folder, create=serving, strict=True)

@@ -55,9 +55,11 @@ from typing import Callable
 
 from codesearch.errors import CodesearchError
 from codesearch.server.protocol import (MAX_REQUEST_BYTES, answer_message, check_socket_folder, lock_path, peer_problem,
-                                        request_from_message, socket_path, token_path)
+                                        request_from_message, socket_path, token_path, user_socket_path)
 from codesearch.server.service import RemoteCodeRefused, Service
 from codesearch.trust import open_private, write_private_file
+
+INDEX_IDLE_SECONDS = 600  # the user's server closes an index (and stops watching its tree) unused this long
 
 MAX_CONNECTIONS = 64  # per listener, so strangers filling the TCP port leave the Unix socket free
 LISTEN_BACKLOG = 128  # clients connecting at once wait in the queue instead of failing
@@ -166,8 +168,9 @@ class Dispatcher:
     """Turns request lines into response objects, for every listener of one server process."""
 
     def __init__(self, service: Service, roots: list[Path], stop: threading.Event, token: str | None = None,
-                 idle_exit: float | None = None):
+                 idle_exit: float | None = None, on_demand: bool = False):
         self.service, self.roots, self.stop, self.token, self.idle_exit = service, roots, stop, token, idle_exit
+        self.on_demand = on_demand  # the user's own server: any repository a request names is opened
         self.last_request = time.monotonic()
 
     def idle_for(self) -> float:
@@ -231,6 +234,10 @@ class Dispatcher:
         return answer_message(request.queries, answer)
 
     def _root_named(self, repo) -> Path:
+        if self.on_demand:
+            if not isinstance(repo, str) or not Path(repo).is_absolute():
+                raise CodesearchError("name the repository with \"repo\": an absolute path")
+            return self.service.open(Path(repo))  # a user error when it has no index, as in-process
         if repo is None and len(self.roots) == 1:
             return self.roots[0]
         if repo is None:
@@ -246,16 +253,19 @@ class Dispatcher:
 
 @dataclass
 class _Listener:
-    root: Path
+    root: Path | None  # None: the user's own server
     socket_file: Path
     lock_fd: int
     server: _UnixServer | None = None
 
 
 def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[str], None] = lambda _: None,
-                  service: Service | None = None, idle_exit: float | None = None) -> None:
+                  service: Service | None = None, idle_exit: float | None = None, user: bool = False) -> None:
     """Serve the repositories containing `paths` until SIGTERM, SIGINT, a stop request, or (`idle_exit`)
-    that many seconds without a request."""
+    that many seconds without a request. `user`: serve every repository of this user on the user's socket
+    instead, each index opened when a request first names it and closed after INDEX_IDLE_SECONDS unused."""
+    if user and (paths or port is not None):
+        raise CodesearchError("the user's server serves every repository on its own socket: give no --repo or --port")
     service = service or Service()
     stop = threading.Event()
     # Signal handlers can only be set from the main thread; tests run a server on another one.
@@ -281,8 +291,10 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
             signal.signal(signum, lambda signum, _: signalled.append(signum))
     try:
         for root in roots:
-            listeners.append(_claim(root, token))
-        dispatcher = Dispatcher(service, roots, stop, token, idle_exit)
+            listeners.append(_claim(root, socket_path(root), token))
+        if user:
+            listeners.append(_claim(None, user_socket_path(), token))
+        dispatcher = Dispatcher(service, roots, stop, token, idle_exit, on_demand=user)
         for listener in listeners:
             listener.server = bind_unix(listener.socket_file, dispatcher, listener.root)
             threading.Thread(target=listener.server.serve_forever, name=f"serve {listener.root}", daemon=True).start()
@@ -290,7 +302,7 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
             tcp = bind_tcp(port, dispatcher)
             threading.Thread(target=tcp.serve_forever, name="serve tcp", daemon=True).start()
         for listener in listeners:
-            notice(f"serving {listener.root} on {listener.socket_file}")
+            notice(f"serving {listener.root or 'every repository of this user'} on {listener.socket_file}")
         if tcp is not None:
             notice(f"also listening on 127.0.0.1:{tcp.server_address[1]}; each request there needs the token "
                    f"in {token_path(listeners[0].socket_file)}")
@@ -304,6 +316,8 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
             if idle_exit is not None and dispatcher.idle_for() > idle_exit:
                 notice(f"no request for {idle_exit:g} s; stopping")
                 break
+            if user:
+                service.close_idle(INDEX_IDLE_SECONDS)
     finally:
         service.stop_watching()
         for server in [tcp] + [listener.server for listener in listeners]:
@@ -328,9 +342,9 @@ def _warmed(done: Future, root: Path, notice: Callable[[str], None]) -> None:
         notice(f"could not warm up {root}: {error}")
 
 
-def _claim(root: Path, token: str | None) -> _Listener:
-    """Take the repository's server lock, or refuse; a socket file left by a dead server is removed."""
-    socket_file = socket_path(root)
+def _claim(root: Path | None, socket_file: Path, token: str | None) -> _Listener:
+    """Take the lock of the server for `root` (None: the user's own), or refuse; a socket file left by a dead
+    server is removed."""
     check_socket_folder(root, socket_file, serving=True)
     lock_file = lock_path(socket_file)
     try:
@@ -343,8 +357,9 @@ def _claim(root: Path, token: str | None) -> _Listener:
         owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
         raise CodesearchError(
-            f"a codesearch server{f' (pid {owner})' if owner else ''} is already serving {root}; "
-            f"stop it with `codesearch serve --stop --repo {root}`") from None
+            f"a codesearch server{f' (pid {owner})' if owner else ''} is already serving "
+            f"{root or 'this user'}; stop it with `codesearch serve --stop {f'--repo {root}' if root else '--user'}`"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     listener = _Listener(root, socket_file, fd)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,6 +77,7 @@ class _OpenIndex:
     watch: TreeWatch | None = None
     check: bool = True  # the working tree may have changed since the last check: check before answering
     freshness: Freshness = field(default_factory=Freshness)  # how the last check left the index
+    last_used: float = field(default_factory=time.monotonic)
 
     def needs_check(self) -> bool:
         # A lag left to a background refresh is checked again until it is gone.
@@ -139,6 +141,11 @@ class Service:
     def busy(self) -> bool:
         return self._worker.busy
 
+    def close_idle(self, seconds: float) -> None:
+        """Close the indexes no request used for `seconds` (their watches stop); a later request reopens one."""
+        if any(time.monotonic() - opened.last_used > seconds for opened in list(self._indexes.values())):
+            self._worker.submit(self._close_idle, seconds)
+
     def stop_watching(self) -> None:
         for opened in list(self._indexes.values()):
             if opened.watch is not None:
@@ -160,8 +167,10 @@ class Service:
 
     def _changed(self, root: Path) -> None:
         """On the watch's thread: the tree changed, so refresh now, before anyone asks."""
-        self._indexes[root].check = True
-        self._worker.submit(self._up_to_date, root)
+        opened = self._indexes.get(root)
+        if opened is not None:  # not closed as idle meanwhile
+            opened.check = True
+            self._worker.submit(self._up_to_date, root)
 
     def _up_to_date(self, root: Path) -> Freshness:
         opened = self._fresh(root)
@@ -179,9 +188,20 @@ class Service:
     def _engine(self, path: Path) -> Engine:
         return Engine.open(path, embedder_for=self._models)
 
+    def _close_idle(self, seconds: float) -> None:
+        for root, opened in list(self._indexes.items()):
+            if time.monotonic() - opened.last_used > seconds:
+                if opened.watch is not None:
+                    opened.watch.stop()
+                opened.engine.close()
+                del self._indexes[root]
+
     def _fresh(self, root: Path) -> _OpenIndex:
         """The open index, reopened when the database file was replaced (a deleted and rebuilt index)."""
+        if root not in self._indexes:  # closed as idle since the request named it
+            self._open(root)
         opened = self._indexes[root]
+        opened.last_used = time.monotonic()
         try:
             identity = _file_identity(opened.engine)
         except OSError:
