@@ -22,13 +22,14 @@ Liveness: an answer that is not ready half a second after its request line was r
 a space (which JSON ignores), written then, while the work goes on; a quick answer goes out as it
 always did, so an ordinary query pays nothing for this.
 
-Started by a query (client.start_server): `serve --idle-exit SECONDS`, detached, exits once that long
-passes without a request, as build tools' daemons do; it runs as the user who asked, under the same
+Started by a query (client.start_server): `serve --user --idle-exit SECONDS`, the user's own server for every
+repository (indexes opened as requests name them, closed after INDEX_IDLE_SECONDS unused), detached; it
+exits once that long passes without a request, as build tools' daemons do; it runs as the user who asked, under the same
 rules as one started by hand. It writes the index only as `codesearch index` does, under the writers'
 lock, to refresh the files that changed in the working tree (service.py); it never waits for that lock.
 
-One server per repository: a lock file next to the socket (never followed if it is a link) is held
-for the server's life, so a second server refuses, and a socket file nobody holds the lock for is
+One server per socket (a repository's, or the user's): a lock file next to it (never followed if it is a
+link) is held for the server's life, so a second server refuses, and a socket file nobody holds the lock for is
 stale and replaced. The index on disk is checked on every request (its generation, and the database
 file's identity), so a refresh by `codesearch index` or the hook is picked up at once.
 
