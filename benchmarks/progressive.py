@@ -3,8 +3,8 @@
     python benchmarks/progressive.py REPO [--rounds 2] [--model minilm] [--first-answer-only]
 
 REPO is a git repository; it is copied (without its .codesearch) and indexed from nothing, round after
-round, alternating the order: once as `codesearch index` does it (a run with PROGRESSIVE_CHUNKS or more
-chunks to embed answers by words first, its vectors joining every PROGRESSIVE_STEP_SECONDS), and once
+round, alternating the order: once as `codesearch index` does it (a run with PROGRESSIVE_FILES or more
+files to read answers by words first, its vectors joining every PROGRESSIVE_STEP_SECONDS), and once
 written in one step at the end (the threshold set past the run's size). Each run embeds every chunk. Prints
 the median seconds until the index first answers and until it is complete, for each.
 """
@@ -60,14 +60,14 @@ def first_answer(source: Path, scratch: Path, model: str) -> tuple[float, int]:
 def run(source: Path, scratch: Path, model: str, progressive: bool) -> tuple[float, float, int]:
     repo = scratch / f"repo-{time.monotonic_ns()}"
     shutil.copytree(source, repo, symlinks=True, ignore=shutil.ignore_patterns(".codesearch"))
-    threshold = build.PROGRESSIVE_CHUNKS
-    build.PROGRESSIVE_CHUNKS = threshold if progressive else 1 << 40
+    threshold = build.PROGRESSIVE_FILES
+    build.PROGRESSIVE_FILES = threshold if progressive else 1 << 40
     try:
         clock = Clock()
         report = index_repository(repo, model=model, progress=clock)
         total = time.perf_counter() - clock.started
     finally:
-        build.PROGRESSIVE_CHUNKS = threshold
+        build.PROGRESSIVE_FILES = threshold
         shutil.rmtree(repo)
     return clock.answers_at if clock.answers_at is not None else total, total, report.chunks
 

@@ -34,7 +34,7 @@ def stopping_after(calls: int):
 
 @pytest.fixture
 def progressive(monkeypatch):
-    monkeypatch.setattr(build, "PROGRESSIVE_CHUNKS", 1)
+    monkeypatch.setattr(build, "PROGRESSIVE_FILES", 1)
     monkeypatch.setattr(build, "PROGRESSIVE_STEP_SECONDS", 0.0)
     monkeypatch.setattr(build, "PROGRESSIVE_BATCH", 4)
 
@@ -99,3 +99,26 @@ def test_the_command_line_says_how_much_is_embedded(tmp_path, progressive):
     assert answered.returncode == 0 and "of the index's chunks have a vector so far" in answered.stderr
     line = json.loads(codesearch("query", "upload", "--mode", "lexical", "--json", cwd=repo).stdout)
     assert 0 < line["embedded"] < 1 and line["stale_files"] == 0
+
+
+def test_words_first_in_small_batches_ends_with_the_index_one_step_writes(tmp_path, monkeypatch):
+    def contents(repo):
+        engine = Engine.open(repo, embedder_for=FakeEmbedder)
+        try:
+            rows = engine.store.database.db.execute(
+                "SELECT path, start_line, end_line, symbol, embedding_key FROM chunks ORDER BY 1, 2").fetchall()
+            refs = engine.store.database.db.execute("SELECT count(*) FROM refs").fetchone()[0]
+            return rows, refs, engine.status(count_stale=False)["unembedded"]
+        finally:
+            engine.close()
+
+    one_step = make_repo(tmp_path / "one")
+    index_repository(one_step, model="minilm", embedder_factory=FakeEmbedder)
+    monkeypatch.setattr(build, "PROGRESSIVE_FILES", 1)
+    monkeypatch.setattr(build, "PROGRESSIVE_BATCH", 1)  # files written 8 chunks at a time, embedded 1 at a time
+    monkeypatch.setattr(build, "PROGRESSIVE_STEP_SECONDS", 0.0)
+    monkeypatch.setattr(build, "PROGRESSIVE_FILES_PER_STEP", 2)
+    batched = make_repo(tmp_path / "batched")
+    report = index_repository(batched, model="minilm", embedder_factory=FakeEmbedder)
+    assert contents(batched) == contents(one_step) and contents(batched)[2] == 0
+    assert report.embedded == len({row[4] for row in contents(one_step)[0]})

@@ -175,6 +175,43 @@ class IndexStore:
             found.update({key: vector for (_, key), vector in zip(wanted, vectors)})
         return found
 
+    def unembedded_chunks(self) -> list[tuple[int, str]]:
+        """(id, embedding key) of the live chunks written without a vector, in file order."""
+        return self.database.db.execute(
+            "SELECT id, embedding_key FROM chunks WHERE id IN (SELECT chunk_id FROM unembedded) "
+            "ORDER BY path, start_line").fetchall()
+
+    def embedding_rows(self, ids: Sequence[int]) -> list[tuple[str, str]]:
+        """(embedding key, the text the model embeds) of these chunks, in the order given; gone ones left out."""
+        from codesearch.source.chunk import embedding_text
+
+        rows = {}
+        for start in range(0, len(ids), 500):
+            part = list(ids[start:start + 500])
+            rows.update({row[0]: (row[1], embedding_text(*row[2:])) for row in self.database.db.execute(
+                f"SELECT id, embedding_key, path, context, text FROM chunks WHERE id IN ({','.join('?' * len(part))})",
+                part)})
+        return [rows[chunk_id] for chunk_id in ids if chunk_id in rows]
+
+    def stored_files(self, paths: Sequence[str]) -> dict[str, tuple[str, list[Chunk], list[str]]]:
+        """path -> (fingerprint, chunks, embedding keys) as the index holds them, references and terms included:
+        what replace_files takes, to write these files again (now that their vectors are known)."""
+        db, found = self.database.db, {}
+        for path in paths:
+            fingerprint = db.execute("SELECT fingerprint FROM files WHERE path = ?", (path,)).fetchone()
+            rows = db.execute("SELECT id, path, start_line, end_line, symbol, kind, language, text, context, "
+                              "embedding_key, terms FROM chunks WHERE path = ? ORDER BY id", (path,)).fetchall()
+            if fingerprint is None or not rows:
+                continue
+            references: dict[int, list] = {}
+            for chunk_id, name, kind, line, qualifier in db.execute(
+                    "SELECT chunk_id, name, kind, line, qualifier FROM refs WHERE chunk_id IN "
+                    "(SELECT id FROM chunks WHERE path = ?) ORDER BY rowid", (path,)):
+                references.setdefault(chunk_id, []).append((name, kind, line, qualifier))
+            chunks = [Chunk(*row[1:9], references=tuple(references.get(row[0], ())), terms=row[10]) for row in rows]
+            found[path] = (fingerprint[0], chunks, [row[9] for row in rows])
+        return found
+
     # -- writing -------------------------------------------------------------------------
 
     def replace_files(self, manifest: dict, changed: dict[str, tuple[str, list[Chunk], list[str]]],

@@ -30,11 +30,12 @@ from codesearch.embedding.weights import pin_model
 
 MINIFIED_MEAN_LINE = 300
 MINIFIED_LONGEST_LINE = 5000
-# A run with this many chunks to embed makes them answerable by their words first (minilm embeds about 30
-# a second on one core: half a minute); below it, one step at the end is sooner than two.
-PROGRESSIVE_CHUNKS = 1000
+# A run with this many files to read (a first index, a big checkout) makes them answerable by their words
+# first, in bounded memory; below it, one step at the end is sooner than two.
+PROGRESSIVE_FILES = 200
 PROGRESSIVE_STEP_SECONDS = 30.0  # how often the vectors computed so far join the index
 PROGRESSIVE_BATCH = 2048  # chunks embedded together, in file order; the model's calls are smaller
+PROGRESSIVE_FILES_PER_STEP = 500  # files written again with their vectors in one generation step
 
 
 @dataclass
@@ -148,80 +149,117 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     to_read = [source for source in files if known.get(source.path) != source.fingerprint or source.path in unfinished]
 
     budget = chunking.PartBudget.for_window(spec.max_length)
-    changed = {source.path: (source.fingerprint, chunks)
-               for source, chunks in chunks_of_files(root, to_read, budget, progress.notice)}
-    keys_by_path = {path: [embedding_key(spec, chunk) for chunk in chunks] for path, (_, chunks) in changed.items()}
-    all_keys = sorted({key for keys in keys_by_path.values() for key in keys})
-    cached = store.database.known_keys(all_keys) if all_keys else set()
-    texts_by_key = {}
-    for path, (_, chunks) in changed.items():
-        for chunk, key in zip(chunks, keys_by_path[path]):
-            if key not in cached:
-                texts_by_key.setdefault(key, chunk.embedding_text)
-
-    new_chunk_count = sum(len(chunks) for _, chunks in changed.values())
-    report.embedded = len(texts_by_key)
-    report.reused = new_chunk_count - sum(
-        1 for path, keys in keys_by_path.items() for key in keys if key in texts_by_key)
     report.removed = len(removed)
     report.changed_files = len(to_read)
-
-    entries = {path: (fingerprint, chunks, keys_by_path[path]) for path, (fingerprint, chunks) in changed.items()}
-    progressive = len(texts_by_key) >= PROGRESSIVE_CHUNKS
-    if texts_by_key or (not store.database.manifest().get("dimension") and changed):
-        embedder = embedder_factory(spec)
-        dimension = embedder.dim
-        if progressive:
-            # Words first: every chunk answers by its words before the first vector is computed (fuse.py
-            # ranks a chunk with no vector by its words alone); the vectors follow, file by file.
-            store.replace_files(index_manifest(spec, dimension), entries, removed, rebuild=rebuild, unembedded_ok=True)
-            removed, rebuild = [], False
-            progress.notice("questions can be asked already: answers use words alone until the vectors are in")
-        progress.planned(len(texts_by_key), spec)
-        keys, texts = list(texts_by_key), list(texts_by_key.values())  # in file order
-        embedding_started = last_step = time.monotonic()
-        # Progressively, files are embedded a batch at a time (sorted by length within it), so that whole files
-        # get their vectors as it goes; else all at once, sorted by length, which pads least.
-        batch = PROGRESSIVE_BATCH if progressive else max(len(texts), 1)
-        for first in range(0, len(texts), batch):
-            # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
-            for positions, vectors in embedder.encode_documents_by_slice(texts[first:first + batch],
-                                                                          progress=progress.embedded):
-                store.database.cache_vectors([keys[first + position] for position in positions], vectors)
-            if progressive and time.monotonic() - last_step >= PROGRESSIVE_STEP_SECONDS:
-                rate = min(first + batch, len(texts)) / max(time.monotonic() - embedding_started, 1e-6)
-                _add_vectors(store, {**index_manifest(spec, dimension), "embedding_rate": rate}, entries)
-                last_step = time.monotonic()
-        del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
-        if embedder_factory is load_embedder:  # the real model ran, so torch is loaded: not a test's stand-in
-            _prepare_query_runtime(spec, progress)
+    if len(to_read) >= PROGRESSIVE_FILES:
+        dimension = _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_factory, progress, report)
     else:
-        dimension = store.database.manifest().get("dimension") or 0
-
-    # New query prompts (they change no document vector) are recorded by a generation step of their own.
-    if changed or removed or rebuild or manifest.get("prompts", spec.prompt_record()) != spec.prompt_record():
-        if not dimension:
-            raise CodesearchError(f"nothing to index in {root}: no source files found")
-        if progressive:
-            _add_vectors(store, index_manifest(spec, dimension), entries)
-        else:
-            store.replace_files(index_manifest(spec, dimension), entries, removed, rebuild=rebuild)
-            store.merge_segments()
+        dimension = _all_at_once(root, store, spec, to_read, removed, rebuild, budget, embedder_factory, progress,
+                                 report, manifest)
+    if report.embedded and embedder_factory is load_embedder:  # torch is loaded: not a test's stand-in
+        _prepare_query_runtime(spec, progress)
+    if not dimension:
+        raise CodesearchError(f"nothing to index in {root}: no source files found")
     report.files = store.database.file_count()
     report.chunks = store.database.chunk_count()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _add_vectors(store: IndexStore, manifest: dict, entries: dict) -> None:
+def _all_at_once(root, store, spec, to_read, removed, rebuild, budget, embedder_factory, progress, report,
+                 manifest) -> int:
+    """A small run: every changed file cut, its new chunks embedded, then all written in one step; the dimension."""
+    changed = {source.path: (source.fingerprint, chunks)
+               for source, chunks in chunks_of_files(root, to_read, budget, progress.notice)}
+    entries = {path: (fingerprint, chunks, [embedding_key(spec, chunk) for chunk in chunks])
+               for path, (fingerprint, chunks) in changed.items()}
+    all_keys = sorted({key for _, _, keys in entries.values() for key in keys})
+    cached = store.database.known_keys(all_keys) if all_keys else set()
+    texts_by_key = {}
+    for _, chunks, keys in entries.values():
+        for chunk, key in zip(chunks, keys):
+            if key not in cached:
+                texts_by_key.setdefault(key, chunk.embedding_text)
+    report.embedded = len(texts_by_key)
+    report.reused = sum(1 for _, _, keys in entries.values() for key in keys if key not in texts_by_key)
+    dimension = store.database.manifest().get("dimension") or 0
+    if texts_by_key or (not dimension and changed):
+        embedder = embedder_factory(spec)
+        progress.planned(len(texts_by_key), spec)
+        keys, texts = list(texts_by_key), list(texts_by_key.values())
+        # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
+        for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
+            store.database.cache_vectors([keys[position] for position in positions], vectors)
+        dimension = embedder.dim
+        del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
+    # New query prompts (they change no document vector) are recorded by a generation step of their own.
+    if dimension and (changed or removed or rebuild
+                      or manifest.get("prompts", spec.prompt_record()) != spec.prompt_record()):
+        store.replace_files(index_manifest(spec, dimension), entries, removed, rebuild=rebuild)
+        store.merge_segments()
+    return dimension
+
+
+def _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_factory, progress, report) -> int:
+    """A large run (a first index, a big checkout), in memory bounded by its batches, not by the repository:
+    files are cut and written a batch at a time, each chunk without its vector unless one is known, so that
+    every chunk answers by its words (fuse.py ranks one with no vector by its words alone) once they are all
+    written. Then the missing vectors are computed, read back from the index a batch at a time in file order,
+    and every PROGRESSIVE_STEP_SECONDS the files whose vectors are all in are written again with them. A run
+    stopped at any point leaves an index that answers; the next one embeds only what is still missing."""
+    embedder = embedder_factory(spec)
+    manifest = index_manifest(spec, embedder.dim)
+    cut = iter(chunks_of_files(root, to_read, budget, progress.notice))
+    chunk_count, first = 0, True
+    while True:
+        entries, size = {}, 0
+        for source, chunks in cut:
+            entries[source.path] = (source.fingerprint, chunks, [embedding_key(spec, chunk) for chunk in chunks])
+            size += len(chunks)
+            if size >= PROGRESSIVE_BATCH * 8:
+                break
+        if not entries and not first:
+            break
+        store.replace_files(manifest, entries, removed if first else [], rebuild=rebuild and first, unembedded_ok=True)
+        chunk_count, first = chunk_count + size, False
+        if not entries:
+            break
+    missing = store.unembedded_chunks()
+    report.embedded = len({key for _, key in missing})
+    report.reused = chunk_count - len(missing)
+    progress.notice("questions can be asked already: answers use words alone until the vectors are in")
+    progress.planned(report.embedded, spec)
+    started = last_step = time.monotonic()
+    done = set()
+    for first in range(0, len(missing), PROGRESSIVE_BATCH):
+        rows = store.embedding_rows([chunk_id for chunk_id, _ in missing[first:first + PROGRESSIVE_BATCH]])
+        texts_by_key = {key: text for key, text in rows if key not in done}
+        keys, texts = list(texts_by_key), list(texts_by_key.values())
+        # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
+        for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
+            store.database.cache_vectors([keys[position] for position in positions], vectors)
+        done.update(keys)
+        if time.monotonic() - last_step >= PROGRESSIVE_STEP_SECONDS:
+            rate = len(done) / max(time.monotonic() - started, 1e-6)
+            _add_vectors(store, {**manifest, "embedding_rate": rate})
+            last_step = time.monotonic()
+    del embedder
+    _add_vectors(store, manifest)
+    store.merge_segments()
+    return manifest["dimension"]
+
+
+def _add_vectors(store: IndexStore, manifest: dict) -> None:
     """Write again, now with their vectors, the files whose chunks were written without and all have one by
-    now (one generation step); the others wait for the next step."""
-    waiting = [path for path in store.database.files_not_embedded() if path in entries]
-    known = store.database.known_keys(sorted({key for path in waiting for key in entries[path][2]}))
-    ready = {path: entries[path] for path in waiting if all(key in known for key in entries[path][2])}
-    if ready:
-        store.replace_files(manifest, ready, [])
-        store.merge_segments()  # each step leaves a segment, and the words-first one is deleted file by file
+    now (one generation step, a batch of files at a time); the others wait for the next step."""
+    waiting = store.database.files_not_embedded()
+    for first in range(0, len(waiting), PROGRESSIVE_FILES_PER_STEP):
+        entries = store.stored_files(waiting[first:first + PROGRESSIVE_FILES_PER_STEP])
+        known = store.database.known_keys(sorted({key for _, _, keys in entries.values() for key in keys}))
+        ready = {path: entry for path, entry in entries.items() if all(key in known for key in entry[2])}
+        if ready:
+            store.replace_files(manifest, ready, [])
+    store.merge_segments()  # each step leaves a segment, and the words-first ones are deleted file by file
 
 
 def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.PartBudget,

@@ -66,9 +66,13 @@ class Chunk:
 
     @property
     def embedding_text(self) -> str:
-        """What the model sees: a short header that makes a method findable by its class and file."""
-        header = self.path if not self.context else f"{self.path} :: {self.context}"
-        return f"{header}\n{self.text}"
+        return embedding_text(self.path, self.context, self.text)
+
+
+def embedding_text(path: str, context: str, text: str) -> str:
+    """What the model sees of a chunk: a short header that makes a method findable by its class and file."""
+    header = path if not context else f"{path} :: {context}"
+    return f"{header}\n{text}"
 
 
 # Kinds that declare rather than act: the left-over lines of a scope (imports, fields; a leftover takes
