@@ -122,3 +122,21 @@ def test_words_first_in_small_batches_ends_with_the_index_one_step_writes(tmp_pa
     report = index_repository(batched, model="minilm", embedder_factory=FakeEmbedder)
     assert contents(batched) == contents(one_step) and contents(batched)[2] == 0
     assert report.embedded == len({row[4] for row in contents(one_step)[0]})
+
+
+def test_a_querys_refresh_of_a_half_embedded_index_reads_only_what_changed(tmp_path, progressive, monkeypatch):
+    from codesearch.index.store import IndexStore, index_dir
+    from codesearch.indexer.freshness import bring_up_to_date
+
+    repo = make_repo(tmp_path / "repo")
+    with pytest.raises(Stopped):
+        index_repository(repo, model="minilm", embedder_factory=stopping_after(3))
+    monkeypatch.setattr(build, "PROGRESSIVE_FILES", 200)  # as it is: a query refreshes at most 20 files
+    (repo / "added.py").write_text("def reconcile_ledger(entries):\n    return sorted(entries)\n")
+    store = IndexStore.open(index_dir(repo))
+    try:
+        unembedded = store.database.unembedded_count()
+        assert bring_up_to_date(repo, store, embedder_factory=FakeEmbedder).refreshed == 1
+        assert store.database.unembedded_count() == unembedded  # the stopped run's files are left to `index`
+    finally:
+        store.close()

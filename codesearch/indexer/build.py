@@ -144,8 +144,9 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     known = {} if rebuild else store.database.file_fingerprints()
     current = {source.path: source for source in files}
     removed = [path for path in known if path not in current]
-    # Files a run stopped before embedding them whole are read again: their missing vectors are embedded now.
-    unfinished = set() if rebuild else set(store.database.files_not_embedded())
+    # Files a run stopped before embedding them whole are read again: their missing vectors are embedded now
+    # (by `index`; a query's refresh takes only what changed, and leaves the rest to it).
+    unfinished = set() if rebuild or refresh_only else set(store.database.files_not_embedded())
     to_read = [source for source in files if known.get(source.path) != source.fingerprint or source.path in unfinished]
 
     budget = chunking.PartBudget.for_window(spec.max_length)
