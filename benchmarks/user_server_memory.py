@@ -60,8 +60,9 @@ def main() -> None:
                 codesearch("serve", "--stop", "--repo", repo, env=env)
             for server in servers:
                 server.wait(30)
-    print(f"{len(repos)} repositories: one server per user {shared:.0f} MiB; one per repository "
-          f"{sum(each):.0f} MiB in all ({', '.join(f'{value:.0f}' for value in each)})")
+    print(f"{len(repos)} repositories: one server per user {shared:.0f} MiB ({shared / each[0]:.2f}x one server "
+          f"holding one of them); one per repository {sum(each):.0f} MiB in all "
+          f"({', '.join(f'{value:.0f}' for value in each)})")
 
 
 if __name__ == "__main__":
