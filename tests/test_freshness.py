@@ -138,3 +138,22 @@ def test_the_users_server_closes_an_index_left_unused_and_opens_it_again_when_as
         assert answer.hits[0] and root in service._indexes
     finally:
         service.stop_watching()
+
+
+def test_a_repository_deleted_under_the_users_server_is_a_one_line_error_and_the_others_are_still_served(
+        repo, tmp_path):
+    from codesearch.errors import CodesearchError
+
+    other = tmp_path / "other"
+    shutil.copytree(repo, other, symlinks=True)
+    service = Service(watch=True)
+    try:
+        first, second = service.open(repo), service.open(other)
+        assert service.query(first, QueryRequest(["shapes"], k=1, mode="lexical")).hits[0]
+        shutil.rmtree(repo)
+        with pytest.raises(CodesearchError) as raised:
+            service.query(first, QueryRequest(["shapes"], k=1, mode="lexical"))
+        assert "\n" not in str(raised.value)
+        assert service.query(second, QueryRequest(["shapes"], k=1, mode="lexical")).hits[0]
+    finally:
+        service.stop_watching()
