@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -21,6 +21,9 @@ from codesearch.cli.org import org_app
 from codesearch.cli.terminal import (EXIT_FOUND, EXIT_NOT_FOUND, CommandGroup, TerminalProgress, read_queries,
                                      stderr_console, stop_writing_stdout)
 from codesearch.errors import CodesearchError
+
+if TYPE_CHECKING:
+    from codesearch.query.api import Answer
 
 app = typer.Typer(cls=CommandGroup, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ask a git repository questions in plain language; get back the functions that answer.")
