@@ -210,21 +210,7 @@ def _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_
     stopped at any point leaves an index that answers; the next one embeds only what is still missing."""
     embedder = embedder_factory(spec)
     manifest = index_manifest(spec, embedder.dim)
-    cut = iter(chunks_of_files(root, to_read, budget, progress.notice))
-    chunk_count, first = 0, True
-    while True:
-        entries, size = {}, 0
-        for source, chunks in cut:
-            entries[source.path] = (source.fingerprint, chunks, [embedding_key(spec, chunk) for chunk in chunks])
-            size += len(chunks)
-            if size >= PROGRESSIVE_BATCH * 8:
-                break
-        if not entries and not first:
-            break
-        store.replace_files(manifest, entries, removed if first else [], rebuild=rebuild and first, unembedded_ok=True)
-        chunk_count, first = chunk_count + size, False
-        if not entries:
-            break
+    chunk_count = _write_words(root, store.directory, spec, manifest, to_read, removed, rebuild, budget, progress)
     missing = store.unembedded_chunks()
     report.embedded = len({key for _, key in missing})
     report.reused = chunk_count - len(missing)
@@ -248,6 +234,55 @@ def _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_
     _add_vectors(store, manifest)
     store.merge_segments()
     return manifest["dimension"]
+
+
+def _write_words(root, directory, spec, manifest, to_read, removed, rebuild, budget, progress) -> int:
+    """Cut the files and write them a batch at a time, without the vectors not known yet; the chunks written.
+    A thread of its own writes each batch (through a connection of its own: SQLite's belong to their thread)
+    while the chunking processes cut the next, so the two overlap; at most one batch waits for it."""
+    import queue
+    import threading
+
+    batches: queue.Queue = queue.Queue(maxsize=1)
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        writer = IndexStore.open(directory)
+        try:
+            first = True
+            while (entries := batches.get()) is not None:
+                if not failed:
+                    writer.replace_files(manifest, entries, removed if first else [], rebuild=rebuild and first,
+                                         unembedded_ok=True)
+                    first = False
+        except BaseException as error:  # noqa: BLE001 - handed to the cutting thread, which raises it
+            failed.append(error)
+            while batches.get() is not None:  # let the cutting thread finish putting
+                pass
+        finally:
+            writer.close()
+
+    thread = threading.Thread(target=write, name="codesearch-words-first", daemon=True)
+    thread.start()
+    chunk_count, entries, size = 0, {}, 0
+    try:
+        for source, chunks in chunks_of_files(root, to_read, budget, progress.notice):
+            entries[source.path] = (source.fingerprint, chunks, [embedding_key(spec, chunk) for chunk in chunks])
+            size += len(chunks)
+            if size >= PROGRESSIVE_BATCH * 8:
+                batches.put(entries)
+                chunk_count, entries, size = chunk_count + size, {}, 0
+            if failed:
+                break
+        if entries or not chunk_count:
+            batches.put(entries)
+            chunk_count += size
+    finally:
+        batches.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
+    return chunk_count
 
 
 def _add_vectors(store: IndexStore, manifest: dict) -> None:
