@@ -10,7 +10,7 @@ from typing import Iterable
 
 # Kinds whose chunks define no name of their own (a file's left-over lines, a window of lines).
 NAMELESS_KINDS = frozenset({"module", "window"})
-_QUALIFIER = re.compile(r"::|\.|#|->|\\")
+QUALIFIER = re.compile(r"::|\.|#|->|\\")  # what joins a symbol path's parts: Class.method, a::b, A#m
 
 
 def defined_names(symbol: str, kind: str) -> list[str]:
@@ -20,7 +20,7 @@ def defined_names(symbol: str, kind: str) -> list[str]:
         return []
     names = []
     for member in symbol.split(", "):
-        name = _QUALIFIER.split(member.strip())[-1].strip()
+        name = QUALIFIER.split(member.strip())[-1].strip()
         if name and name not in names and name != "<anonymous>":
             names.append(name)
     return names

@@ -260,9 +260,12 @@ class IndexStore:
                     vectors = self._segment_vectors(dict(orphans[start:start + 4096]))
                     database.cache_missing(list(vectors), np.stack(list(vectors.values())) if vectors else [])
                 database.uncache(sorted(set(new_keys)))
+                # The live chunks are counted (for an answer's share embedded) only while some lack a vector:
+                # a count of every row would cost a refresh of a large index more than the rest of it.
+                unembedded = database.unembedded_count()
                 database.set_manifest({**manifest, "generation": int(old.get("generation", 0)) + 1, "segments": listed,
-                                       "next_segment": number + 1, "unembedded": database.unembedded_count(),
-                                       "chunks": database.chunk_count()})
+                                       "next_segment": number + 1, "unembedded": unembedded,
+                                       **({"chunks": database.chunk_count()} if unembedded else {})})
         finally:
             self._view = None
         self._tidy()

@@ -211,7 +211,7 @@ _IDENTIFIER_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:::|\.|#|->|\\)[A-Za-
 _QUALIFIER = re.compile(r"::|\.|#|->|\\|\s")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Lines before a declaration: blank, decorators and annotations, attributes, comments and doc comments.
-_NOT_A_DECLARATION = re.compile(r"\s*(@|#\[|#!|#\s|#$|//|/\*|\*|--|\[|<!--|$)")
+NOT_A_DECLARATION = re.compile(r"\s*(@|#\[|#!|#\s|#$|//|/\*|\*|--|\[|<!--|$)")
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def _declares(chunk: StoredChunk, name: str) -> bool:
     its first line of code, past decorators, attributes and comments, names it. A later part of a long class
     or function that was cut into several does not."""
     for line in chunk.text.split("\n", DECLARATION_SEARCH_LINES)[:DECLARATION_SEARCH_LINES]:
-        if not _NOT_A_DECLARATION.match(line):
+        if not NOT_A_DECLARATION.match(line):
             return re.search(rf"\b{re.escape(name)}\b", line, re.IGNORECASE) is not None
     return False
 

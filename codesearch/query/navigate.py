@@ -13,17 +13,15 @@ Nothing here type-checks: `obj.get()` is a call of every `get` the file can see.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from codesearch.errors import CodesearchError, IndexMissing
 from codesearch.index.database import StoredChunk
 from codesearch.source.chunk import CHUNKER_VERSION
-from codesearch.index.graph import NAMELESS_KINDS
+from codesearch.index.graph import NAMELESS_KINDS, QUALIFIER, defined_names
 from codesearch.query.api import Filters
 from codesearch.source.references import THROUGH_EXPRESSION
 
-_QUALIFIER = re.compile(r"::|\.|#|->|\\")
 MAX_SITES = 10_000  # references read for one name: a name used more often than this is no one's
 # Qualifiers that mean the enclosing object or class: they do not narrow a name to another owner.
 SELF_NAMES = frozenset({"self", "this", "cls", "super", "base", "Self", "static", "parent", "$this", "@"})
@@ -68,6 +66,7 @@ class CodeGraph:
                                   "`codesearch index` to rebuild it (the vectors already computed are reused)")
         self.database, self.filters = database, filters
         self._imports: dict[str, set[str]] = {}
+        self._definitions: dict[str, list[StoredChunk]] = {}
         self._defined_in: dict[str, set[str]] = {}
 
     # -- definitions -----------------------------------------------------------------------
@@ -75,13 +74,18 @@ class CodeGraph:
     def definitions(self, name: str) -> list[StoredChunk]:
         """The chunks defining `name`: bare (`parse_config`) or qualified (`Config.parse`, `a::b::f`, whose
         containers must end the definition's own path). Exact case first; one chunk per split function."""
-        parts = [part for part in _QUALIFIER.split(name.strip()) if part]
+        if name not in self._definitions:  # a tree, and each site's resolution, ask for the same names again
+            self._definitions[name] = self._find_definitions(name)
+        return self._definitions[name]
+
+    def _find_definitions(self, name: str) -> list[StoredChunk]:
+        parts = [part for part in QUALIFIER.split(name.strip()) if part]
         if not parts:
             return []
         rows = self.database.db.execute("SELECT chunk_id FROM definitions WHERE name = ?", (parts[-1],)).fetchall()
         chunks = [chunk for chunk in self.database.chunks_by_id(chunk_id for (chunk_id,) in rows).values()
                   if self._allowed(chunk) and _qualified_as(chunk.symbol, parts)]
-        exact = [chunk for chunk in chunks if parts[-1] in _names(chunk.symbol)]
+        exact = [chunk for chunk in chunks if parts[-1] in defined_names(chunk.symbol, "")]
         return _whole_units(exact or chunks)
 
     # -- references ------------------------------------------------------------------------
@@ -89,7 +93,7 @@ class CodeGraph:
     def references(self, name: str, kinds: tuple[str, ...] = ()) -> list[Site]:
         """Every site referring to `name` (of these kinds), in path and line order. For a qualified name, only
         sites in files that can see its container (define, import or mention it)."""
-        parts = [part for part in _QUALIFIER.split(name.strip()) if part]
+        parts = [part for part in QUALIFIER.split(name.strip()) if part]
         if not parts:
             return []
         targets = self.definitions(name)
@@ -117,7 +121,7 @@ class CodeGraph:
         imported = self._imported_names(path)
         through_package = False
         if _language_of(path) not in CASE_INSENSITIVE:  # `len` is no call of a method `Len`
-            targets = [target for target in targets if name in _names(target.symbol)]
+            targets = [target for target in targets if name in defined_names(target.symbol, "")]
         if qualifier and qualifier not in SELF_NAMES and qualifier != THROUGH_EXPRESSION:
             owners = [target for target in targets if qualifier.lower() in _owners(target)]
             # A package folder above the definition may re-export it (`flask.flash`), or only share its name.
@@ -151,14 +155,12 @@ class CodeGraph:
 
     def callers(self, name: str, depth: int = 1) -> list[Node]:
         """A tree per definition of `name`: the definitions whose code calls it, and theirs, `depth` levels."""
-        return [self._callers_of(target, depth, {(target.path, target.symbol)}) for target in self.definitions(name)]
+        return [self._tree(target, depth, self._callers_step) for target in self.definitions(name)]
 
     def callees(self, name: str, depth: int = 1) -> list[Node]:
         """A tree per definition of `name`: the definitions its code calls, and theirs, `depth` levels; a call
         of a name the repository does not define is a leaf with no chunk of its own (site only)."""
-        return [self._callees_of(target, depth, {(target.path, target.symbol)}) for target in self.definitions(name)]
-
-    # -- internals -------------------------------------------------------------------------
+        return [self._tree(target, depth, self._callees_step) for target in self.definitions(name)]
 
     def impact(self, path: str, line: int | None = None, depth: int = 5) -> list[tuple[StoredChunk, int, Site | None]]:
         """What a change at `path` (at `line`, or anywhere in the file) can reach: the definitions there
@@ -179,58 +181,51 @@ class CodeGraph:
             frontier = following
         return sorted(reached.values(), key=lambda item: (item[1], item[0].path, item[0].start_line))
 
-    def _calls_of(self, target: StoredChunk) -> list[Site]:
-        """The call sites that resolve to `target` (one of the definitions it may mean)."""
-        found = []
-        for name in _names(target.symbol):
-            targets = self.definitions(name)
-            found += [site for site in self.references(name, kinds=("call",))
-                      if target in self.resolve(site.chunk.path, name, site.qualifier, targets)[0]]
-        return found
+    # -- internals -------------------------------------------------------------------------
 
-    def _callers_of(self, target: StoredChunk, depth: int, seen: set) -> Node:
-        node = Node(target)
-        if depth <= 0:
-            return node
-        for site in self._calls_of(target):
-            caller = site.chunk
-            key = (caller.path, caller.symbol)
-            if key in seen or caller.kind in NAMELESS_KINDS:
-                node.children.append(Node(caller, site))
-                continue
-            seen.add(key)
-            child = self._callers_of(caller, depth - 1, seen)
-            child.site = site
-            node.children.append(child)
-        return node
+    def _tree(self, root: StoredChunk, depth: int, step) -> Node:
+        """The tree below `root`, `depth` levels of step(chunk) -> (chunk, site, whether it goes on); a
+        definition met twice is a leaf the second time."""
+        seen = {(root.path, root.symbol)}
 
-    def _callees_of(self, source: StoredChunk, depth: int, seen: set) -> Node:
-        node = Node(source)
-        if depth <= 0:
+        def grow(node: Node, left: int) -> Node:
+            for chunk, site, goes_on in step(node.chunk) if left > 0 else ():
+                key = (chunk.path, chunk.symbol)
+                child = Node(chunk, site)
+                if goes_on and key not in seen:
+                    seen.add(key)
+                    grow(child, left - 1)
+                node.children.append(child)
             return node
+
+        return grow(Node(root), depth)
+
+    def _callers_step(self, target: StoredChunk):
+        return [(site.chunk, site, site.chunk.kind not in NAMELESS_KINDS) for site in self._calls_of(target)]
+
+    def _callees_step(self, source: StoredChunk):
         parts = self.database.db.execute(
             "SELECT id FROM chunks WHERE path = ? AND symbol = ? ORDER BY start_line", (source.path, source.symbol)).fetchall()
         ids = [chunk_id for (chunk_id,) in parts] or [source.id]
         marks = ",".join("?" * len(ids))
         calls = self.database.db.execute(f"SELECT DISTINCT name, line, qualifier FROM refs WHERE kind = 'call' AND "
                                          f"chunk_id IN ({marks}) ORDER BY line", ids)
+        found = []
         for name, line, qualifier in calls.fetchall():
             chosen, resolved = self.resolve(source.path, name, qualifier, self.definitions(name))
             site = Site(source, name, "call", line, resolved, qualifier)
-            if not chosen:
-                node.children.append(Node(StoredChunk(0, "", line, line, name, "external", source.language, "", ""),
-                                          site))
-                continue
-            for target in chosen:
-                key = (target.path, target.symbol)
-                if key in seen:
-                    node.children.append(Node(target, site))
-                    continue
-                seen.add(key)
-                child = self._callees_of(target, depth - 1, seen)
-                child.site = site
-                node.children.append(child)
-        return node
+            external = StoredChunk(0, "", line, line, name, "external", source.language, "", "")
+            found += [(target, site, True) for target in chosen] or [(external, site, False)]
+        return found
+
+    def _calls_of(self, target: StoredChunk) -> list[Site]:
+        """The call sites that resolve to `target` (one of the definitions it may mean)."""
+        found = []
+        for name in defined_names(target.symbol, ""):
+            targets = self.definitions(name)
+            found += [site for site in self.references(name, kinds=("call",))
+                      if target in self.resolve(site.chunk.path, name, site.qualifier, targets)[0]]
+        return found
 
     def _sees(self, path: str, container: str) -> bool:
         """Whether the file at `path` can see `container`: it defines, imports or mentions it."""
@@ -265,7 +260,7 @@ class CodeGraph:
 def _owners(chunk: StoredChunk) -> set[str]:
     """The names a qualifier can give for a definition's owner: its container, its file's name, and for a
     package's own file (`__init__.py`, `index.js`, `mod.rs`) its folder's; in Go, its package's folder."""
-    container = _QUALIFIER.split(chunk.symbol.split(", ")[0])[:-1]
+    container = QUALIFIER.split(chunk.symbol.split(", ")[0])[:-1]
     folder, _, file = chunk.path.rpartition("/")
     stem = file.split(".", 1)[0]
     owners = {part.lower() for part in container[-1:]} | {stem.lower()}
@@ -286,16 +281,12 @@ def _language_of(path: str) -> str:
     return spec.name if spec else ""
 
 
-def _names(symbol: str) -> list[str]:
-    return [_QUALIFIER.split(member.strip())[-1].strip() for member in symbol.split(", ")]
-
-
 def _qualified_as(symbol: str, parts: list[str]) -> bool:
     """Whether a definition's symbol path ends with the containers a qualified name gives (case-insensitive)."""
     if len(parts) == 1:
         return True
     for member in symbol.split(", "):
-        path = [part.lower() for part in _QUALIFIER.split(member.strip()) if part]
+        path = [part.lower() for part in QUALIFIER.split(member.strip()) if part]
         wanted = [part.lower() for part in parts]
         if path[-len(wanted):] == wanted:
             return True

@@ -9,15 +9,14 @@ reach come first.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from codesearch.index.graph import NAMELESS_KINDS
+from codesearch.query.api import CHARS_PER_TOKEN
+from codesearch.query.fuse import NOT_A_DECLARATION
 
 DAMPING = 0.85
 ITERATIONS = 40
-CHARS_PER_TOKEN = 4
-_NOT_A_DECLARATION = re.compile(r"\s*(@|#|//|/\*|\*|--|\"\"\"|'''|$)")
 
 
 @dataclass(frozen=True)
@@ -103,6 +102,6 @@ def repository_map(database, max_tokens: int = 1024, focus: tuple[str, ...] = ()
 def _signature(text: str) -> str:
     """A definition's declaration line: its first line of code past decorators, attributes and comments."""
     for line in text.split("\n"):
-        if not _NOT_A_DECLARATION.match(line):
+        if not NOT_A_DECLARATION.match(line):
             return line.strip()[:200]
     return text.split("\n", 1)[0].strip()[:200]

@@ -26,17 +26,18 @@ class LanguageSpec:
     template_macros: bool = False  # files with Jinja {% macro %} blocks are cut at those blocks
     # (extension, pattern, language): a file with this extension whose text matches is parsed as that language
     content_overrides: tuple[tuple[str, str, str], ...] = ()
+    queries: str = ""  # the query file's language when another's serves (TSX's grammar extends TypeScript's)
 
     @property
     def query_file(self) -> str:
-        return f"{self.name}.scm"
+        return f"{self.queries or self.name}.scm"
 
 
 LANGUAGES: tuple[LanguageSpec, ...] = (
     LanguageSpec("python", (".py", ".pyi"), "tree_sitter_python:language"),
     LanguageSpec("javascript", (".js", ".mjs", ".cjs", ".jsx"), "tree_sitter_javascript:language"),
     LanguageSpec("typescript", (".ts", ".mts", ".cts"), "tree_sitter_typescript:language_typescript"),
-    LanguageSpec("tsx", (".tsx",), "tree_sitter_typescript:language_tsx"),
+    LanguageSpec("tsx", (".tsx",), "tree_sitter_typescript:language_tsx", queries="typescript"),
     LanguageSpec("go", (".go",), "tree_sitter_go:language"),
     LanguageSpec("java", (".java",), "tree_sitter_java:language"),
     LanguageSpec("kotlin", (".kt", ".kts"), "tree_sitter_kotlin:language"),
