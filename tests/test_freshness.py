@@ -157,3 +157,26 @@ def test_a_repository_deleted_under_the_users_server_is_a_one_line_error_and_the
         assert service.query(second, QueryRequest(["shapes"], k=1, mode="lexical")).hits[0]
     finally:
         service.stop_watching()
+
+
+def test_a_tree_holding_a_link_to_a_folder_is_not_watched_but_checked_before_each_answer(repo, tmp_path):
+    from codesearch.server.watch import TreeWatch
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo / "elsewhere").symlink_to(outside, target_is_directory=True)
+    notices, changes = [], []
+    watch = TreeWatch(repo, lambda: changes.append(1), notices.append).start()
+    deadline = time.monotonic() + 10
+    while watch.watching and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watch.stop()
+    assert not watch.watching and "elsewhere is a link to a folder" in notices[0]
+    service = Service(watch=True)
+    root = service.open(repo)
+    try:
+        (repo / "ledger.py").write_text(NEW_FUNCTION, encoding="utf-8")
+        answer = service.query(root, QueryRequest(["reconcile_ledger_entries"], k=1, mode="lexical"))
+        assert [hit.chunk.symbol for hit in answer.hits[0]] == ["reconcile_ledger_entries"]
+    finally:
+        service.stop_watching()

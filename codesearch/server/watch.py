@@ -5,8 +5,9 @@ watchfiles (the Rust notify crate: inotify on Linux, FSEvents on macOS) reports 
 of saves (a formatter, a checkout) arrives as one batch once no change came for STEP_MS. What git keeps
 (.git) and what codesearch writes (.codesearch) are not watched, nor are the folders watchfiles leaves
 out by default (node_modules, virtual environments, caches). When the system's watches run out (inotify's
-per-user limit), the tree is polled instead, with a notice; when even that fails, the server checks the
-working tree before every answer, as a query without a server does.
+per-user limit), the tree is polled instead, with a notice; when even that fails, or when a link to a folder
+lies in the tree (the watch would follow it out of the repository), the server checks the working tree before
+every answer, as a query without a server does.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class TreeWatch:
         except ImportError:
             self._give_up("watchfiles is not installed")
             return
+        linked = _linked_folder(self.root)
+        if linked is not None:  # notify follows links: a repository's link to / would have the whole disk watched
+            self._give_up(f"{linked} is a link to a folder, which a watch would follow")
+            return
         changes_filter = DefaultFilter(ignore_dirs=(*DefaultFilter.ignore_dirs, INDEX_DIR))
         for polling in (False, True):
             try:
@@ -67,3 +72,17 @@ class TreeWatch:
         self.watching = False
         self._notice(f"not watching {self.root} for changes ({why}); the working tree is checked before each answer")
         self._on_change()
+
+
+def _linked_folder(root: Path) -> str | None:
+    """The first link to a folder under root (git's and codesearch's own folders aside), as a relative path."""
+    import os
+
+    for folder, folders, _files in os.walk(root):
+        for name in list(folders):
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                return os.path.relpath(path, root)
+            if name in (".git", INDEX_DIR):
+                folders.remove(name)
+    return None
