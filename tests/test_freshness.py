@@ -8,6 +8,7 @@ One repository is indexed once with the real minilm model; each test works on a 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from codesearch.index.store import IndexStore, index_dir
 from codesearch.indexer.freshness import Freshness, bring_up_to_date, changed_files
 from codesearch.query.api import QueryRequest
 from codesearch.server.service import Service
+from codesearch.source.discover import files_listed, git_listing
 from conftest import codesearch, git
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "incremental"
@@ -180,3 +182,198 @@ def test_a_tree_holding_a_link_to_a_folder_is_not_watched_but_checked_before_eac
         assert [hit.chunk.symbol for hit in answer.hits[0]] == ["reconcile_ledger_entries"]
     finally:
         service.stop_watching()
+
+
+# -- the recorded tree: a check that finds nothing changed runs no git ---------------------------------------
+
+
+class FilesTable:
+    """The part of an index database that changed_files reads (its folder, manifest and files table), filled
+    from the tree as it is: an index that is current."""
+
+    def __init__(self, repo: Path):
+        self.directory = repo / ".codesearch"
+        self.directory.mkdir(mode=0o700)
+        self.fingerprints = {source.path: source.fingerprint for source in files_listed(repo, git_listing(repo))}
+        self.generation = 1
+
+    def manifest(self) -> dict:
+        return {"generation": self.generation, "updated_at": 1.0}
+
+    def file_fingerprints(self) -> dict[str, str]:
+        return dict(self.fingerprints)
+
+
+def asked_of_git(repo: Path, database: FilesTable) -> list[str]:
+    """The answer as every check gave it before snapshots: git's listing against the files table (git_listing
+    as imported here, which git_runs does not count)."""
+    current = {source.path: source.fingerprint for source in files_listed(repo, git_listing(repo))}
+    known = database.file_fingerprints()
+    return sorted([path for path, fingerprint in current.items() if known.get(path) != fingerprint]
+                  + [path for path in known if path not in current])
+
+
+def next_tick(database: FilesTable) -> None:
+    """Wait until the file system stamps a change later than everything written so far."""
+    from codesearch.indexer.freshness import file_system_clock
+
+    first = file_system_clock(database.directory)
+    while file_system_clock(database.directory) == first:
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def git_runs(monkeypatch) -> list[Path]:
+    """The roots changed_files asked git about, from here on."""
+    from codesearch.source import discover
+
+    asked, real = [], discover.git_listing
+    monkeypatch.setattr(discover, "git_listing", lambda root: asked.append(root) or real(root))
+    return asked
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A committed repository with a folder of ignored files, an ignored folder, an empty folder, an empty
+    file, an untracked file, another branch and a repository nested in it; .codesearch/ excluded as
+    codesearch excludes it."""
+    repo = tmp_path / "tree"
+    files = {"app/models.py": "class Ledger:\n    pass\n", "app/views.py": "def show(ledger):\n    return ledger\n",
+             "app/pkg/__init__.py": "", "docs/guide.md": "# Guide\n", ".gitignore": "*.log\nbuilt/\n",
+             "logs/app.log": "started\n", "built/out.py": "generated = 1\n"}
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    (repo / "empty").mkdir()
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", "ledger")
+    git(repo, "checkout", "--quiet", "-b", "other")
+    (repo / "app/views.py").write_text("def show(ledger):\n    return list(ledger)\n", encoding="utf-8")
+    git(repo, "commit", "--quiet", "-am", "a list")
+    git(repo, "checkout", "--quiet", "main")
+    (repo / "scratch.py").write_text("trial = 2\n", encoding="utf-8")
+    (repo / ".git/info/exclude").write_text(".codesearch/\n", encoding="utf-8")
+    (repo / "plugin").mkdir()
+    (repo / "plugin/hook.py").write_text("hooked = 1\n", encoding="utf-8")
+    git(repo / "plugin", "init", "--quiet")  # a repository of its own in the tree: git lists nothing in it
+    return repo
+
+
+def _edit_keeping_size_and_time(repo: Path) -> None:
+    views = repo / "app/views.py"
+    before = views.stat()
+    views.write_text(views.read_text(encoding="utf-8").replace("ledger", "LEDGER"), encoding="utf-8")
+    os.utime(views, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _replace_by_link(repo: Path) -> None:
+    (repo / "app/views.py").unlink()
+    (repo / "app/views.py").symlink_to("models.py")
+
+
+def _link_folder_outside(repo: Path) -> None:
+    outside = repo.parent / "outside-docs"
+    shutil.move(repo / "docs", outside)
+    (repo / "docs").symlink_to(outside, target_is_directory=True)
+
+
+def _stash_an_edit(repo: Path) -> None:
+    (repo / "app/views.py").write_text("def show(ledger):\n    return None\n", encoding="utf-8")
+    git(repo, "stash", "--quiet")
+
+
+CHANGES = {
+    "an edit keeping size and mtime": _edit_keeping_size_and_time,
+    "a new file in a folder": lambda repo: (repo / "app/forms.py").write_text("form = 1\n", encoding="utf-8"),
+    "a new folder": lambda repo: (repo / "api").mkdir() or (repo / "api/routes.py").write_text("r = 1\n"),
+    "a new file among ignored ones": lambda repo: (repo / "logs/rotate.py").write_text("k = 1\n", encoding="utf-8"),
+    "a new file in an empty folder": lambda repo: (repo / "empty/new.py").write_text("n = 1\n", encoding="utf-8"),
+    "a new file in an ignored folder": lambda repo: (repo / "built/more.py").write_text("m = 1\n", encoding="utf-8"),
+    "an empty file filled": lambda repo: (repo / "app/pkg/__init__.py").write_text("x = 1\n", encoding="utf-8"),
+    "a deleted file": lambda repo: (repo / "app/views.py").unlink(),
+    "a rename": lambda repo: (repo / "app/views.py").rename(repo / "app/pages.py"),
+    "a file replaced by a link": _replace_by_link,
+    "a folder linked outside": _link_folder_outside,
+    "a .gitignore that stops ignoring": lambda repo: (repo / ".gitignore").write_text("built/\n", encoding="utf-8"),
+    "info/exclude ignoring a file": lambda repo: (repo / ".git/info/exclude").write_text(".codesearch/\nscratch.py\n"),
+    "a file committed": lambda repo: git(repo, "add", "scratch.py") and git(repo, "commit", "--quiet", "-m", "kept"),
+    "a checkout": lambda repo: git(repo, "checkout", "--quiet", "other"),
+    "an edit stashed": _stash_an_edit,
+    "a new file in a nested repository": lambda repo: (repo / "plugin/more.py").write_text("m = 2\n", encoding="utf-8"),
+    "a nested repository unmade": lambda repo: shutil.rmtree(repo / "plugin/.git"),
+}
+UNSEEN_BY_GIT = ("a new file in an ignored folder", "a new file in a nested repository")
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_recorded_tree_answers_without_git_until_anything_changes_and_then_as_git_does(tree, git_runs, change):
+    database = FilesTable(tree)
+    next_tick(database)
+    assert changed_files(tree, database) == [] and len(git_runs) == 1  # recorded
+    assert changed_files(tree, database) == [] and len(git_runs) == 1  # no git
+    CHANGES[change](tree)
+    answer = changed_files(tree, database)
+    assert answer == asked_of_git(tree, database)
+    if change in UNSEEN_BY_GIT:
+        assert answer == [] and len(git_runs) == 1  # not watched: git would not list it either
+    else:
+        assert len(git_runs) == 2 and bool(answer) == (change != "an edit stashed")
+
+
+def test_a_file_changed_in_the_tick_of_the_recording_is_not_trusted(tree, git_runs, monkeypatch):
+    from codesearch.indexer import freshness
+
+    database = FilesTable(tree)
+    next_tick(database)
+    views = tree / "app/views.py"
+    views.write_text(views.read_text(encoding="utf-8"), encoding="utf-8")
+    # The check's clock reads the tick of that write: a second write in the same tick would keep every stamp.
+    monkeypatch.setattr(freshness, "file_system_clock", lambda directory: os.lstat(views).st_ctime_ns)
+    assert changed_files(tree, database) == []
+    assert not (database.directory / freshness.SNAPSHOT_NAME).exists()
+    _edit_keeping_size_and_time(tree)
+    assert changed_files(tree, database) == ["app/views.py"] and len(git_runs) == 2
+
+
+def test_a_new_generation_of_the_index_or_a_changed_global_ignore_file_asks_git_again(tree, git_runs, monkeypatch,
+                                                                                        tmp_path):
+    (tmp_path / "config/git").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    database = FilesTable(tree)
+    next_tick(database)
+    assert changed_files(tree, database) == [] and len(git_runs) == 1
+    right = database.fingerprints["scratch.py"]
+    database.generation, database.fingerprints["scratch.py"] = 2, "stat:0:0"  # another run wrote the index
+    assert changed_files(tree, database) == ["scratch.py"] and len(git_runs) == 2
+    database.generation, database.fingerprints["scratch.py"] = 3, right
+    assert changed_files(tree, database) == [] and len(git_runs) == 3
+    assert changed_files(tree, database) == [] and len(git_runs) == 3
+    (tmp_path / "config/git/ignore").write_text("scratch.py\n", encoding="utf-8")
+    assert changed_files(tree, database) == ["scratch.py"] == asked_of_git(tree, database) and len(git_runs) == 4
+
+
+def test_names_in_any_encoding_are_recorded_and_their_edits_seen(tree, git_runs):
+    odd = os.fsencode(tree) + b"/caf\xe9.py"
+    with open(odd, "wb") as handle:
+        handle.write(b"latin = 1\n")
+    git(tree, "add", os.fsdecode(odd))
+    git(tree, "commit", "--quiet", "-m", "latin-1")
+    database = FilesTable(tree)
+    next_tick(database)
+    assert changed_files(tree, database) == [] and changed_files(tree, database) == [] and len(git_runs) == 1
+    with open(odd, "ab") as handle:
+        handle.write(b"more = 2\n")
+    assert changed_files(tree, database) == ["caf\\xe9.py"] and len(git_runs) == 2
+
+
+def test_a_tracked_folder_replaced_by_a_link_leading_out_is_never_recorded(tree, git_runs):
+    from codesearch.indexer.freshness import SNAPSHOT_NAME
+
+    _link_folder_outside(tree)  # what lstat sees through the link is outside anything recorded
+    database = FilesTable(tree)
+    next_tick(database)
+    assert changed_files(tree, database) == [] and changed_files(tree, database) == [] and len(git_runs) == 2
+    assert not (database.directory / SNAPSHOT_NAME).exists()
+    (tree.parent / "outside-docs/guide.md").write_text("# Moved\n", encoding="utf-8")
+    assert changed_files(tree, database) == [] == asked_of_git(tree, database)

@@ -52,8 +52,8 @@ _FORMAT = 1
 _FOLDER = re.compile(r"segment-(\d+)")
 # Names of earlier layouts (one whole FAISS file and one bm25s folder per generation; IVF's coarse quantizer)
 # and temporaries of killed runs: the only other names ever deleted here.
-_OWN_LEFTOVER = re.compile(r"(?:segment-\d+|quantizer-\d+\.faiss|vectors-\d+\.faiss|lexical-\d+|manifest\.json)"
-                           r"\.tmp\d+|vectors-\d+\.faiss|lexical-\d+|quantizer-\d+\.faiss")
+_OWN_LEFTOVER = re.compile(r"(?:segment-\d+|quantizer-\d+\.faiss|vectors-\d+\.faiss|lexical-\d+|manifest\.json"
+                           r"|tree-snapshot)\.tmp\d+|vectors-\d+\.faiss|lexical-\d+|quantizer-\d+\.faiss")
 MERGE_FACTOR = 10  # segments within a factor this wide of each other that merge (Lucene's segments per tier)
 SIZE_CLASS_FLOOR = 1000  # live chunks: every segment below this counts as this large when merges are planned
 DELETED_SHARE = 0.3  # a segment with more of its rows deleted than this is rewritten

@@ -43,6 +43,18 @@ _ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
 
 
 @dataclass(frozen=True)
+class GitListing:
+    """What git says of a work tree: its index's regular files (path -> blob id; None while in conflict) and
+    submodules, the paths status reports changed or untracked (a nested repository as its folder, with a
+    trailing slash), and the folders status reports ignored as a whole. git looks into none of these folders."""
+
+    staged: dict[str, str | None]
+    submodules: set[str]
+    dirty: set[str]
+    ignored_folders: set[str]
+
+
+@dataclass(frozen=True)
 class SourceFile:
     path: str  # repository-relative, POSIX separators, as stored_path() writes it
     fingerprint: str
@@ -100,21 +112,30 @@ def tracked_paths(root: Path, path: str) -> list[str]:
     return [name for name in listing.split("\0") if name]
 
 
-def discover_files(root: Path, notice: Callable[[str], None] | None = None) -> list[SourceFile]:
-    """Indexable files under root, sorted by path.
+def discover_files(root: Path, notice: Callable[[str], None] | None = None,
+                   accept: Callable[[str], bool] | None = None, max_bytes: int = MAX_FILE_BYTES) -> list[SourceFile]:
+    """Indexable files under root, sorted by path: source files, or those `accept` takes (the pictures of
+    source.media), up to `max_bytes` each.
 
     This is the whole cost of a refresh that finds nothing to do, so it stays close to what
     `git status` costs: both git commands run at once, and each file costs one lstat and a
     few string operations (pathlib here cost five times as much); each folder costs one lstat
     more, to skip those that are links leading out of the work tree.
     """
-    staged, dirty = _git_listings(root)
+    return files_listed(root, git_listing(root), notice, accept, max_bytes)
+
+
+def files_listed(root: Path, listing: GitListing, notice: Callable[[str], None] | None = None,
+                 accept: Callable[[str], bool] | None = None, max_bytes: int = MAX_FILE_BYTES) -> list[SourceFile]:
+    """discover_files() over a listing already taken (freshness keeps the listing to record what it saw)."""
+    staged, dirty = listing.staged, listing.dirty
     base = os.path.join(os.fspath(root), "")
     folder_inside: dict[str, bool] = {"": True}
     ambiguous = []
     files = []
+    accept = accept or is_indexable_path
     for name in sorted(staged.keys() | dirty):
-        if not is_indexable_path(name):
+        if not accept(name):
             continue
         path = name if name.isascii() else stored_path(name)
         if "\\x" in path and file_name(path) != name:
@@ -126,7 +147,7 @@ def discover_files(root: Path, notice: Callable[[str], None] | None = None) -> l
             info = os.lstat(base + name)
         except OSError:
             continue  # deleted in the work tree
-        if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= MAX_FILE_BYTES:
+        if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= max_bytes:
             continue  # symlinks, submodules, empty and oversized files
         blob = None if name in dirty else staged.get(name)
         fingerprint = f"blob:{blob}" if blob else f"stat:{info.st_size}:{info.st_mtime_ns}"
@@ -155,9 +176,14 @@ def _folder_inside(base: str, folder: str, known: dict[str, bool]) -> bool:
     return inside
 
 
+def in_skipped_folder(path: str) -> bool:
+    """Under a folder of generated or vendored files (node_modules, build, .git, ...)."""
+    return not _SKIPPED_PARTS.isdisjoint(path.split("/")[:-1])
+
+
 def is_indexable_path(path: str) -> bool:
-    *directories, name = path.split("/")
-    if not _SKIPPED_PARTS.isdisjoint(directories):
+    name = path.rpartition("/")[2]
+    if in_skipped_folder(path):
         return False
     if _SKIPPED_NAMES.search(name):
         return False
@@ -170,12 +196,16 @@ def looks_binary(data: bytes) -> bool:
     return b"\0" in data[:8192]
 
 
-def _git_listings(root: Path) -> tuple[dict[str, str | None], set[str]]:
-    """git's index (path -> blob id) and the paths git status reports, from two git runs side by side."""
+def git_listing(root: Path) -> GitListing:
+    """git's index and status of the work tree, from two git runs side by side."""
     ls_files = _start_git(root, "ls-files", "--stage", "-z")
+    # --ignored=matching costs git nothing more (it decides what is ignored anyway) and names the folders it
+    # did not look into, which a recorded snapshot of the tree (indexer.freshness) need not watch either.
     status = _start_git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
-                        "--ignore-submodules=all")
-    return _tracked_blobs(_finish_git(ls_files)), _dirty_paths(_finish_git(status))
+                        "--ignore-submodules=all", "--ignored=matching")
+    staged, submodules = _tracked_blobs(_finish_git(ls_files))
+    dirty, ignored_folders = _status_paths(_finish_git(status))
+    return GitListing(staged, submodules, dirty, ignored_folders)
 
 
 def _start_git(root: Path, *arguments: str) -> subprocess.Popen:
@@ -196,21 +226,32 @@ def _finish_git(process: subprocess.Popen) -> str:
     return output.decode("utf-8", "surrogateescape")
 
 
-def _tracked_blobs(output: str) -> dict[str, str | None]:
-    """Path -> blob id for regular files in `git ls-files --stage -z` output (symlinks and submodules
-    left out; a path with merge conflicts maps to None)."""
+def _tracked_blobs(output: str) -> tuple[dict[str, str | None], set[str]]:
+    """Path -> blob id for regular files in `git ls-files --stage -z` output (symlinks left out; a path with
+    merge conflicts maps to None), and the submodules' paths."""
     blobs: dict[str, str | None] = {}
+    submodules = set()
     for entry in output.split("\0"):
         if not entry:
             continue
         meta, path = entry.split("\t", 1)
         mode, blob, stage = meta.split()
-        if mode not in ("100644", "100755"):
+        if mode in ("100644", "100755"):
+            blobs[path] = blob if stage == "0" else None
+        elif mode == "160000":
+            submodules.add(path)
+    return blobs, submodules
+
+
+def _status_paths(output: str) -> tuple[set[str], set[str]]:
+    """Paths `git status --porcelain -z --ignored=matching` reports as modified, added or untracked (not
+    ignored), and the folders it reports ignored as a whole (without their trailing slash)."""
+    dirty, ignored_folders = set(), set()
+    for entry in output.split("\0"):
+        if len(entry) <= 3:
             continue
-        blobs[path] = blob if stage == "0" else None
-    return blobs
-
-
-def _dirty_paths(output: str) -> set[str]:
-    """Paths `git status --porcelain -z` reports as modified, added or untracked (not ignored)."""
-    return {entry[3:] for entry in output.split("\0") if len(entry) > 3}
+        if not entry.startswith("!!"):
+            dirty.add(entry[3:])
+        elif entry.endswith("/"):
+            ignored_folders.add(entry[3:-1])
+    return dirty, ignored_folders
