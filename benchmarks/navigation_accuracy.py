@@ -7,9 +7,9 @@ Each package's sdist is committed into a temporary git repository and indexed. T
 functions and methods defined (a `def` line) in the package's own code (not tests or docs), drawn with a
 fixed seed among those with at least one call site jedi finds. For each, the truth is jedi's references (Script.get_references,
 project scope) that are calls (the name followed by "("), the definition itself left out; ours are the call
-sites of the name that codesearch resolves to that definition (query/navigate.py, what `callers` lists).
-Prints per package and overall the precision and recall of call sites (path and line), micro-averaged, for
-every site codesearch resolves to the target and for those not marked ambiguous.
+sites `codesearch callers` lists for that definition (query/navigate.py), and those `callers --all` lists
+(ambiguous calls among more than two definitions too). Prints per package and overall the precision and
+recall of call sites (path and line), micro-averaged, for both.
 jedi (a maintained library on PyPI) is needed by this script only.
 """
 
@@ -62,18 +62,12 @@ def jedi_calls(repo: Path, project, relative: str, name) -> set[tuple[str, int]]
     return calls
 
 
-def our_calls(graph, relative: str, name, sure_only: bool = False) -> set[tuple[str, int]]:
-    targets = graph.definitions(name.name)
-    target = next((chunk for chunk in targets if chunk.path == relative
-                   and chunk.start_line <= name.line <= chunk.end_line), None)
-    if target is None:
-        return set()
-    found = set()
-    for site in graph.references(name.name, kinds=("call",)):
-        meant, how = graph.resolve(site.chunk.path, name.name, site.qualifier, targets)
-        if target in meant and not (sure_only and how == "ambiguous"):
-            found.add((site.chunk.path, site.line))
-    return found
+def our_calls(graph, relative: str, name, everything: bool = False) -> set[tuple[str, int]]:
+    """The call sites `codesearch callers` lists for the target (with --all when `everything`)."""
+    trees = graph.callers(name.name, everything=everything)
+    tree = next((tree for tree in trees if tree.chunk.path == relative
+                 and tree.chunk.start_line <= name.line <= tree.chunk.end_line), None)
+    return {(child.site.chunk.path, child.site.line) for child in tree.children} if tree else set()
 
 
 def score(requirement: str, count: int, model: str, verbose: bool = False) -> tuple[int, ...]:
@@ -92,7 +86,7 @@ def score(requirement: str, count: int, model: str, verbose: bool = False) -> tu
         random.Random(0).shuffle(candidates)
         store = IndexStore.open(index_dir(repo))
         graph = CodeGraph(store.database)
-        found = truth = both = sure_found = sure_both = 0
+        found = truth = both = all_found = all_both = 0
         taken = 0
         try:
             for relative, name in candidates:
@@ -100,8 +94,8 @@ def score(requirement: str, count: int, model: str, verbose: bool = False) -> tu
                 if not expected:
                     continue
                 ours = our_calls(graph, relative, name)
-                sure = our_calls(graph, relative, name, sure_only=True)
-                sure_found, sure_both = sure_found + len(sure), sure_both + len(sure & expected)
+                every = our_calls(graph, relative, name, everything=True)
+                all_found, all_both = all_found + len(every), all_both + len(every & expected)
                 if verbose and ours != expected:
                     print(f"  {relative}:{name.line} {name.name}: missed {sorted(expected - ours)[:6]} "
                           f"extra {sorted(ours - expected)[:6]}")
@@ -111,15 +105,15 @@ def score(requirement: str, count: int, model: str, verbose: bool = False) -> tu
                     break
         finally:
             store.close()
-    report(requirement, taken, found, truth, both, sure_found, sure_both)
-    return found, truth, both, sure_found, sure_both
+    report(requirement, taken, found, truth, both, all_found, all_both)
+    return found, truth, both, all_found, all_both
 
 
-def report(label: str, taken, found: int, truth: int, both: int, sure_found: int, sure_both: int) -> None:
+def report(label: str, taken, found: int, truth: int, both: int, all_found: int, all_both: int) -> None:
     print(f"{label:22} targets {taken:>3}  call sites: jedi {truth:4}, ours {found:4}, both {both:4}  "
-          f"precision {both / max(found, 1):.3f}  recall {both / max(truth, 1):.3f};  without ambiguous ones: "
-          f"ours {sure_found:4}, precision {sure_both / max(sure_found, 1):.3f}, "
-          f"recall {sure_both / max(truth, 1):.3f}", flush=True)
+          f"precision {both / max(found, 1):.3f}  recall {both / max(truth, 1):.3f};  with --all: "
+          f"ours {all_found:4}, precision {all_both / max(all_found, 1):.3f}, "
+          f"recall {all_both / max(truth, 1):.3f}", flush=True)
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codesearch.source.chunk import Chunk
+from codesearch.source.chunk import CHUNKER_VERSION, Chunk
+from codesearch.index.database import SCHEMA_VERSION
 from codesearch.query.api import Filters
 from codesearch.query.engine import search
 from codesearch.index.store import IndexStore
@@ -72,7 +73,8 @@ def build(directory: Path, chunks: int, dim: int, seed: int = 0) -> IndexStore:
         vectors = vectors_rng.normal(size=(len(file_chunks), dim)).astype(np.float32)
         store.database.cache_vectors(keys, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
         changed[path] = (f"fp{file_number}", file_chunks, keys)
-    store.replace_files({"model": "random", "dimension": dim}, changed, removed=[])
+    store.replace_files({"model": "random", "dimension": dim, "chunker_version": CHUNKER_VERSION,
+                         "schema_version": SCHEMA_VERSION}, changed, removed=[])
     return store
 
 

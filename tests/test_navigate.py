@@ -138,3 +138,159 @@ def test_an_index_built_without_the_code_graph_asks_to_be_rebuilt(repo, tmp_path
     database.close()
     result = codesearch("callers", "parse_config", cwd=copy)
     assert result.returncode == 2 and "run `codesearch index` to rebuild it" in result.stderr, result.stderr
+
+
+# -- resolution narrowed by what the code can see, without type-checking ----------------------------------------
+
+STORE = '''import os
+import json as _json
+from werkzeug.exceptions import abort
+
+
+class Base:
+    def save(self):
+        return os.path.join("a", "b")
+
+    def get(self, key):
+        return key
+
+
+class Child(Base):
+    def run(self):
+        self.save()
+        return super().get("k")
+
+    def get(self, key):
+        return _json.dumps(key)
+
+
+class Other:
+    def save(self):
+        return abort(404)
+
+    def get(self, key):
+        return None
+
+
+def use(thing, cache):
+    Child().run()
+    cache.save()
+    return thing.get("x")
+'''
+PATHS = '''def abort(code):
+    return code
+
+
+def join(*parts):
+    return "/".join(parts)
+
+
+def dumps(value):
+    return str(value)
+'''
+HELPERS_JS = '''const { render } = require("./view.js");
+const vary = require("vary");
+
+res.set = res.header = function header(field) {
+  vary(this, field);
+  return render(field);
+};
+'''
+VIEW_JS = '''exports.render = function render(template) {
+  return template;
+};
+
+function vary(response, field) {
+  return field;
+}
+'''
+
+
+@pytest.fixture(scope="module")
+def resolving(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("resolving") / "repo"
+    repo.mkdir()
+    (repo / "store.py").write_text(STORE)
+    (repo / "paths.py").write_text(PATHS)
+    (repo / "helpers.js").write_text(HELPERS_JS)
+    (repo / "view.js").write_text(VIEW_JS)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "store")
+    codesearch("index", str(repo), "--model", "minilm", check=True)
+    return repo
+
+
+def calls(repo: Path, name: str) -> dict[int, str]:
+    return {site["line"]: site["resolved"] for site in lines(repo, "refs", name, "--kind", "call")}
+
+
+def callers_of(repo: Path, name: str, *options: str) -> set[str]:
+    return {child["symbol"] for tree in lines(repo, "callers", name, *options) for child in tree["children"]}
+
+
+def test_self_and_super_mean_the_enclosing_class_and_its_bases(resolving):
+    assert calls(resolving, "save")[16] == "same class"  # self.save() in Child: Base's, not Other's
+    assert "Child.run" in callers_of(resolving, "Base.save")
+    assert "Child.run" not in callers_of(resolving, "Other.save")
+    assert callers_of(resolving, "Base.get") == {"Child.run"}  # super().get(): the base's, not Child's own
+
+
+def test_a_constructed_object_is_its_class(resolving):
+    assert calls(resolving, "run")[32] == "same file"
+    assert callers_of(resolving, "Child.run") == {"use"}
+
+
+def test_a_library_module_or_import_is_no_local_namesake(resolving):
+    # os.path.join is the library's, not the local `join`; `abort` imported from werkzeug is werkzeug's
+    assert calls(resolving, "join")[8] == "not defined here"
+    assert calls(resolving, "abort")[25] == "not defined here"
+    assert calls(resolving, "dumps") == {20: "not defined here"}  # through `import json as _json`
+
+
+def test_a_call_on_an_object_of_unknown_class_is_ambiguous_and_left_out_of_callers_unless_asked(resolving):
+    assert calls(resolving, "get")[34] == "ambiguous"  # thing.get(): three classes define get
+    assert "use" not in callers_of(resolving, "Other.get")
+    assert "use" in callers_of(resolving, "Other.get", "--all")
+    assert calls(resolving, "save")[33] == "ambiguous"  # cache.save(): two candidates, still listed
+    assert "use" in callers_of(resolving, "Other.save")
+    # callees lists an ambiguous call's candidates but follows them only when asked
+    followed = {options: {child["symbol"]: child["children"] for child in
+                          lines(resolving, "callees", "use", "--depth", "2", *options)[0]["children"]}
+                for options in ((), ("--all",))}
+    assert followed[()]["Child.get"] == [] and followed[("--all",)]["Child.get"][0]["symbol"] == "dumps"
+
+
+def test_javascript_require_is_an_import_and_chained_assignments_define_the_outer_name(resolving):
+    assert [d["symbol"] for d in lines(resolving, "defs", "set")] == ["res.set"]
+    assert calls(resolving, "render") == {6: "imported"}
+    assert calls(resolving, "vary") == {5: "not defined here"}  # the package's, not view.js's function
+
+
+# -- paging, as `codesearch query` and the MCP tools page ----------------------------------------------------
+
+
+def test_navigation_pages_by_offset_and_token_budget(repo):
+    every = lines(repo, "refs", "parse_config")
+    (first,) = lines(repo, "refs", "parse_config", "--max-tokens", "100")
+    assert first["total"] == len(every) and first["results"] == every[:len(first["results"])]
+    assert first["next_offset"] == len(first["results"]) < len(every)
+    (rest,) = lines(repo, "refs", "parse_config", "--max-tokens", "10000", "--offset", str(first["next_offset"]))
+    assert first["results"] + rest["results"] == every and rest["next_offset"] is None
+    assert lines(repo, "refs", "parse_config", "--offset", "1") == every[1:]
+    (trees,) = lines(repo, "callers", "parse_config", "--max-tokens", "100")
+    assert trees["results"][0]["symbol"] == "parse_config" and trees["next_offset"] is None
+    (reached,) = lines(repo, "impact", "config.py:5", "--max-tokens", "100", "--offset", "1")
+    assert reached["results"][0]["distance"] == 1 and reached["total"] == 3
+    (found,) = lines(repo, "defs", "parse_config", "--max-tokens", "100")
+    assert found["results"][0]["path"] == "config.py"
+    assert codesearch("refs", "parse_config", "--offset", "9", cwd=repo).returncode == 1
+
+
+def test_bad_paging_options_are_one_line_errors(repo):
+    for args, needle in ((("refs", "x", "--max-tokens", "100"), "--max-tokens needs --json"),
+                         (("refs", "x", "--json", "--max-tokens", "50"), "--max-tokens must be at least 100"),
+                         (("callers", "x", "--offset", "-1"), "--offset must be 0 or more")):
+        result = codesearch(*args, cwd=repo)
+        assert result.returncode == 2 and needle in result.stderr and \
+            len(result.stderr.strip().splitlines()) == 1, result.stderr

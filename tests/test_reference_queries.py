@@ -299,3 +299,45 @@ def test_definitions_are_not_references():
 @pytest.mark.parametrize("language_name", WITHOUT_REFERENCES)
 def test_languages_without_references_still_load(language_name):
     assert load_language(spec_by_name(language_name)) is not None
+
+
+def collected(language_name: str, source: str) -> list[tuple[str, str, int, str]]:
+    """What the chunker keeps: (name, kind, row, qualifier) as source/references.py collects them."""
+    from codesearch.source.references import collect_references
+
+    language, query = load_language(spec_by_name(language_name))
+    data = source.encode("utf-8")
+    return collect_references(QueryCursor(query).matches(Parser(language).parse(data).root_node), data)
+
+
+def test_an_import_keeps_where_it_comes_from_and_the_names_it_binds():
+    python = {(name, qualifier) for name, kind, _row, qualifier in collected("python", """\
+import os.path
+import json as _json
+from werkzeug.exceptions import abort
+from .helpers import flash as notify
+""") if kind == "import"}
+    assert python == {("os", ""), ("path", "os"), ("json", ""), ("_json", "json"),
+                      ("abort", "werkzeug.exceptions"), ("flash", ".helpers"), ("notify", ".helpers")}
+    javascript = {(name, qualifier) for name, kind, _row, qualifier in collected("javascript", """\
+import D, { a as b } from "mod";
+import * as ns from "./ns.js";
+const { x, y: z } = require("./x");
+const w = require("w");
+const v = notRequire("v");
+""") if kind == "import"}
+    assert javascript == {("D", "mod"), ("a", "mod"), ("b", "mod"), ("ns", "./ns.js"), ("x", "./x"), ("y", "./x"),
+                          ("w", "w")}
+
+
+def test_a_qualifier_is_the_chain_a_member_is_reached_through():
+    calls = {name: qualifier for name, kind, _row, qualifier in collected("python", """\
+os.path.join(a)
+super().save()
+Config(path).load()
+items[0].pop()
+self.cache.clear()
+""") if kind == "call"}
+    assert calls == {"join": "os.path", "super": "", "save": "super", "Config": "", "load": "Config()", "pop": ".",
+                     "clear": "self.cache"}
+    assert ("render", "call", 0, "ns.View()") in collected("javascript", "new ns.View(x).render();\n")

@@ -14,40 +14,72 @@ from dataclasses import replace
 from codesearch.source.syntax import node_text
 
 REFERENCE_KINDS = ("call", "type", "inherit", "import")
+# Functions whose call imports a module (`const x = require("./y")` in JavaScript): a match with @callee is an
+# import only when the callee is one of these, which a query without strings cannot say itself.
+IMPORT_CALLS = frozenset({"require"})
 MAX_NAME_CHARS = 200  # a name longer than this is no identifier (a grammar's error recovery)
-_PLAIN_NAME = re.compile(r"[$@]?[A-Za-z_][A-Za-z0-9_]*")
+# A plain name, or a chain of them (`os.path`, `self.serializer`): what a member is reached through.
+_PLAIN_CHAIN = re.compile(r"[$@]?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SUPER_CALL = re.compile(r"super\s*\(.*\)", re.DOTALL)  # Python's super() and super(Class, self)
 THROUGH_EXPRESSION = "."  # the qualifier of a name reached through an expression, not a plain name
+_CONSTRUCTIONS = frozenset({"call", "call_expression", "new_expression"})  # Python's, JavaScript's calls and `new`
 
 
 def collect_references(matches, source: bytes) -> list[tuple[str, str, int, str]]:
     """(name, kind, 0-based row, qualifier) of each reference the query's matches capture, in source order. The
-    qualifier is what a member's name is reached through, when that is a plain name (`json` in `json.load()`,
-    `self` in `self.load()`, `Config` in `Config::parse()`); see _qualifier."""
+    qualifier is what a member's name is reached through, when that is a plain name or a chain of them (`json`
+    in `json.load()`, `self` in `self.load()`, `Config` in `Config::parse()`; see _qualifier); for an import
+    with a @module capture, the module it comes from (`werkzeug.exceptions` of `from werkzeug.exceptions
+    import abort`)."""
     found = {}
     for _pattern, captures in matches:
-        if len(captures) != 2 or "name" not in captures:  # a reference's match holds @reference.<kind> and @name
+        # A reference's match holds @reference.<kind> and @name, and an import's may hold @module and @callee.
+        module = captures.get("module", ())
+        others = [capture for capture in captures if capture not in ("name", "module", "callee")]
+        if len(others) != 1 or "name" not in captures or len(module) > 1:
             continue
-        first, second = captures
-        capture = second if first == "name" else first
-        kind = capture[10:] if capture.startswith("reference.") else ""
+        if any(node_text(callee, source) not in IMPORT_CALLS for callee in captures.get("callee", ())):
+            continue
+        kind = others[0][10:] if others[0].startswith("reference.") else ""
         if kind not in REFERENCE_KINDS:
             continue
         for node in captures["name"]:
             start = node.start_point
             if (start.row, start.column, kind) not in found and 0 < node.end_byte - node.start_byte <= MAX_NAME_CHARS:
                 name = source[node.start_byte:node.end_byte].decode("utf-8", errors="replace")
-                found[start.row, start.column, kind] = (name, kind, start.row, _qualifier(node, source))
+                qualifier = _module(module[0], source) if module else _qualifier(node, source)
+                found[start.row, start.column, kind] = (name, kind, start.row, qualifier)
     return [found[key] for key in sorted(found)]
 
 
+def _module(node, source: bytes) -> str:
+    """Where an import's name comes from, as written (`werkzeug.exceptions`, `.helpers`, `./y` unquoted)."""
+    text = node_text(node, source).strip() if node.end_byte - node.start_byte <= MAX_NAME_CHARS else ""
+    return "".join(text.split()).strip("\"'`")
+
+
 def _qualifier(node, source: bytes) -> str:
-    """What a member's name is reached through: the plain name just before it in the same expression (`obj`
-    of `obj.name`), THROUGH_EXPRESSION when that is an expression (`self.app.name`, `f().name`), else ""."""
+    """What a member's name is reached through, as written just before it in the same expression: a plain name
+    or a dotted chain of them (`obj` of `obj.name`, `os.path` of `os.path.join`), "super" for `super().name`,
+    THROUGH_EXPRESSION for any other expression (`f().name`, `a[0].name`), else "". The chain is kept whole
+    because its first name says whose it is (an imported module's, the object's own) and its last which
+    module or class holds the member."""
     before = node.prev_named_sibling
     if before is None:
         return ""
-    text = node_text(before, source).strip() if before.end_byte - before.start_byte <= 80 else ""
-    return text if _PLAIN_NAME.fullmatch(text) else THROUGH_EXPRESSION
+    text = _short_text(before, source)
+    if _SUPER_CALL.fullmatch(text):
+        return "super"
+    if before.type in _CONSTRUCTIONS:  # `Foo(x).name`, `new ns.Foo().name`: through what a call of Foo made
+        named = _short_text(before.child_by_field_name("function") or before.child_by_field_name("constructor"),
+                            source)
+        return f"{named}()" if _PLAIN_CHAIN.fullmatch(named) else THROUGH_EXPRESSION
+    return text if _PLAIN_CHAIN.fullmatch(text) else THROUGH_EXPRESSION
+
+
+def _short_text(node, source: bytes) -> str:
+    """A node's text, stripped, when short enough to be a name or a chain of names; else ""."""
+    return node_text(node, source).strip() if node is not None and node.end_byte - node.start_byte <= 80 else ""
 
 
 def attach_references(chunks: list, references: list[tuple[str, str, int, str]]) -> list:
