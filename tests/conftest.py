@@ -201,3 +201,36 @@ def tiny_qwen2_dir(tmp_path_factory):
     )
     Qwen2Model(config).save_pretrained(directory)
     return directory
+
+
+# -- a tiny vision model (tests/test_vision_models.py has the other two architectures) --------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """CLIPModel with a byte-level CLIP tokenizer (every byte, a few merges) and 28-pixel crops."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    directory = tmp_path_factory.mktemp("tiny-clip")
+    characters = list(bytes_to_unicode().values())
+    merges = [("r", "e"), ("re", "d</w>"), ("o", "n</w>"), ("a", "t</w>"), ("c", "at</w>")]
+    vocabulary = {token: i for i, token in enumerate(characters + [c + "</w>" for c in characters]
+                                                     + [a + b for a, b in merges]
+                                                     + ["<|startoftext|>", "<|endoftext|>"])}
+    tokenizer = CLIPTokenizer(vocab=vocabulary, merges=merges, model_max_length=77)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    torch.manual_seed(0)
+    special = {"bos_token_id": vocabulary["<|startoftext|>"], "eos_token_id": vocabulary["<|endoftext|>"],
+               "pad_token_id": vocabulary["<|endoftext|>"]}
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocabulary), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, **special),
+        vision_config=dict(image_size=28, patch_size=14, hidden_size=16, intermediate_size=32,
+                           num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=8,
+    )
+    CLIPModel(config).save_pretrained(directory)
+    return directory

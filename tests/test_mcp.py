@@ -35,6 +35,8 @@ async def converse(repo):
             said["bad_offset"] = await session.call_tool("definitions", {"name": "x", "offset": -1})
             said["impact"] = await session.call_tool("impact", {"path": "uploads.py", "line": 28})
             said["map"] = await session.call_tool("repository_map", {"max_tokens": 200})
+            said["no_images"] = await session.call_tool("search", {"query": "diagram", "kind": "image"})
+            said["bad_kind"] = await session.call_tool("search", {"query": "diagram", "kind": "video"})
     return said
 
 
@@ -60,7 +62,8 @@ def test_the_server_lists_search_and_index_status(conversation):
     assert set(tools) == {"search", "index_status", "definitions", "references", "callers", "callees", "impact",
                           "repository_map"}
     schema = getattr(tools["search"], "input_schema", None) or tools["search"].inputSchema
-    assert set(schema["properties"]) == {"query", "k", "lang", "path", "mode", "per_file", "offset", "max_tokens"}
+    assert set(schema["properties"]) == {"query", "k", "lang", "path", "mode", "per_file", "offset", "max_tokens",
+                                         "kind", "image"}
     assert schema["required"] == ["query"]
     assert "question" in tools["search"].description
 
@@ -124,3 +127,9 @@ def test_impact_and_the_repository_map(conversation):
     entries = answer_of(said["map"])["results"]
     assert entries and {"path", "start_line", "symbol", "kind", "signature"} == set(entries[0])
     assert "def compute_checksum(data: bytes) -> str:" in [entry["signature"] for entry in entries]
+
+
+def test_pictures_asked_of_an_index_without_them_are_a_tool_error_naming_the_cure(conversation):
+    _, said = conversation
+    assert _is_error(said["no_images"]) and "--images" in said["no_images"].content[0].text
+    assert _is_error(said["bad_kind"]) and "kind" in said["bad_kind"].content[0].text

@@ -57,20 +57,32 @@ def index(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per chunk the model sees."),
     trust_remote_code: bool = TrustOption,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+    images: Optional[bool] = typer.Option(None, "--images/--no-images", help="Also index the repository's images and "
+                                          "rendered documentation pages (kept by later refreshes); --no-images drops them."),
+    image_model: Optional[str] = typer.Option(None, "--image-model", help="Vision model for images (bge-vl-v1.5, "
+                                              "bge-vl-screenshot, bge-vl-base or a directory; default: bge-vl-v1.5 "
+                                              "on a GPU, bge-vl-base on a CPU)."),
+    page_model: Optional[str] = typer.Option(None, "--page-model", help="Vision model for documentation pages "
+                                             "(default: bge-vl-screenshot on a GPU, bge-vl-base on a CPU)."),
 ):
     """Build or refresh the index of a repository."""
-    from codesearch.indexer.build import index_repository
+    from codesearch.indexer.build import PictureOptions, index_repository
 
     console = stderr_console()
+    # Naming a vision model asks for pictures.
+    pictures = PictureOptions(True if images is None and (image_model or page_model) else images, image_model, page_model)
     with TerminalProgress(console, quiet=as_json) as progress:
         report = index_repository(path, model=model or settings.default_model(), rebuild=rebuild, progress=progress,
-                                  max_length=max_length, trust_remote_code=trust_remote_code)
+                                  max_length=max_length, trust_remote_code=trust_remote_code, pictures=pictures)
     if as_json:
         print(json.dumps(report.as_json()))
     else:
         console.print(f"indexed {report.files} files, {report.chunks} chunks "
                       f"({report.embedded} embedded, {report.reused} reused, {report.removed} files removed) "
                       f"with {report.model} in {report.seconds:.1f}s")
+        for family in report.pictures:
+            console.print(f"indexed {family.pictures} {family.kind}s from {family.files} files ({family.embedded} "
+                          f"embedded, {family.skipped} skipped, {family.removed} removed) with {family.model}")
 
 
 @app.command()
@@ -97,6 +109,10 @@ def query(
     org_dir: Optional[Path] = typer.Option(None, "--org", help="Search an organisation index (codesearch org index) instead of one repository."),
     repo_names: List[str] = typer.Option([], "--repo-name", help="With --org: only this repository (repeatable)."),
     ray_address: Optional[str] = typer.Option(None, "--ray", help="With --org: shards kept in memory by actors of the Ray cluster at ADDRESS."),
+    kind: str = typer.Option("code", "--kind", help="What to search: code, image, page or all (pictures need "
+                             "`codesearch index --images`)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Ask with this image (and the words, if given): "
+                                         "pictures that look like it."),
 ):
     """Search the index; print ranked functions with path, lines, symbol and score."""
     from codesearch.cli.present import FORMATS
@@ -111,6 +127,9 @@ def query(
     from codesearch.query.api import page
 
     page([], offset, max_tokens or 100)  # the paging options checked before any work
+    if kind != "code" or image is not None:
+        _query_pictures(text, queries_file, image, kind, repo, k + offset, path_globs, trust_remote_code,
+                        output_format, files_only, context, offset, max_tokens)
     request = QueryRequest.from_options(read_queries(text, queries_file), paths=path_globs, k=k + offset, mode=mode,
                                         languages=tuple(lang), model=model, instruction=instruction,
                                         trust_remote_code=trust_remote_code,
@@ -136,6 +155,21 @@ def query(
             stderr_console().print(f"codesearch: started a server for the next queries (pid {started}; it stops "
                                    f"after {AUTOSTART_IDLE_SECONDS // 60} idle minutes; CODESEARCH_NO_AUTOSTART=1 "
                                    f"turns this off)", soft_wrap=True)
+    raise typer.Exit(EXIT_FOUND if any(hits[offset:] for hits in answer.hits) else EXIT_NOT_FOUND)
+
+
+def _query_pictures(text, queries_file, image, kind, repo, k, path_globs, trust_remote_code, output_format,
+                    files_only, context, offset, max_tokens) -> None:
+    from codesearch.query.api import QueryRequest
+    from codesearch.query.pictures import answer_with_pictures
+
+    texts = read_queries(text, queries_file) if image is None or text or queries_file else [None]
+    # The request of the words (a code answer's too), or of an image alone: its filters and k all the same.
+    request = QueryRequest.from_options([query or "image" for query in texts], paths=path_globs, k=k,
+                                        trust_remote_code=trust_remote_code).checked()
+    answer = answer_with_pictures(repo, request, texts, image, kind, _query_in_process)
+    _print_answer([text or f"image {image}" for text in texts], answer, output_format, files_only, context, offset,
+                  max_tokens)
     raise typer.Exit(EXIT_FOUND if any(hits[offset:] for hits in answer.hits) else EXIT_NOT_FOUND)
 
 
@@ -287,6 +321,8 @@ def status(
           f"indexed     {info['files']} files, {info['chunks']} chunks\nupdated     {updated}\n"
           f"stale       {info['stale_files']} files changed since (run `codesearch index` to refresh)\n"
           + (_describe_embedding(info) if info["unembedded"] else "")
+          + "".join(f"{family:<12}{about['pictures']} from {about['files']} files, with {about['model']}\n"
+                    for family, about in info["pictures"].items())
           + f"server      {_describe_server(info['server'])}")
 
 

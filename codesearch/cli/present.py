@@ -79,8 +79,14 @@ def print_hits(console, hits: list[Hit], answer: Answer, context: int = 0, max_l
             heading.append(f"{hit.repository}  ", style="bold green")
         heading.append(f"{chunk.path}:{chunk.start_line}-{chunk.end_line}", style="bold magenta")
         heading.append(f"  {chunk.symbol}", style="bold cyan")
-        heading.append(f"  {chunk.kind}, {chunk.language}, score {hit.score:.4f}", style="dim")
+        what = chunk.kind if chunk.kind == chunk.language else f"{chunk.kind}, {chunk.language}"  # a picture's are one
+        heading.append(f"  {what}, score {hit.score:.4f}", style="dim")
         console.print(heading)
+        if chunk.kind in ("image", "page"):  # a picture: where it is, and a few of a page's words
+            words = " ".join(chunk.text.split())
+            console.print(Text(f"    {chunk.context + ': ' if chunk.context else ''}{words[:200]}", style="dim"))
+            console.print()
+            continue
         root = answer.repository if hit.repository is None else answer.roots[hit.repository]
         first_line, code = _shown_code(chunk, root, context)
         lines = code.split("\n")
@@ -169,14 +175,11 @@ def print_trees(trees, output_format: str) -> None:
 
 def print_impact(reached, output_format: str) -> None:
     """Each definition a change reaches, with its distance in calls and the call that reaches it."""
-    from codesearch.query.navigate import definition_json
+    from codesearch.query.navigate import impact_json
 
     for chunk, distance, site in reached:
         if output_format == "json":
-            found = {**definition_json(chunk), "distance": distance}
-            if site is not None:
-                found["call"] = {"path": site.chunk.path, "line": site.line, "resolved": site.resolved}
-            print(json.dumps(found, ensure_ascii=False))
+            print(json.dumps(impact_json(chunk, distance, site), ensure_ascii=False))
         else:
             via = f"  via {site.chunk.path}:{site.line} [{site.resolved}]" if site is not None else ""
             print(f"{distance}  {chunk.path}:{chunk.start_line}-{chunk.end_line}  {chunk.symbol}{via}")

@@ -138,3 +138,20 @@ class TerminalProgress:
     def embedded(self, count: int) -> None:
         if self._bar is not None:
             self._bar.advance(self._task, count)
+
+    def planned_pictures(self, family: str, files: int) -> None:
+        """A bar of its own for a family's files (images, pages): read, rendered and embedded together."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self.quiet or not files:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn(family), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             console=self.console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(family, total=files)
+
+    def pictures_done(self, files: int) -> None:
+        self.embedded(files)

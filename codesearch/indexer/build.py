@@ -11,7 +11,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -49,10 +49,12 @@ class IndexReport:
     seconds: float = 0.0
     model: str = ""
     rebuilt_because: str = ""
+    pictures: list = field(default_factory=list)  # a pictures.PictureReport per family refreshed
 
     def as_json(self) -> dict:
-        return {"files": self.files, "chunks": self.chunks, "embedded": self.embedded, "reused": self.reused,
-                "removed": self.removed, "seconds": round(self.seconds, 3), "model": self.model}
+        found = {"files": self.files, "chunks": self.chunks, "embedded": self.embedded, "reused": self.reused,
+                 "removed": self.removed, "seconds": round(self.seconds, 3), "model": self.model}
+        return {**found, **{report.kind + "s": report.as_json() for report in self.pictures}}
 
 
 class Progress:
@@ -64,13 +66,21 @@ class Progress:
 
     def notice(self, message: str) -> None: ...
 
+    def planned_pictures(self, family: str, files: int) -> None: ...
+
+    def pictures_done(self, files: int) -> None: ...
+
 
 def index_repository(path: str | Path, model: str | None = None, rebuild: bool = False,
                      progress: Progress | None = None, embedder_factory: Callable[[ModelSpec], Embedder] | None = None,
-                     lock_timeout: float = 10.0, refresh_only: bool = False, **model_options) -> IndexReport:
+                     lock_timeout: float = 10.0, refresh_only: bool = False, pictures: PictureOptions | None = None,
+                     **model_options) -> IndexReport:
     """Build the repository's index, or bring it up to date with the working tree. `refresh_only`: never
-    rebuild (an index another chunker or format wrote raises instead), as a query's refresh must not; a
-    writer already at work raises IndexBusy after `lock_timeout` seconds."""
+    rebuild (an index another chunker or format wrote raises instead), as a query's refresh must not, and
+    leave the pictures (a code answer waits for no vision model); a writer already at work raises IndexBusy
+    after `lock_timeout` seconds. `pictures`: add or drop the images and pages (indexer/pictures.py); an
+    index keeps those it has otherwise."""
+    pictures = pictures or PictureOptions()
     progress = progress or Progress()
     embedder_factory = embedder_factory or load_embedder
     started = time.perf_counter()
@@ -88,8 +98,13 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
     store = IndexStore.open(directory, create=True)
     try:
         with store.lock(lock_timeout):
-            return _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options,
-                                 refresh_only)
+            report = _index_locked(root, store, model, rebuild, progress, embedder_factory, started, model_options,
+                                   refresh_only)
+            if not refresh_only:
+                report.pictures = _refresh_pictures(root, store, pictures, rebuild, progress,
+                                                    model_options.get("trust_remote_code", False))
+                report.seconds = time.perf_counter() - started
+            return report
     except (OSError, sqlite3.Error) as error:
         if is_damaged(error):
             raise damaged(store.directory, error) from None
@@ -99,6 +114,36 @@ def index_repository(path: str | Path, model: str | None = None, rebuild: bool =
                               f"the previous index is intact") from None
     finally:
         store.close()
+
+
+@dataclass(frozen=True)
+class PictureOptions:
+    """What `index` is asked of pictures: add them (True), drop them (False) or keep what the index has (None),
+    and with which models (None: the family's own, else pictures.default_model)."""
+
+    wanted: bool | None = None
+    image_model: str | None = None
+    page_model: str | None = None
+    embedder_factory: Callable | None = None  # a test's stand-in for the vision models
+
+
+def _refresh_pictures(root: Path, store: IndexStore, options: PictureOptions, rebuild: bool, progress,
+                      trust_remote_code: bool) -> list:
+    """The picture families brought up to date. Their module imports no vision code: a model, Pillow and the
+    renderer load only when a file is read."""
+    from codesearch.indexer.pictures import FOLDERS, KINDS, kinds_present, refresh_pictures
+    from codesearch.trust import remove_path
+
+    present = kinds_present(store.directory)
+    if options.wanted is False:
+        for kind in present:
+            remove_path(store.directory / FOLDERS[kind])
+        return []
+    kinds = list(KINDS) if options.wanted else present
+    if not kinds:
+        return []
+    return refresh_pictures(root, store.directory, kinds, {"image": options.image_model, "page": options.page_model},
+                            progress, options.embedder_factory, rebuild, trust_remote_code=trust_remote_code)
 
 
 def _prepare_query_runtime(spec: ModelSpec, progress: Progress) -> None:

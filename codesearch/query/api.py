@@ -213,6 +213,8 @@ def hit_json(hit: Hit, code: bool = False, exact: bool = False) -> dict:
              "symbol": chunk.symbol, "kind": chunk.kind, "language": chunk.language, "score": round(hit.score, 6)}
     if hit.repository is not None:
         found = {"repository": hit.repository, **found}
+    if chunk.kind == "page":  # a documentation page's screenshot: its heading, and which page of the file
+        found.update(heading=chunk.symbol, page=int(chunk.context.rpartition(" ")[2] or 0))
     if code or exact:
         found["code"] = chunk.text
     if exact:

@@ -81,6 +81,9 @@ class Engine:
             info["unembedded"] = unembedded
             rate = manifest.get("embedding_rate")
             info["embedding_eta_seconds"] = round(unembedded / rate) if unembedded and rate else None
+            from codesearch.query.pictures import picture_status
+
+            info["pictures"] = picture_status(self.store.directory)
         return {**info, "generation": manifest.get("generation"), "updated_at": manifest.get("updated_at"),
                 "prompts": manifest.get("prompts"), "dtype": manifest.get("dtype")}
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 
-from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
+from typing_extensions import NotRequired, TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 from codesearch.errors import BadRequest, CodesearchError
 from codesearch.query.api import QueryRequest, hit_json, page
@@ -38,7 +38,8 @@ MAX_TOKENS = 20_000  # an answer's default size: Claude Code refuses tool output
 
 # A request field, as the tools' parameters name it.
 PARAMETERS = {"queries": "query", "languages": "lang", "include": "path", "exclude": "path", "k": "k", "mode": "mode",
-              "per_file": "per_file", "offset": "offset", "max_tokens": "max_tokens", "depth": "depth"}
+              "per_file": "per_file", "offset": "offset", "max_tokens": "max_tokens", "depth": "depth",
+              "kind": "kind"}
 
 
 class FoundCode(TypedDict):  # the schema the agent sees of query.api.hit_json(hit, code=True)
@@ -49,7 +50,9 @@ class FoundCode(TypedDict):  # the schema the agent sees of query.api.hit_json(h
     kind: str
     language: str
     score: float
-    code: str
+    code: str  # a picture's: a page's words, an image's nothing
+    heading: NotRequired[str]  # a documentation page's
+    page: NotRequired[int]  # which page of its file
 
 
 class SearchAnswer(TypedDict):
@@ -120,13 +123,16 @@ def build_server(path: str | Path, service: Service | None = None):
     except CodesearchError:
         root = Path(path).absolute()
     server_class, tool_error = _sdk()
+    from codesearch.query.pictures import vision_models
+
+    vision = vision_models({})  # loaded on a first question about pictures, kept for the next
     server = server_class("codesearch", instructions=INSTRUCTIONS.format(root=root), log_level="WARNING")
 
     @server.tool()
     @_user_errors_as(tool_error)
     def search(query: str, k: int = 10, lang: list[str] | None = None, path: list[str] | None = None,
                mode: str = "hybrid", per_file: int | None = None, offset: int = 0,
-               max_tokens: int = MAX_TOKENS) -> SearchAnswer:
+               max_tokens: int = MAX_TOKENS, kind: str = "code", image: str | None = None) -> SearchAnswer:
         """Find the code that answers a question about this repository.
 
         query: a question in plain language ("where do we retry failed uploads") or an identifier.
@@ -137,8 +143,14 @@ def build_server(path: str | Path, service: Service | None = None):
         per_file: at most this many results from one file (0: no limit; default: the engine's).
         offset, max_tokens: the page: the results ranked offset+1 to offset+k, as many as fit max_tokens;
         next_offset asks for the rest.
-        Returns ranked chunks: path, start_line, end_line, symbol, kind, language, score and code.
+        kind: "code" (default), "image", "page" (documentation pages) or "all": pictures need an index built
+        with `codesearch index --images`. image: the path of an image file to search with (pictures that look
+        like it; with `query`, pictures like it changed as the words say); query may then be "".
+        Returns ranked chunks: path, start_line, end_line, symbol, kind, language, score and code; a page
+        also its heading and page number.
         """
+        if kind != "code" or image:
+            return run_picture_search(repository, query, k, path or [], offset, max_tokens, kind, image, vision)
         return run_search(repository, query, k, lang or [], path or [], mode, per_file, offset, max_tokens)
 
     @server.tool()
@@ -158,7 +170,7 @@ def build_server(path: str | Path, service: Service | None = None):
                    path: list[str] | None = None, offset: int = 0, max_tokens: int = MAX_TOKENS) -> dict:
         """Every place that refers to a name: calls, type uses, inheritance and imports (kind: any of "call",
         "type", "inherit", "import"), each with the definition it sits in and how sure the resolution is
-        ("same file", "imported", "unique", "ambiguous", "not defined here")."""
+        ("same file", "same class", "imported", "unique", "ambiguous", "not defined here")."""
         from codesearch.query.navigate import site_json
 
         found = _navigate(repository, lambda graph: graph.references(name, tuple(kind or ())), lang, path)
@@ -167,36 +179,37 @@ def build_server(path: str | Path, service: Service | None = None):
     @server.tool()
     @_user_errors_as(tool_error)
     def callers(name: str, depth: int = 1, lang: list[str] | None = None, path: list[str] | None = None,
-                offset: int = 0, max_tokens: int = MAX_TOKENS) -> dict:
-        """Who calls a name: a tree per definition of it, `depth` levels up (1 to 10)."""
+                offset: int = 0, max_tokens: int = MAX_TOKENS, all: bool = False) -> dict:
+        """Who calls a name: a tree per definition of it, `depth` levels up (1 to 10). A call that could mean
+        more than two definitions (`x.get()` on an object of unknown class) is left out unless `all`."""
         from codesearch.query.navigate import node_json
 
-        found = _navigate(repository, lambda graph: graph.callers(name, _depth(depth)), lang, path)
+        found = _navigate(repository, lambda graph: graph.callers(name, _depth(depth), all), lang, path)
         return page([node_json(tree) for tree in found], offset, max_tokens)
 
     @server.tool()
     @_user_errors_as(tool_error)
     def callees(name: str, depth: int = 1, lang: list[str] | None = None, path: list[str] | None = None,
-                offset: int = 0, max_tokens: int = MAX_TOKENS) -> dict:
+                offset: int = 0, max_tokens: int = MAX_TOKENS, all: bool = False) -> dict:
         """What a name's code calls: a tree per definition of it, `depth` levels down (1 to 10); a call of a
-        name this repository does not define is a leaf of kind "external"."""
+        name this repository does not define is a leaf of kind "external", and a call that could mean more
+        than two definitions a leaf that is not followed, unless `all`."""
         from codesearch.query.navigate import node_json
 
-        found = _navigate(repository, lambda graph: graph.callees(name, _depth(depth)), lang, path)
+        found = _navigate(repository, lambda graph: graph.callees(name, _depth(depth), all), lang, path)
         return page([node_json(tree) for tree in found], offset, max_tokens)
 
     @server.tool()
     @_user_errors_as(tool_error)
     def impact(path: str, line: int | None = None, depth: int = 5, offset: int = 0,
-               max_tokens: int = MAX_TOKENS) -> dict:
+               max_tokens: int = MAX_TOKENS, all: bool = False) -> dict:
         """What a change at a place can reach: the definitions in file `path` (at `line` when given), then
-        every definition that calls them, transitively up to `depth` calls away, nearest first."""
-        from codesearch.query.navigate import definition_json
+        every definition that calls them, transitively up to `depth` calls away, nearest first; through calls
+        that could mean more than two definitions only when `all`."""
+        from codesearch.query.navigate import impact_json
 
-        found = _navigate(repository, lambda graph: graph.impact(path, line, _depth(depth)), None, None)
-        return page([{**definition_json(chunk), "distance": distance,
-                      **({"call": {"path": site.chunk.path, "line": site.line, "resolved": site.resolved}}
-                         if site is not None else {})} for chunk, distance, site in found], offset, max_tokens)
+        found = _navigate(repository, lambda graph: graph.impact(path, line, _depth(depth), all), None, None)
+        return page([impact_json(chunk, distance, site) for chunk, distance, site in found], offset, max_tokens)
 
     @server.tool()
     @_user_errors_as(tool_error)
@@ -246,6 +259,24 @@ def run_search(repository: _Repository, query: str, k: int, languages: list[str]
     answer = repository.service.query(repository.opened(), replace(request, k=request.k + offset))
     found = page([hit_json(hit, code=True) for hit in answer.hits[0]], offset, max_tokens)
     return {"query": request.queries[0], "repository": str(answer.repository), "results": found["results"],
+            "next_offset": found["next_offset"], "generation": answer.generation,
+            "stale_files": answer.freshness.stale_files, "embedded": round(answer.embedded, 4)}
+
+
+def run_picture_search(repository: _Repository, query: str, k: int, globs: list[str], offset: int, max_tokens: int,
+                       kind: str, image: str | None, vision) -> dict:
+    """A search of the repository's pictures (answered on this thread, with the models `vision` holds), fused
+    by rank with its code when `kind` is all."""
+    from codesearch.query.pictures import answer_with_pictures
+
+    texts = [query] if query.strip() or not image else [None]
+    request = QueryRequest.from_options([text or "image" for text in texts], paths=globs, k=k).checked()
+    page([], offset, max_tokens)
+    root = repository.opened()
+    answer = answer_with_pictures(root, replace(request, k=request.k + offset), texts, Path(image) if image else None,
+                                  kind, lambda _, asked: repository.service.query(root, asked), vision)
+    found = page([hit_json(hit, code=True) for hit in answer.hits[0]], offset, max_tokens)
+    return {"query": query, "repository": str(answer.repository), "results": found["results"],
             "next_offset": found["next_offset"], "generation": answer.generation,
             "stale_files": answer.freshness.stale_files, "embedded": round(answer.embedded, 4)}
 
