@@ -229,3 +229,31 @@ async def ask_mcp(repository, arguments):
         async with ClientSession(read, write) as session:
             await session.initialize()
             return await session.call_tool("search", arguments)
+
+
+def test_a_vision_model_that_cannot_be_had_leaves_no_family_and_a_plain_refresh_only_a_notice(repository, tmp_path):
+    from codesearch.errors import CodesearchError
+    from codesearch.indexer.build import PictureOptions, index_repository
+
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(CodesearchError, match="no-such-model"):
+        index_repository(repository, model="minilm", embedder_factory=FakeEmbedder,
+                         pictures=PictureOptions(True, image_model=missing, page_model=missing))
+    assert not (repository / ".codesearch" / "images").exists()
+    build(repository)  # now with a model that can be had
+
+    class Notices:
+        said: list = []
+
+        def __getattr__(self, name):
+            return lambda *args: self.said.append(args[0]) if name == "notice" else None
+
+    from codesearch.embedding import vision
+
+    def gone(spec):
+        raise CodesearchError(f"vision model {spec.source!r} is not in the local cache")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vision, "pin_vision_model", gone)
+        report = index_repository(repository, model="minilm", embedder_factory=FakeEmbedder, progress=Notices())
+    assert report.pictures == [] and any("were not refreshed" in said for said in Notices.said)

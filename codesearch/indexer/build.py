@@ -143,7 +143,8 @@ def _refresh_pictures(root: Path, store: IndexStore, options: PictureOptions, re
     if not kinds:
         return []
     return refresh_pictures(root, store.directory, kinds, {"image": options.image_model, "page": options.page_model},
-                            progress, options.embedder_factory, rebuild, trust_remote_code=trust_remote_code)
+                            progress, options.embedder_factory, rebuild, trust_remote_code=trust_remote_code,
+                            asked=bool(options.wanted))
 
 
 def _prepare_query_runtime(spec: ModelSpec, progress: Progress) -> None:

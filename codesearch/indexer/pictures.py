@@ -70,10 +70,20 @@ def default_model(kind: str) -> str:
 
 def refresh_pictures(root: Path, index_directory: Path, kinds, models: dict[str, str | None], progress,
                      embedder_factory: Callable | None = None, rebuild: bool = False, refresh_only: bool = False,
-                     trust_remote_code: bool = False) -> list[PictureReport]:
-    """Bring each family of `kinds` up to date with the working tree. The caller holds the code index's lock."""
-    return [_refresh_family(root, family_directory(index_directory, kind), kind, models.get(kind), progress,
-                            embedder_factory, rebuild, refresh_only, trust_remote_code) for kind in kinds]
+                     trust_remote_code: bool = False, asked: bool = True) -> list[PictureReport]:
+    """Bring each family of `kinds` up to date with the working tree. The caller holds the code index's lock.
+    A family that cannot be refreshed (its model gone from the cache, say) is an error when the pictures were
+    `asked` for, and otherwise a notice: a commit's refresh of the code must not fail for them."""
+    reports = []
+    for kind in kinds:
+        try:
+            reports.append(_refresh_family(root, family_directory(index_directory, kind), kind, models.get(kind),
+                                           progress, embedder_factory, rebuild, refresh_only, trust_remote_code))
+        except CodesearchError as error:
+            if asked:
+                raise
+            progress.notice(f"the {FOLDERS[kind]} were not refreshed: {error}")
+    return reports
 
 
 def require_picture_libraries() -> None:
@@ -91,14 +101,16 @@ def _refresh_family(root, directory, kind, model, progress, embedder_factory, re
     from codesearch.embedding.vision import pin_vision_model, resolve_vision_model
 
     require_picture_libraries()
+    manifest = _recorded_manifest(directory)
+    if manifest and model and not rebuild and resolve_vision_model(model).name != manifest.get("model"):
+        raise CodesearchError(f"this index's {FOLDERS[kind]} were embedded with {manifest.get('model')!r}; "
+                              f"pass --rebuild to embed them with {model!r}")
+    # The model is found (or found missing, in one line) before the family's folder is made: a model that
+    # cannot be had leaves no family behind for every later refresh to trip on.
+    spec = pin_vision_model(resolve_vision_model(model or manifest.get("model") or default_model(kind),
+                                                 trust_remote_code=trust_remote_code))
     store = IndexStore.open(directory, create=True)
     try:
-        manifest = store.database.manifest()
-        if manifest and model and not rebuild and resolve_vision_model(model).name != manifest.get("model"):
-            raise CodesearchError(f"this index's {FOLDERS[kind]} were embedded with {manifest.get('model')!r}; "
-                                  f"pass --rebuild to embed them with {model!r}")
-        spec = pin_vision_model(resolve_vision_model(model or manifest.get("model") or default_model(kind),
-                                                     trust_remote_code=trust_remote_code))
         reason = _needs_rebuild(manifest, spec.fingerprint)
         if reason and refresh_only:
             raise CodesearchError(f"the index's {FOLDERS[kind]} must be rebuilt ({reason}); run `codesearch index`")
@@ -147,6 +159,17 @@ def _refresh_family(root, directory, kind, model, progress, embedder_factory, re
         report.files = store.database.file_count()
         report.pictures = store.database.chunk_count()
         return report
+    finally:
+        store.close()
+
+
+def _recorded_manifest(directory: Path) -> dict:
+    """The family's manifest, {} when it has none yet."""
+    if not os.path.lexists(directory):
+        return {}
+    store = IndexStore.open(directory, create=True)  # a folder left without its database is made whole
+    try:
+        return store.database.manifest()
     finally:
         store.close()
 
