@@ -215,6 +215,22 @@ def test_through_the_command_line_with_a_real_clip_and_real_pages(repository, ti
     assert result.returncode == 2 and "kind" in result.stderr
     said = anyio.run(ask_mcp, repository, {"query": "", "kind": "image", "image": str(query_image), "k": 3})
     assert json.loads(said.content[0].text)["results"][0]["path"] == "docs/diagram.png"
+    in_process = codesearch("query", "--repo", str(repository), "load balancer", "--kind", "all", "--json")
+    from test_serve import start_server, stop_process
+
+    server = start_server(repository, tmp_path / "serve.log")
+    try:  # the server keeps the vision model: the same answers, from it
+        served = codesearch("query", "--repo", str(repository), "--kind", "image", "--image", str(query_image),
+                            "--json", "-v")
+        assert "answered by the running server" in served.stderr, served.stderr
+        assert json.loads(served.stdout)["results"][0]["path"] == "docs/diagram.png"
+        both = codesearch("query", "--repo", str(repository), "load balancer", "--kind", "all", "--json")
+        assert [(hit["path"], hit["kind"]) for hit in json.loads(both.stdout)["results"]] == \
+            [(hit["path"], hit["kind"]) for hit in json.loads(in_process.stdout)["results"]]
+        missing = codesearch("query", "--repo", str(repository), "--kind", "image", "--image", str(tmp_path / "none.png"))
+        assert missing.returncode == 2 and "cannot read image" in missing.stderr
+    finally:
+        stop_process(server)
 
 
 async def ask_mcp(repository, arguments):

@@ -129,7 +129,7 @@ def query(
     page([], offset, max_tokens or 100)  # the paging options checked before any work
     if kind != "code" or image is not None:
         _query_pictures(text, queries_file, image, kind, repo, k + offset, path_globs, trust_remote_code,
-                        output_format, files_only, context, offset, max_tokens)
+                        output_format, files_only, context, offset, max_tokens, verbose)
     request = QueryRequest.from_options(read_queries(text, queries_file), paths=path_globs, k=k + offset, mode=mode,
                                         languages=tuple(lang), model=model, instruction=instruction,
                                         trust_remote_code=trust_remote_code,
@@ -142,8 +142,7 @@ def query(
         raise typer.Exit(EXIT_FOUND if any(hits[offset:] for hits in answer.hits) else EXIT_NOT_FOUND)
     answer = served = try_server(repo, request)
     if verbose:
-        stderr_console().print(f"codesearch: answered by the running server for {served.repository}" if served
-                               else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
+        _say_who_answered(served)
     if not served:  # imported only now: a served query needs none of the in-process machinery
         answer = _query_in_process(repo, request)
     _print_answer(request.queries, answer, output_format, files_only, context, offset, max_tokens)  # then the server
@@ -159,7 +158,7 @@ def query(
 
 
 def _query_pictures(text, queries_file, image, kind, repo, k, path_globs, trust_remote_code, output_format,
-                    files_only, context, offset, max_tokens) -> None:
+                    files_only, context, offset, max_tokens, verbose) -> None:
     from codesearch.query.api import QueryRequest
     from codesearch.query.pictures import answer_with_pictures
 
@@ -167,10 +166,26 @@ def _query_pictures(text, queries_file, image, kind, repo, k, path_globs, trust_
     # The request of the words (a code answer's too), or of an image alone: its filters and k all the same.
     request = QueryRequest.from_options([query or "image" for query in texts], paths=path_globs, k=k,
                                         trust_remote_code=trust_remote_code).checked()
-    answer = answer_with_pictures(repo, request, texts, image, kind, _query_in_process)
+    from codesearch.query.pictures import checked_kind
+    from codesearch.server.client import try_server
+
+    checked_kind(kind, image is not None)
+    image = image.resolve() if image is not None else None  # the server reads it, as this user
+    # A running server keeps the vision models loaded; otherwise they load here, for this answer only.
+    answer = served = try_server(repo, request, {"kind": kind, "image": str(image) if image else None,
+                                                 "words": texts != [None]})
+    if verbose:
+        _say_who_answered(served)
+    if not served:
+        answer = answer_with_pictures(repo, request, texts, image, kind, _query_in_process)
     _print_answer([text or f"image {image}" for text in texts], answer, output_format, files_only, context, offset,
                   max_tokens)
     raise typer.Exit(EXIT_FOUND if any(hits[offset:] for hits in answer.hits) else EXIT_NOT_FOUND)
+
+
+def _say_who_answered(served) -> None:
+    stderr_console().print(f"codesearch: answered by the running server for {served.repository}" if served
+                           else f"codesearch: answered in-process ({served.reason})", soft_wrap=True)
 
 
 def _query_in_process(repo: Path, request) -> "Answer":

@@ -51,14 +51,14 @@ class NoAnswer(OSError):
     """The server was not asked, or did not answer; the message says why."""
 
 
-def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotServed:
+def try_server(path: str | os.PathLike, request: QueryRequest, pictures: dict | None = None) -> Answer | NotServed:
     """The answer of a running server for the repository at `path`, or why the work is done in-process.
 
     In-process when no server runs there (no socket, or a stale one), when CODESEARCH_NO_SERVER is
     set, when the socket's folder or the process behind it is not this user's, when the server does
     not answer within FIRST_BYTE_SECONDS, or when it failed in a way in-process work may not; a user
     error (an unknown model, an empty index) is raised as the same CodesearchError the in-process
-    path raises.
+    path raises. `pictures` asks about pictures (protocol.picture_fields).
     """
     if settings.server_disabled():
         return NotServed("CODESEARCH_NO_SERVER is set")
@@ -74,7 +74,7 @@ def try_server(path: str | os.PathLike, request: QueryRequest) -> Answer | NotSe
     hits, generation = [], 0
     try:
         for batch in _batches(list(request.queries)):
-            response = request_server(found, {**request_message(replace(request, queries=batch)), **naming})
+            response = request_server(found, {**request_message(replace(request, queries=batch), pictures), **naming})
             if not response.get("ok"):
                 if response.get("user_error"):
                     raise CodesearchError(response.get("error", "the server refused the query"))

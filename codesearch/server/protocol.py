@@ -146,11 +146,26 @@ def read_token(socket_file: Path) -> str | None:
 
 # -- a request and its answer as messages -----------------------------------------------------------
 
-def request_message(request: QueryRequest) -> dict:
+def request_message(request: QueryRequest, pictures: dict | None = None) -> dict:
+    """A query request; `pictures` ({"kind", "image", "words"}, see picture_fields) asks about pictures."""
     return {"op": "query", "queries": list(request.queries), "k": request.k, "mode": request.mode,
             "languages": list(request.languages), "include": list(request.include), "exclude": list(request.exclude),
             "model": request.model, "instruction": request.instruction, "trust_remote_code": request.trust_remote_code,
-            "per_file": request.per_file}
+            "per_file": request.per_file, **(pictures or {})}
+
+
+def picture_fields(data: dict) -> tuple[str, Path | None, bool] | None:
+    """(kind, image, whether the queries are words) of a request about pictures; None for one about code. The
+    image is a path the asking user named, absolute (the server runs as that user and reads it as they would);
+    without words, the queries only stand for the one image."""
+    kind, image, words = data.get("kind", "code"), data.get("image"), data.get("words", True)
+    if not isinstance(kind, str):
+        raise BadRequest("kind", "\"{name}\" must be a string")
+    if image is not None and (not isinstance(image, str) or not Path(image).is_absolute()):
+        raise BadRequest("image", "\"{name}\" must be an absolute path")
+    if not isinstance(words, bool) or (not words and image is None):
+        raise BadRequest("words", "\"{name}\" must be true or false, and false only with an image")
+    return None if kind == "code" and image is None else (kind, Path(image) if image else None, words)
 
 
 def request_from_message(data: dict) -> QueryRequest:

@@ -56,7 +56,8 @@ from typing import Callable
 
 from codesearch.errors import CodesearchError
 from codesearch.server.protocol import (MAX_REQUEST_BYTES, answer_message, check_socket_folder, lock_path, peer_problem,
-                                        request_from_message, socket_path, token_path, user_socket_path)
+                                        picture_fields, request_from_message, socket_path, token_path,
+                                        user_socket_path)
 from codesearch.server.service import RemoteCodeRefused, Service
 from codesearch.trust import open_private, write_private_file
 
@@ -231,7 +232,13 @@ class Dispatcher:
             return {"ok": True, **self.service.status(root, bool(message.get("stale")), waiting),
                     "idle_exit": self.idle_exit}
         request = request_from_message(message).checked()
-        answer = self.service.query(root, request, waiting)
+        pictures = picture_fields(message)
+        if pictures is not None:
+            kind, image, words = pictures
+            texts = list(request.queries) if words else [None] * len(request.queries)
+            answer = self.service.pictures(root, request, texts, image, kind, waiting)
+        else:
+            answer = self.service.query(root, request, waiting)
         return answer_message(request.queries, answer)
 
     def _root_named(self, repo) -> Path:

@@ -101,6 +101,7 @@ class Service:
     _worker: _Worker = field(default_factory=_Worker)
     _indexes: dict = field(default_factory=dict)
     _models: object = None
+    _vision: object = None  # spec -> vision model (query.pictures.vision_models), once a picture is asked about
 
     def __post_init__(self):
         from codesearch.embedding.load import LoadedModels
@@ -123,6 +124,24 @@ class Service:
                                     "turn it on; restart it with `codesearch serve --trust-remote-code`")
         request = replace(request, trust_remote_code=self.trust_remote_code)
         return self._worker.run(self._answer, root, request, waiting=waiting)
+
+    def pictures(self, root: Path, request: QueryRequest, texts: list, image: Path | None, kind: str,
+                 waiting: Callable[[], object] | None = None) -> Answer:
+        """A question about the repository's pictures (query.pictures.answer_with_pictures), on the worker, with
+        the vision models this server keeps loaded; a question of every kind fuses in the code's answer."""
+        if request.trust_remote_code and not self.trust_remote_code:
+            raise RemoteCodeRefused("this server was started without --trust-remote-code and a request cannot "
+                                    "turn it on; restart it with `codesearch serve --trust-remote-code`")
+        request = replace(request, trust_remote_code=self.trust_remote_code)
+
+        def run() -> Answer:
+            from codesearch.query.pictures import answer_with_pictures, vision_models
+
+            if self._vision is None:
+                self._vision = vision_models({})
+            return answer_with_pictures(root, request, texts, image, kind,
+                                        lambda _, asked: self._answer(root, asked), self._vision)
+        return self._worker.run(run, waiting=waiting)
 
     def navigate(self, root: Path, ask: Callable, filters=None):
         """ask(CodeGraph) over the index brought up to date, on the worker: defs, refs, callers, callees."""
