@@ -31,8 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codesearch.embedding.vision import VisionEmbedder, VisionSpec  # noqa: E402
+from embed_throughput import DTYPES, matmul_flops, synchronize  # noqa: E402  (its ceiling, measured the same way)
 
 SIZES = {"image": (1024, 768), "page": (1024, 1280)}
 
@@ -151,29 +153,6 @@ def parameters(model) -> tuple[int, int]:
     return vision, language
 
 
-def matmul_flops(device: str, dtype_name: str, seconds: float = 1.0) -> float:
-    import torch
-
-    n = 8192 if device.startswith("cuda") else 1024
-    a = torch.randn(n, n, device=device).to(getattr(torch, dtype_name))
-    b = torch.randn(n, n, device=device).to(getattr(torch, dtype_name))
-    torch.matmul(a, b)
-    synchronize(device)
-    runs, started = 0, time.perf_counter()
-    while runs < 3 or time.perf_counter() - started < seconds:
-        torch.matmul(a, b)
-        runs += 1
-    synchronize(device)
-    return 2 * n**3 * runs / (time.perf_counter() - started)
-
-
-def synchronize(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def noise_pictures(kind: str, count: int, seed: int = 0):
     from PIL import Image
 
@@ -229,7 +208,7 @@ def main(argv=None) -> None:
     pictures = noise_pictures(args.kind, args.pictures)
     prompt, patches = tokens_per_picture(embedder, pictures[0])
     vision_parameters, language_parameters = parameters(model)
-    flops = matmul_flops(device, dtype)
+    flops = matmul_flops(device, {name: short for short, name in DTYPES.items()}[dtype])
     ceiling = flops / (2 * (vision_parameters * patches + language_parameters * prompt))
     print(f"{args.architecture} ({args.scale}, {dtype} on {device}; built in {built:.1f} s): vision "
           f"{vision_parameters / 1e9:.3f} B + language {language_parameters / 1e9:.3f} B parameters; a {args.kind} "

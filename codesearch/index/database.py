@@ -52,15 +52,17 @@ class StoredChunk:
     text: str
 
 
-def needs_rebuild(manifest: dict, model_fingerprint: str) -> str:
+def needs_rebuild(manifest: dict, model_fingerprint: str, cutter: tuple[str, object, str] | None = None) -> str:
     """Why an index must be rebuilt before it is refreshed ("" when it need not): its rows were written
-    in another format, cut by another chunker, or embedded with other model settings."""
+    in another format, cut another way (`cutter`: the manifest's key, today's value and the reason; the
+    chunker's unless given), or embedded with other model settings."""
     if not manifest:
         return ""
     if manifest.get("schema_version") != SCHEMA_VERSION:
         return "the index format changed"
-    if manifest.get("chunker_version") != CHUNKER_VERSION:
-        return "the chunker changed"
+    key, version, reason = cutter or ("chunker_version", CHUNKER_VERSION, "the chunker changed")
+    if manifest.get(key) != version:
+        return reason
     if manifest.get("model_fingerprint") != model_fingerprint:
         return "the model settings changed"
     return ""

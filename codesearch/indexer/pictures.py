@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from codesearch import hardware
 from codesearch.errors import CodesearchError
-from codesearch.index.database import SCHEMA_VERSION
+from codesearch.index.database import SCHEMA_VERSION, needs_rebuild
 from codesearch.index.store import IndexStore
 from codesearch.index.terms import text_terms
 from codesearch.source.chunk import Chunk
@@ -111,7 +111,8 @@ def _refresh_family(root, directory, kind, model, progress, embedder_factory, re
                                                  trust_remote_code=trust_remote_code))
     store = IndexStore.open(directory, create=True)
     try:
-        reason = _needs_rebuild(manifest, spec.fingerprint)
+        reason = needs_rebuild(manifest, spec.fingerprint,
+                               ("pictures_version", PICTURES_VERSION, "the way pictures are made changed"))
         if reason and refresh_only:
             raise CodesearchError(f"the index's {FOLDERS[kind]} must be rebuilt ({reason}); run `codesearch index`")
         if reason and not rebuild:
@@ -176,18 +177,6 @@ def _recorded_manifest(directory: Path) -> dict:
 
 def _accepts(name: str, kind: str) -> bool:
     return media_kind(name) == kind and not in_skipped_folder(name)
-
-
-def _needs_rebuild(manifest: dict, fingerprint: str) -> str:
-    if not manifest:
-        return ""
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        return "the index format changed"
-    if manifest.get("pictures_version") != PICTURES_VERSION:
-        return "the way pictures are made changed"
-    if manifest.get("model_fingerprint") != fingerprint:
-        return "the model settings changed"
-    return ""
 
 
 def _load(spec):

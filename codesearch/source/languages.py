@@ -27,6 +27,7 @@ class LanguageSpec:
     # (extension, pattern, language): a file with this extension whose text matches is parsed as that language
     content_overrides: tuple[tuple[str, str, str], ...] = ()
     queries: str = ""  # the query file's language when another's serves (TSX's grammar extends TypeScript's)
+    shared_queries: tuple[str, ...] = ()  # query files of patterns several grammars share, read after its own
 
     @property
     def query_file(self) -> str:
@@ -35,9 +36,12 @@ class LanguageSpec:
 
 LANGUAGES: tuple[LanguageSpec, ...] = (
     LanguageSpec("python", (".py", ".pyi"), "tree_sitter_python:language"),
-    LanguageSpec("javascript", (".js", ".mjs", ".cjs", ".jsx"), "tree_sitter_javascript:language"),
-    LanguageSpec("typescript", (".ts", ".mts", ".cts"), "tree_sitter_typescript:language_typescript"),
-    LanguageSpec("tsx", (".tsx",), "tree_sitter_typescript:language_tsx", queries="typescript"),
+    LanguageSpec("javascript", (".js", ".mjs", ".cjs", ".jsx"), "tree_sitter_javascript:language",
+                 shared_queries=("ecmascript-imports",)),
+    LanguageSpec("typescript", (".ts", ".mts", ".cts"), "tree_sitter_typescript:language_typescript",
+                 shared_queries=("ecmascript-imports",)),
+    LanguageSpec("tsx", (".tsx",), "tree_sitter_typescript:language_tsx", queries="typescript",
+                 shared_queries=("ecmascript-imports",)),
     LanguageSpec("go", (".go",), "tree_sitter_go:language"),
     LanguageSpec("java", (".java",), "tree_sitter_java:language"),
     LanguageSpec("kotlin", (".kt", ".kts"), "tree_sitter_kotlin:language"),
@@ -106,5 +110,7 @@ def load_language(spec: LanguageSpec):
         return None
     module_name, function_name = spec.grammar.split(":")
     language = Language(getattr(importlib.import_module(module_name), function_name)())
-    source = resources.files("codesearch.source.queries").joinpath(spec.query_file).read_text(encoding="utf-8")
+    folder = resources.files("codesearch.source.queries")
+    source = "\n".join(folder.joinpath(name).read_text(encoding="utf-8")
+                       for name in (spec.query_file, *(f"{shared}.scm" for shared in spec.shared_queries)))
     return language, Query(language, source)
