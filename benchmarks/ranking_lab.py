@@ -321,6 +321,38 @@ for _weight in (0.05, 0.1, 0.2):
     VARIANTS[f"called-{_weight}"] = contextlib.contextmanager(_called(_weight))
 
 
+def _file_evidence(share: float):
+    """A file with several good answers is a stronger answer: each answer's fused score plus `share` times the
+    best score of another answer from its file, among the first pass's answers (fused for the whole pool)."""
+    def apply():
+        from codesearch.query.api import CANDIDATES
+
+        def ranker(store, text, vector, k, mode, dense_share):
+            hits = _first_pass(store, text, vector, max(k, CANDIDATES), mode, dense_share)
+            best: dict[str, list[float]] = {}
+            for hit in hits:
+                best.setdefault(hit.chunk.path, []).append(hit.score)
+            for scores in best.values():
+                scores.sort(reverse=True)
+
+            def lifted(hit):
+                scores = best[hit.chunk.path]
+                other = scores[1] if scores[0] == hit.score and len(scores) > 1 else scores[0]
+                return hit.score + share * (other if len(scores) > 1 else 0.0)
+            return sorted(hits, key=lifted, reverse=True)[:k]
+
+        Settings.ranker = ranker
+        try:
+            yield
+        finally:
+            Settings.ranker = None
+    return apply
+
+
+for _share in (0.1, 0.2, 0.4):
+    VARIANTS[f"file-evidence-{_share}"] = contextlib.contextmanager(_file_evidence(_share))
+
+
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
     by_repo = defaultdict(list)
     for name in sorted(glob.glob(patterns)):
