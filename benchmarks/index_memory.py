@@ -110,6 +110,26 @@ def unpack(sdist: Path, destination: Path) -> Path:
     return repo
 
 
+def generated(chunks: int, destination: Path) -> Path:
+    """A git repository of about `chunks` generated Python functions, 34 to a file, in one commit."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from query_latency import fake_function
+
+    rng, repo = random.Random(0), destination / f"generated-{chunks}"
+    for file_number in range(max(1, chunks // 34)):
+        folder = repo / f"pkg{file_number % 97}"
+        folder.mkdir(parents=True, exist_ok=True)
+        functions = [fake_function(rng, file_number * 34 + i)[1] for i in range(34)]
+        (folder / f"module_{file_number}.py").write_text("\n\n\n".join(functions) + "\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@example.com"}
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "generated"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, env=env)
+    return repo
+
+
 def measured(command: list[str], env: dict) -> tuple[dict, float]:
     """The child's JSON line and its peak RSS in MiB: its own ru_maxrss, else (a real `codesearch index`, run
     last) the largest of this process's children's."""
@@ -124,7 +144,11 @@ def measured(command: list[str], env: dict) -> tuple[dict, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sdist", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sdist", type=Path)
+    source.add_argument("--generated", type=int, metavar="CHUNKS",
+                        help="instead of an sdist, a generated repository of about CHUNKS functions (query_latency.py's "
+                             "code-like text, 34 to a file): the pipeline alone, at any size")
     parser.add_argument("--embedded", type=int, default=400)
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--refresh", action="store_true",
@@ -133,9 +157,13 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CODESEARCH_NO_AUTOSTART": "1"}
     with tempfile.TemporaryDirectory() as scratch:
-        repo = unpack(args.sdist, Path(scratch))
+        repo = unpack(args.sdist, Path(scratch)) if args.sdist else generated(args.generated, Path(scratch))
         print(f"{repo.name}: load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores", flush=True)
         child = [sys.executable, "-c", CHILD.format(root=str(ROOT))]
+        if args.generated:  # the model's share depends on the longest chunks, not on the repository's size
+            pipeline, pipeline_peak = measured(child + ["pipeline", str(repo), "0"], env)
+            print(f"pipeline       peak RSS {pipeline_peak:7.0f} MiB  {pipeline}", flush=True)
+            return
         imports, imports_peak = measured(child + ["imports", str(repo), "0"], env)
         print(f"imports only   peak RSS {imports_peak:7.0f} MiB", flush=True)
         embedder, embedder_peak = measured(child + ["embedder", str(repo), str(args.embedded)], env)
