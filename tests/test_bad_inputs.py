@@ -345,3 +345,20 @@ def test_remote_code_stays_off_unless_asked():
     from codesearch.embedding.spec import resolve_model
 
     assert resolve_model("minilm").trust_remote_code is False
+
+
+def test_a_file_over_the_size_bound_is_skipped_with_a_notice(tmp_path, fake_embedder):
+    from codesearch.indexer import build as indexing
+
+    repo = make_repo(tmp_path / "repo")
+    (repo / "generated_tables.py").write_text("VALUE = 1\n" * 150_000, encoding="utf-8")  # 1.5 MB
+
+    class Notices(indexing.Progress):
+        said: list = []
+
+        def notice(self, message):
+            self.said.append(message)
+
+    indexing.index_repository(repo, model="minilm", embedder_factory=fake_embedder, progress=Notices())
+    assert any("larger than 1 MB: generated_tables.py" in said for said in Notices.said), Notices.said
+    assert "generated_tables.py" not in indexed_paths(repo)

@@ -131,7 +131,7 @@ def files_listed(root: Path, listing: GitListing, notice: Callable[[str], None] 
     staged, dirty = listing.staged, listing.dirty
     base = os.path.join(os.fspath(root), "")
     folder_inside: dict[str, bool] = {"": True}
-    ambiguous = []
+    ambiguous, oversized = [], []
     files = []
     accept = accept or is_indexable_path
     for name in sorted(staged.keys() | dirty):
@@ -148,6 +148,8 @@ def files_listed(root: Path, listing: GitListing, notice: Callable[[str], None] 
         except OSError:
             continue  # deleted in the work tree
         if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= max_bytes:
+            if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
+                oversized.append(path)  # generated or data files, as a rule: said once a run
             continue  # symlinks, submodules, empty and oversized files
         blob = None if name in dirty else staged.get(name)
         fingerprint = f"blob:{blob}" if blob else f"stat:{info.st_size}:{info.st_mtime_ns}"
@@ -155,6 +157,8 @@ def files_listed(root: Path, listing: GitListing, notice: Callable[[str], None] 
     if ambiguous and notice:
         notice(f"skipped {len(ambiguous)} file(s) whose name reads like escaped bytes and would be confused "
                f"with another name: {ambiguous[0]}")
+    if oversized and notice:
+        notice(f"skipped {len(oversized)} file(s) larger than {max_bytes / 1e6:g} MB: {oversized[0]}")
     return files
 
 
