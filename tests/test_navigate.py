@@ -44,14 +44,18 @@ export function boot(path) {
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("navigate") / "repo"
+    return indexed_repository(tmp_path_factory.mktemp("navigate") / "repo",
+                              {"config.py": CONFIG, "app.py": APP, "tools.js": TOOLS_JS})
+
+
+def indexed_repository(repo: Path, files: dict[str, str]) -> Path:
+    """A repository of these files in one commit, indexed with minilm."""
     repo.mkdir()
-    (repo / "config.py").write_text(CONFIG)
-    (repo / "app.py").write_text(APP)
-    (repo / "tools.js").write_text(TOOLS_JS)
+    for name, text in files.items():
+        (repo / name).write_text(text)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "app")
+    git(repo, "commit", "-q", "-m", "files")
     codesearch("index", str(repo), "--model", "minilm", check=True)
     return repo
 
@@ -208,17 +212,8 @@ function vary(response, field) {
 
 @pytest.fixture(scope="module")
 def resolving(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("resolving") / "repo"
-    repo.mkdir()
-    (repo / "store.py").write_text(STORE)
-    (repo / "paths.py").write_text(PATHS)
-    (repo / "helpers.js").write_text(HELPERS_JS)
-    (repo / "view.js").write_text(VIEW_JS)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "store")
-    codesearch("index", str(repo), "--model", "minilm", check=True)
-    return repo
+    return indexed_repository(tmp_path_factory.mktemp("resolving") / "repo",
+                              {"store.py": STORE, "paths.py": PATHS, "helpers.js": HELPERS_JS, "view.js": VIEW_JS})
 
 
 def calls(repo: Path, name: str) -> dict[int, str]:

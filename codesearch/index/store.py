@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["IndexStore", "StoredChunk", "DATABASE_NAME", "SCHEMA_VERSION", "index_dir", "checked_directory"]
 
 LOCK_NAME = "lock"
+# Picture families kept beside the code (indexer/pictures.py): kind -> its folder, an index of its own.
+FAMILY_FOLDERS = {"image": "images", "page": "pages"}
 MANIFEST_NAME = "manifest.json"
 MANIFEST_LIMIT_BYTES = 1_000_000
 CACHE_FLOOR = 1000  # vectors the cache keeps however small the index; beyond it, a quarter of the live chunks
@@ -359,6 +361,11 @@ class IndexStore:
         """A human-readable copy of the manifest; the database holds the authoritative one."""
         text = json.dumps(self.database.manifest(), indent=2, sort_keys=True) + "\n"
         write_private_file(self.directory / MANIFEST_NAME, text.encode("utf-8"))
+
+
+def families_present(directory: Path) -> list[str]:
+    """The picture kinds the index in `directory` keeps a family for."""
+    return [kind for kind, folder in FAMILY_FOLDERS.items() if os.path.lexists(directory / folder)]
 
 
 def index_dir(root: Path) -> Path:

@@ -18,13 +18,13 @@ from typing import Callable, Iterator
 from codesearch.source import chunk as chunking
 from codesearch.source.chunk_process import chunk_files
 from codesearch import hardware, settings
-from codesearch.source.discover import INDEX_DIR, SourceFile, discover_files, file_name, git_path, looks_binary, repository_root
+from codesearch.source.discover import (INDEX_DIR, SourceFile, discover_files, git_path, looks_binary, read_listed,
+                                       repository_root)
 from codesearch.embedding.torch_model import Embedder
 from codesearch.errors import CodesearchError
 from codesearch.index.database import SCHEMA_VERSION, damaged, is_damaged, needs_rebuild
 from codesearch.embedding.spec import ModelSpec, query_runtime, resolve_model
 from codesearch.index.store import IndexStore, index_dir
-from codesearch.trust import read_regular_file, resolve_inside
 from codesearch.embedding.load import load_embedder
 from codesearch.embedding.weights import pin_model
 
@@ -129,19 +129,21 @@ class PictureOptions:
 
 def _refresh_pictures(root: Path, store: IndexStore, options: PictureOptions, rebuild: bool, progress,
                       trust_remote_code: bool) -> list:
-    """The picture families brought up to date. Their module imports no vision code: a model, Pillow and the
-    renderer load only when a file is read."""
-    from codesearch.indexer.pictures import FOLDERS, KINDS, kinds_present, refresh_pictures
+    """The picture families brought up to date; an index that keeps none and is asked for none imports
+    nothing of them (a model, Pillow and the renderer load only when a file is read)."""
+    from codesearch.index.store import FAMILY_FOLDERS, families_present
     from codesearch.trust import remove_path
 
-    present = kinds_present(store.directory)
+    present = families_present(store.directory)
     if options.wanted is False:
         for kind in present:
-            remove_path(store.directory / FOLDERS[kind])
+            remove_path(store.directory / FAMILY_FOLDERS[kind])
         return []
-    kinds = list(KINDS) if options.wanted else present
+    kinds = list(FAMILY_FOLDERS) if options.wanted else present
     if not kinds:
         return []
+    from codesearch.indexer.pictures import refresh_pictures
+
     return refresh_pictures(root, store.directory, kinds, {"image": options.image_model, "page": options.page_model},
                             progress, options.embedder_factory, rebuild, trust_remote_code=trust_remote_code,
                             asked=bool(options.wanted))
@@ -355,14 +357,8 @@ def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.Part
 
 def source_bytes(root: Path, source: SourceFile) -> bytes | None:
     """The file's text as UTF-8 bytes, or None when it is gone, unreadable, binary or minified."""
-    real_path = resolve_inside(root, file_name(source.path))
-    try:
-        if real_path is None:
-            return None  # a link took it out of the repository since discovery
-        data = read_regular_file(real_path)
-    except OSError:
-        return None  # deleted or unreadable since discovery: indexed as absent
-    data = _as_utf8(data)
+    data = read_listed(root, source.path)
+    data = None if data is None else _as_utf8(data)  # gone or unreadable since discovery: indexed as absent
     if data is None or looks_binary(data) or _looks_minified(data):
         return None
     return data

@@ -21,15 +21,13 @@ from typing import Callable, Iterator
 from codesearch import hardware
 from codesearch.errors import CodesearchError
 from codesearch.index.database import SCHEMA_VERSION, needs_rebuild
+from codesearch.index.store import FAMILY_FOLDERS as FOLDERS
 from codesearch.index.store import IndexStore
 from codesearch.index.terms import text_terms
 from codesearch.source.chunk import Chunk
-from codesearch.source.discover import SourceFile, discover_files, file_name, in_skipped_folder
+from codesearch.source.discover import SourceFile, discover_files, in_skipped_folder, read_listed
 from codesearch.source.media import media_kind
-from codesearch.trust import read_regular_file, resolve_inside
 
-KINDS = ("image", "page")
-FOLDERS = {"image": "images", "page": "pages"}
 # What each kind is embedded with unless asked: BAAI's model for it on a GPU; on a CPU, where a 7B or 3B model
 # would take minutes a picture, BGE-VL-base (CLIP ViT-B/16, 150M parameters) for both.
 DEFAULT_MODELS = {"image": "bge-vl-v1.5", "page": "bge-vl-screenshot"}
@@ -55,15 +53,6 @@ class PictureReport:
                 "skipped": self.skipped, "model": self.model}
 
 
-def family_directory(index_directory: Path, kind: str) -> Path:
-    return index_directory / FOLDERS[kind]
-
-
-def kinds_present(index_directory: Path) -> list[str]:
-    """The picture kinds this index keeps (each once asked for with --images)."""
-    return [kind for kind in KINDS if os.path.lexists(family_directory(index_directory, kind))]
-
-
 def default_model(kind: str) -> str:
     return DEFAULT_MODELS[kind] if hardware.default_device() != "cpu" else CPU_MODEL
 
@@ -77,7 +66,7 @@ def refresh_pictures(root: Path, index_directory: Path, kinds, models: dict[str,
     reports = []
     for kind in kinds:
         try:
-            reports.append(_refresh_family(root, family_directory(index_directory, kind), kind, models.get(kind),
+            reports.append(_refresh_family(root, index_directory / FOLDERS[kind], kind, models.get(kind),
                                            progress, embedder_factory, rebuild, refresh_only, trust_remote_code))
         except CodesearchError as error:
             if asked:
@@ -196,7 +185,7 @@ def _pictures_of(root: Path, sources: list[SourceFile], progress) -> Iterator[tu
 
     def documents():
         for source in sources:
-            data = _read(root, source, MAX_BYTES[media_kind(source.path)])
+            data = read_listed(root, source.path, MAX_BYTES[media_kind(source.path)])
             if data is None:
                 progress.notice(f"{source.path}: could not be read; skipped")
                 unread.append(source)
@@ -209,16 +198,6 @@ def _pictures_of(root: Path, sources: list[SourceFile], progress) -> Iterator[tu
         yield by_path[path], pictures or None
     for source in unread:
         yield source, None
-
-
-def _read(root: Path, source: SourceFile, limit: int) -> bytes | None:
-    real_path = resolve_inside(root, file_name(source.path))
-    if real_path is None:
-        return None  # a link took it out of the repository since discovery
-    try:
-        return read_regular_file(real_path, limit)
-    except OSError:
-        return None
 
 
 def _embed(embedder, store: IndexStore, todo: dict[str, bytes]) -> None:

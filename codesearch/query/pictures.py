@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from codesearch.errors import BadRequest, CodesearchError, IndexMissing
-from codesearch.indexer.pictures import FOLDERS
+from codesearch.index.store import FAMILY_FOLDERS as FOLDERS
+from codesearch.index.store import families_present
 from codesearch.query.api import Answer, Filters, Hit, QueryRequest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 KINDS = ("code", "image", "page", "all")
-PICTURE_KINDS = ("image", "page")
 RANK_CONSTANT = 60
 POOL = 100  # candidates each ranking gives, at least
 
@@ -34,13 +34,10 @@ def checked_kind(kind: str, image: bool = False) -> str:
 
 def picture_kinds(kind: str, index_directory: Path) -> list[str]:
     """The families a query of `kind` searches: the one asked (which must be indexed), or every one kept."""
-    import os
-
-    if kind in PICTURE_KINDS:
-        if not os.path.lexists(index_directory / FOLDERS[kind]):
-            raise IndexMissing(f"this index has no {FOLDERS[kind]}; run `codesearch index --images` first")
-        return [kind]
-    return [found for found in PICTURE_KINDS if os.path.lexists(index_directory / FOLDERS[found])]
+    present = families_present(index_directory)
+    if kind in FOLDERS and kind not in present:
+        raise IndexMissing(f"this index has no {FOLDERS[kind]}; run `codesearch index --images` first")
+    return [kind] if kind in FOLDERS else present
 
 
 def picture_status(index_directory: Path) -> dict:

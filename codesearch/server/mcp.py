@@ -123,9 +123,6 @@ def build_server(path: str | Path, service: Service | None = None):
     except CodesearchError:
         root = Path(path).absolute()
     server_class, tool_error = _sdk()
-    from codesearch.query.pictures import vision_models
-
-    vision = vision_models({})  # loaded on a first question about pictures, kept for the next
     server = server_class("codesearch", instructions=INSTRUCTIONS.format(root=root), log_level="WARNING")
 
     @server.tool()
@@ -150,7 +147,7 @@ def build_server(path: str | Path, service: Service | None = None):
         also its heading and page number.
         """
         if kind != "code" or image:
-            return run_picture_search(repository, query, k, path or [], offset, max_tokens, kind, image, vision)
+            return run_picture_search(repository, query, k, path or [], offset, max_tokens, kind, image)
         return run_search(repository, query, k, lang or [], path or [], mode, per_file, offset, max_tokens)
 
     @server.tool()
@@ -257,24 +254,23 @@ def run_search(repository: _Repository, query: str, k: int, languages: list[str]
                                         **({} if per_file is None else {"per_file": per_file})).checked()
     page([], offset, max_tokens)  # the paging fields checked before any work
     answer = repository.service.query(repository.opened(), replace(request, k=request.k + offset))
-    found = page([hit_json(hit, code=True) for hit in answer.hits[0]], offset, max_tokens)
-    return {"query": request.queries[0], "repository": str(answer.repository), "results": found["results"],
-            "next_offset": found["next_offset"], "generation": answer.generation,
-            "stale_files": answer.freshness.stale_files, "embedded": round(answer.embedded, 4)}
+    return _searched(request.queries[0], answer, offset, max_tokens)
 
 
 def run_picture_search(repository: _Repository, query: str, k: int, globs: list[str], offset: int, max_tokens: int,
-                       kind: str, image: str | None, vision) -> dict:
-    """A search of the repository's pictures (answered on this thread, with the models `vision` holds), fused
-    by rank with its code when `kind` is all."""
-    from codesearch.query.pictures import answer_with_pictures
-
+                       kind: str, image: str | None) -> dict:
+    """A search of the repository's pictures, by the service that keeps the vision models loaded, fused by rank
+    with its code when `kind` is all."""
     texts = [query] if query.strip() or not image else [None]
     request = QueryRequest.from_options([text or "image" for text in texts], paths=globs, k=k).checked()
     page([], offset, max_tokens)
-    root = repository.opened()
-    answer = answer_with_pictures(root, replace(request, k=request.k + offset), texts, Path(image) if image else None,
-                                  kind, lambda _, asked: repository.service.query(root, asked), vision)
+    answer = repository.service.pictures(repository.opened(), replace(request, k=request.k + offset), texts,
+                                         Path(image).absolute() if image else None, kind)
+    return _searched(query, answer, offset, max_tokens)
+
+
+def _searched(query: str, answer, offset: int, max_tokens: int) -> dict:
+    """The search tool's answer: the first question's hits, paged, with how the index stood."""
     found = page([hit_json(hit, code=True) for hit in answer.hits[0]], offset, max_tokens)
     return {"query": query, "repository": str(answer.repository), "results": found["results"],
             "next_offset": found["next_offset"], "generation": answer.generation,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from codesearch.errors import CodesearchError
+from codesearch.trust import read_regular_file, resolve_inside
 
 MAX_FILE_BYTES = 1_000_000
 INDEX_DIR = ".codesearch"
@@ -71,6 +72,18 @@ def file_name(path: str) -> str:
     if "\\x" not in path:
         return path
     return _ESCAPED_BYTE.sub(lambda match: chr(0xDC00 + int(match.group(1), 16)), path)
+
+
+def read_listed(root: Path, path: str, limit: int = -1) -> bytes | None:
+    """The bytes of a discovered file (a stored path), or None when it is gone or unreadable since discovery,
+    or a link now takes it out of the repository."""
+    real_path = resolve_inside(root, file_name(path))
+    if real_path is None:
+        return None
+    try:
+        return read_regular_file(real_path, limit)
+    except OSError:
+        return None
 
 
 def repository_root(path: str | os.PathLike) -> Path:
