@@ -282,6 +282,10 @@ def _fusion_constant(name: str, value):
 
 for _lift in (0.0, 0.05, 0.2, 0.5, 1.0):
     VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_fusion_constant("TYPE_FIRST", _lift))
+for _value in (0.0, 0.2, 0.5):
+    VARIANTS[f"path-words-{_value}"] = contextlib.contextmanager(_fusion_constant("PATH_WORDS", _value))
+for _value in (0.0, 0.05, 0.15, 0.2):
+    VARIANTS[f"file-coherence-{_value}"] = contextlib.contextmanager(_fusion_constant("FILE_COHERENCE", _value))
 for _factor in (1.0, 0.8, 0.6, 0.5):
     VARIANTS[f"stubs-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_STUB", _factor))
 
@@ -351,6 +355,41 @@ def _file_evidence(share: float):
 
 for _share in (0.1, 0.2, 0.4):
     VARIANTS[f"file-evidence-{_share}"] = contextlib.contextmanager(_file_evidence(_share))
+
+
+def _reranked(adjust):
+    """A variant that reorders the first pass's answers (fused for the whole pool): adjust(hits, text) returns
+    (hit, new score) pairs."""
+    def apply():
+        from codesearch.query.api import CANDIDATES
+
+        def ranker(store, text, vector, k, mode, dense_share):
+            hits = _first_pass(store, text, vector, max(k, CANDIDATES), mode, dense_share)
+            return [hit for hit, _ in sorted(adjust(hits, text), key=lambda pair: -pair[1])][:k]
+
+        Settings.ranker = ranker
+        try:
+            yield
+        finally:
+            Settings.ranker = None
+    return apply
+
+
+def _saturation(threshold: int, decay: float):
+    """Greedy: a file's answers past `threshold` already taken score x decay per extra one."""
+    def adjust(hits, text):
+        taken: dict = {}
+        out = []
+        for hit in sorted(hits, key=lambda h: -h.score):
+            n = taken.get(hit.chunk.path, 0)
+            out.append((hit, hit.score * decay ** max(0, n - threshold + 1)))
+            taken[hit.chunk.path] = n + 1
+        return out
+    return adjust
+
+
+for _t, _d in ((1, 0.5), (1, 0.7), (1, 0.8), (1, 0.9), (2, 0.5), (2, 0.7), (2, 0.8), (3, 0.5), (3, 0.7)):
+    VARIANTS[f"saturate-{_t}-{_d}"] = contextlib.contextmanager(_reranked(_saturation(_t, _d)))
 
 
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:

@@ -18,6 +18,12 @@ files: the first sentence of a file's header (the Python module docstring, or el
     the variant are dropped; only repositories with --min-files questions are kept, at most
     --max-repos of them, spread over languages (every one is indexed).
 
+typedocs: where a file is one documented type (exactly one type definition in it has a doc comment, and
+    that type spans at least half of the file's non-blank lines: a Java, C# or Kotlin class, a Swift or
+    PHP type, a Python class module), the first sentence of that doc comment asks for the whole file, in
+    a variant (OUT/typedocs-corpus/<name>) where those doc comments are deleted. Same filters as files.
+    A file-level question that does not depend on a package writing file headers, in more languages.
+
 score.py accepts only the styles identifier (symbols here) and semantic (files), so the field
 "kind" (symbol-type, symbol-function, file) tells the questions apart: tables.py --queries splits
 by it.  Like mine.py, this reads code with the tree-sitter grammars, never with codesearch, so the
@@ -46,7 +52,7 @@ from mine import (ANONYMOUS, BINARY, COMMIT_PREFIX, DEFINITIONS, FAMILY, MAX_FIL
                   WRAPPERS, apply_edits, clean_comment, clean_python_doc, definition_name,
                   doc_comment_above, find_definitions, first_on_line, first_sentence, git,
                   is_indexable, is_test_path, junk_reason, language_of, last_row, line_end, line_of,
-                  line_start, normalize, parser_for, python_string_value, read_recipes)
+                  line_start, normalize, parser_for, python_docstring, python_string_value, read_recipes)
 
 TYPES = {
     "python": {"class_definition"}, "javascript": {"class_declaration"},
@@ -287,6 +293,31 @@ def delete_header(src: bytes, h: Header) -> bytes:
     return apply_edits(src, [(start, end, b"")])
 
 
+def type_doc(src: bytes, lang: str) -> Header | None:
+    """The doc comment of the one documented type that makes up most of the file (see "typedocs")."""
+    tree = parser_for(lang).parse(src)
+    documented = []
+    for _name, node, anchor in type_definitions(tree, src, lang):
+        if lang == "python":
+            doc, _ = python_docstring(node, src)
+            if doc is not None:
+                text = clean_python_doc(python_string_value(doc, src))
+                documented.append((node, Header(doc.start_byte, doc.end_byte, text)))
+            continue
+        comments, _ = doc_comment_above(anchor, src, lang)
+        if comments:
+            raw = "\n".join(src[c.start_byte:c.end_byte].decode("utf-8", "replace") for c in comments)
+            documented.append((node, Header(comments[0].start_byte, comments[-1].end_byte, clean_comment(raw, lang))))
+    if len(documented) != 1:
+        return None
+    node, header = documented[0]
+    lines = src.split(b"\n")
+    spanned = sum(1 for line in lines[node.start_point[0]:node.end_point[0] + 1] if line.strip())
+    if spanned * 2 < sum(1 for line in lines if line.strip()) or LICENCE.search(header.text):
+        return None
+    return header
+
+
 @dataclass
 class FileQuestion:
     path: str
@@ -295,8 +326,10 @@ class FileQuestion:
     norm: str
 
 
-def mine_files(recipe: dict, pristine: Path, stats: Counter) -> tuple[dict, list[FileQuestion]]:
-    """The variant's files (path -> bytes, None for a symlink) and its questions."""
+def mine_files(recipe: dict, pristine: Path, stats: Counter, find=None) -> tuple[dict, list[FileQuestion]]:
+    """The variant's files (path -> bytes, None for a symlink) and its questions; `find`: what is asked
+    and deleted (file_header for "files", type_doc for "typedocs")."""
+    find = find or file_header
     files: dict[str, bytes | None] = {}
     candidates: list[FileQuestion] = []
     sentences: Counter = Counter()
@@ -309,7 +342,7 @@ def mine_files(recipe: dict, pristine: Path, stats: Counter) -> tuple[dict, list
         lang = language_of(rel, src) if not BINARY.search(src[:8192]) else None
         if lang is None or not is_indexable(rel) or len(src) > MAX_FILE_BYTES:
             continue
-        header = file_header(src, lang)
+        header = find(src, lang)
         if header is None:
             continue
         new = files[rel] = delete_header(src, header)
@@ -341,7 +374,7 @@ def mine_files(recipe: dict, pristine: Path, stats: Counter) -> tuple[dict, list
     return files, kept
 
 
-def write_variant(recipe: dict, files: dict, pristine: Path, dest: Path) -> str:
+def write_variant(recipe: dict, files: dict, pristine: Path, dest: Path, set_name: str = "files") -> str:
     if dest.exists():
         head = git(["log", "-1", "--format=%B"], dest, check=False) if (dest / ".git").is_dir() else ""
         if not head.startswith(COMMIT_PREFIX):
@@ -359,9 +392,10 @@ def write_variant(recipe: dict, files: dict, pristine: Path, dest: Path) -> str:
     git(["init", "-q"], dest)
     git(["add", "-A", "-f", "."], dest)
     git(["commit", "-q", "--no-verify", "-m",
-         f"{COMMIT_PREFIX} {recipe['name']} (file headers)\n\nsource: {recipe['source']}\n"
+         f"{COMMIT_PREFIX} {recipe['name']} ({'file headers' if set_name == 'files' else 'type docs'})\n\nsource: {recipe['source']}\n"
          f"spec: {recipe['spec']}\nroot: {recipe['root']}\nlanguage: {recipe['language']}\n"
-         f"file header comments removed by benchmarks/mined/mine_sets.py\n"], dest)
+         f"{'file header comments' if set_name == 'files' else 'doc comments of files made of one type'} removed by "
+         f"benchmarks/mined/mine_sets.py\n"], dest)
     return git(["rev-parse", "HEAD"], dest).strip()
 
 
@@ -419,7 +453,9 @@ def symbol_set(args, recipes: list[dict], out: Path, report: dict) -> int:
     return missing
 
 
-def file_set(args, recipes: list[dict], out: Path, report: dict) -> int:
+def file_set(args, recipes: list[dict], out: Path, report: dict, set_name: str = "files") -> int:
+    """The file-level set `set_name` (files: file headers asked; typedocs: a file's type's doc asked)."""
+    find, kind = (file_header, "file") if set_name == "files" else (type_doc, "file-type")
     mined, missing = {}, 0
     for r in recipes:
         pristine = Path(args.pristine) / r["name"]
@@ -428,31 +464,31 @@ def file_set(args, recipes: list[dict], out: Path, report: dict) -> int:
             missing += 1
             continue
         stats: Counter = Counter()
-        files, cands = mine_files(r, pristine, stats)
-        rng = random.Random(f"{args.seed}:files:{r['name']}")
+        files, cands = mine_files(r, pristine, stats, find)
+        rng = random.Random(f"{args.seed}:{set_name}:{r['name']}")
         chosen = sorted(rng.sample(sorted(cands, key=lambda c: c.path), min(len(cands), args.file_cap)),
                         key=lambda c: c.path)
         mined[r["name"]] = (r, files, chosen, stats)
     big_enough = {n: (m[0]["language"], len(m[2])) for n, m in mined.items() if len(m[2]) >= args.min_files}
     kept = set(spread_over_languages(big_enough, args.max_repos))
-    for d in ("files", "files-corpus"):
+    for d in (set_name, f"{set_name}-corpus"):
         (out / d).mkdir(parents=True, exist_ok=True)
     for name, (r, files, chosen, stats) in mined.items():
         stats["queries"] = len(chosen) if name in kept else 0
         verdict = "kept" if name in kept else "too few" if name not in big_enough else "over --max-repos"
-        print(f"files   {name:<24} {r['language']:<11} questions {len(chosen):>3} of {stats['candidates']:>4} "
+        print(f"{set_name:<8}{name:<24} {r['language']:<11} questions {len(chosen):>3} of {stats['candidates']:>4} "
               f"{verdict:<17} (with header {stats['with_header']}, {drops(stats)})", flush=True)
-        report.setdefault(name, {"language": r["language"]})["files"] = dict(sorted(stats.items()))
-        qfile, variant = out / "files" / f"{name}.jsonl", out / "files-corpus" / name
+        report.setdefault(name, {"language": r["language"]})[set_name] = dict(sorted(stats.items()))
+        qfile, variant = out / set_name / f"{name}.jsonl", out / f"{set_name}-corpus" / name
         if name not in kept:   # a repository left out by an earlier run's choice goes
             qfile.unlink(missing_ok=True)
             if (variant / ".git").is_dir() and git(["log", "-1", "--format=%B"], variant,
                                                    check=False).startswith(COMMIT_PREFIX):
                 shutil.rmtree(variant)
             continue
-        report[name]["files"]["commit"] = write_variant(r, files, Path(args.pristine) / name, variant)
-        write_jsonl(qfile, [{"id": f"{name}-file-{i:03d}", "repo": name, "query": c.query, "style": "semantic",
-                             "kind": "file", "answers": [{"path": c.path, "start_line": 1, "end_line": c.end_line}]}
+        report[name][set_name]["commit"] = write_variant(r, files, Path(args.pristine) / name, variant, set_name)
+        write_jsonl(qfile, [{"id": f"{name}-{kind}-{i:03d}", "repo": name, "query": c.query, "style": "semantic",
+                             "kind": kind, "answers": [{"path": c.path, "start_line": 1, "end_line": c.end_line}]}
                             for i, c in enumerate(chosen, 1)])
     return missing
 
@@ -463,8 +499,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", required=True, help="recipe TSV (get_corpus.py format)")
     ap.add_argument("--pristine", required=True, help="folder that get_corpus.py filled from --recipes")
     ap.add_argument("--corpus", required=True, help="folder of the repositories mine.py stripped")
-    ap.add_argument("--out", required=True, help="writes symbols/, files/, files-corpus/, sets-stats.json")
-    ap.add_argument("--sets", default="symbols,files", help="which sets to mine (default both)")
+    ap.add_argument("--out", required=True, help="writes symbols/, files/, files-corpus/, typedocs/, typedocs-corpus/, sets-stats.json")
+    ap.add_argument("--sets", default="symbols,files,typedocs", help="which sets to mine (default all three)")
     ap.add_argument("--symbol-cap", type=int, default=40, help="symbol questions per repository at most")
     ap.add_argument("--file-cap", type=int, default=30, help="file questions per repository at most")
     ap.add_argument("--min-files", type=int, default=5, help="file questions a repository needs to be kept")
@@ -480,7 +516,8 @@ def main(argv=None) -> int:
     stats_file = out / "sets-stats.json"
     report = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else {}
     missing = symbol_set(args, recipes, out, report) if "symbols" in sets else 0
-    missing += file_set(args, recipes, out, report) if "files" in sets else 0
+    for set_name in ("files", "typedocs"):
+        missing += file_set(args, recipes, out, report, set_name) if set_name in sets else 0
     stats_file.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 1 if missing else 0
 
