@@ -217,3 +217,54 @@ def test_per_file_caps_the_answers_one_file_gives(repo):
 def test_files_only_lists_k_distinct_files(repo):
     listed = codesearch("query", "UploadQueue", "--files-only", "-k", "3", cwd=repo).stdout.split()
     assert len(listed) == len(set(listed)) == 3, listed
+
+
+def fused(query, lexical, **constants):
+    """fuse() over one lexical ranking of made-up chunks, (path, symbol, raw BM25 score) best first, with
+    fuse.py's constants set as given for the call: the paths answered, best first."""
+    from codesearch.index.database import StoredChunk
+    from codesearch.query import fuse
+    from codesearch.query.api import Candidates, UnitRuns
+
+    chunks = {number: StoredChunk(number, path, 4 * number, 4 * number + 2, symbol, "function", "python", "",
+                                  f"def {symbol}():")
+              for number, (path, symbol, _) in enumerate(lexical, 1)}
+    found = Candidates(100, None, [(number, score) for number, (_, _, score) in enumerate(lexical, 1)], None,
+                       chunks, UnitRuns({}), None)
+    saved = {name: getattr(fuse, name) for name in constants}
+    try:
+        for name, value in constants.items():
+            setattr(fuse, name, value)
+        return [hit.chunk.path for hit in fuse.fuse([found], query, 10)]
+    finally:
+        for name, value in saved.items():
+            setattr(fuse, name, value)
+
+
+def test_a_sentences_words_in_a_files_name_lift_that_file():
+    ranking = [("net/session.py", "take_connection", 10.0), ("pool/idle.py", "take", 9.0),
+               *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
+    query = "take an idle connection from the pool"
+    assert fused(query, ranking, PATH_WORDS=0.0, FILE_COHERENCE=0.0)[:2] == ["net/session.py", "pool/idle.py"]
+    assert fused(query, ranking, FILE_COHERENCE=0.0)[:2] == ["pool/idle.py", "net/session.py"]
+    # A bare name asks for its definition, wherever it lives: no file's name counts.
+    assert fused("take_connection", ranking, FILE_COHERENCE=0.0)[0] == "net/session.py"
+
+
+def test_a_file_with_many_good_answers_lifts_its_best_one():
+    ranking = [("misc/timers.py", "fire_due_jobs", 10.0),
+               *(("scheduling/cron.py", f"cron_step_{n}", 9.5 - n / 10) for n in range(6)),
+               *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
+    query = "run the due jobs of a cron table"
+    assert fused(query, ranking, PATH_WORDS=0.0, FILE_COHERENCE=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
+    lifted = fused(query, ranking, PATH_WORDS=0.0)
+    # Only the file's best answer rises; the rest of its answers stay below the single good one.
+    assert lifted[:3] == ["scheduling/cron.py", "misc/timers.py", "scheduling/cron.py"]
+
+
+def test_path_name_terms_are_the_file_and_folder_names_stemmed():
+    from codesearch.query.fuse import path_name_terms
+
+    assert path_name_terms("src/connection_pools/HttpPool.test.ts") == {"http", "httppool", "pool", "connect",
+                                                                        "connection_pool"}
+    assert path_name_terms("pool.py") == {"pool"}

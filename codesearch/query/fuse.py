@@ -7,8 +7,10 @@ fuse() takes the candidates of one index or of several, and
      combination, which keeps how far ahead a retriever's best hit is (reciprocal rank fusion throws
      that away; Bruch, Gai and Ingber, ACM TOIS 2023);
   3. pools the parts of one split function (each retriever's best part counts) and answers it whole;
-  4. lifts a definition the query names, and applies the priors (tests, stubs, declarations, prose below code);
-  5. cuts to k, no two answers overlapping in one file, at most `per_file` from one file.
+  4. lifts a definition the query names and a file whose name or folder's name a sentence's words give, and
+     applies the priors (tests, stubs, declarations, prose below code);
+  5. lifts each file's best answer by how much of the whole pool's evidence its file holds;
+  6. cuts to k, no two answers overlapping in one file, at most `per_file` from one file.
 One index is the special case of fusing one: its answers are exactly what it would answer alone.
 """
 
@@ -17,8 +19,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from codesearch.index.database import StoredChunk
+from codesearch.index.terms import query_terms
 from codesearch.query.api import CANDIDATES, PER_FILE, Candidates, Hit
 from codesearch.source.chunk import DECLARATION_KINDS
 
@@ -32,6 +36,12 @@ NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition a
 # rank before everything else (a fused score is at most 1), best fused first.
 BARE_NAME_BONUS = 1.0
 TYPE_FIRST = 1.0  # a declared type (class, struct, ...) before a function of its name (a constructor): always
+# A sentence's words in a file's name or its folder's (`pool.py`, `middleware/`) are evidence that the file is
+# about them: the share of the query's terms found there, times this, is added (a fused score is at most 1).
+PATH_WORDS = 0.3
+# A file holding many good candidates is a stronger answer than one lucky function: each file's best answer
+# gains this share of the best score, scaled by its file's summed scores over the largest file's sum.
+FILE_COHERENCE = 0.1
 DECLARATION_SEARCH_LINES = 40  # how far past decorators and comments a chunk's declaration line is looked for
 PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
 PRIOR_TEST = 0.8  # tests rank below the code they test
@@ -56,6 +66,7 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
     rows = {(number, chunk_id): chunk for number, found in enumerate(sets) for chunk_id, chunk in found.chunks.items()}
     weights = {"dense": weight, "lexical": 1.0 - weight} if len(rankings) == 2 else dict.fromkeys(rankings, 1.0)
     names = names_in(query)
+    path_share = _path_words(query, names)
     scored = []
     for members, evidence in _by_unit(normalised_scores(rankings), rows, sets):
         # Parts of one function pool their evidence: each retriever's best part counts (BM25 scores whole
@@ -67,9 +78,10 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
         (number, best) = max(members, key=lambda member: sum(weights[source] * value for source, (value, _)
                                                              in members[member].items()))
         bonus = names.bonus(best)
-        score += bonus
+        score += bonus + PATH_WORDS * path_share(best.path)
         sources = {source: rank for source, (_, rank) in evidence.items()}
         scored.append((score * prior(best, bonus >= BARE_NAME_BONUS), (best.id, number), number, best, sources))
+    scored = _file_coherence(scored)
     scored.sort(key=lambda item: (-item[0], item[1]))
     hits: list[tuple[int, Hit]] = []
     per_path: dict[tuple[int, str], int] = {}
@@ -83,6 +95,49 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
             if len(hits) >= k:
                 break
     return [hit for _, hit in hits]
+
+
+def _path_words(query: str, names: QueryNames):
+    """path -> the share of a sentence's terms that its file's name and its folder's name hold (stemmed as
+    BM25 stems them). A bare name asks for its definition, wherever it lives: 0 for every path."""
+    terms = set(query_terms(query))
+    if not terms or names.bare:
+        return lambda path: 0.0
+
+    @lru_cache(maxsize=None)
+    def share(path: str) -> float:
+        return len(terms & path_name_terms(path)) / len(terms)
+    return share
+
+
+@lru_cache(maxsize=1 << 14)
+def path_name_terms(path: str) -> frozenset[str]:
+    """The stemmed terms of a file's name without its extensions, and of its folder's name."""
+    *folders, name = path.split("/")
+    words = name.split(".")[0] + (" " + folders[-1] if folders else "")
+    return frozenset(query_terms(words))
+
+
+def _file_coherence(scored: list[tuple]) -> list[tuple]:
+    """Each file's best answer lifted by FILE_COHERENCE x the best score x its file's summed scores over the
+    largest sum. Candidates past the scale's depth score nothing, so a deeper pool (a larger k) adds no weight."""
+    if not scored:
+        return scored
+    sums: dict[tuple[int, str], float] = {}
+    best: dict[tuple[int, str], int] = {}
+    for position, (score, _, number, chunk, _) in enumerate(scored):
+        file = (number, chunk.path)
+        sums[file] = sums.get(file, 0.0) + score
+        if file not in best or score > scored[best[file]][0]:
+            best[file] = position
+    largest, top = max(sums.values()), max(item[0] for item in scored)
+    if largest <= 0 or top <= 0:
+        return scored
+    lifted = list(scored)
+    for file, position in best.items():
+        score, *rest = scored[position]
+        lifted[position] = (score + FILE_COHERENCE * top * sums[file] / largest, *rest)
+    return lifted
 
 
 def whole_unit(found: Candidates, chunk: StoredChunk) -> StoredChunk:
