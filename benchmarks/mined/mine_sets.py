@@ -469,8 +469,9 @@ def file_set(args, recipes: list[dict], out: Path, report: dict, set_name: str =
         chosen = sorted(rng.sample(sorted(cands, key=lambda c: c.path), min(len(cands), args.file_cap)),
                         key=lambda c: c.path)
         mined[r["name"]] = (r, files, chosen, stats)
-    big_enough = {n: (m[0]["language"], len(m[2])) for n, m in mined.items() if len(m[2]) >= args.min_files}
-    kept = set(spread_over_languages(big_enough, args.max_repos))
+    least, most = (args.min_files, args.max_repos) if set_name == "files" else (args.typedoc_min, args.typedoc_max_repos)
+    big_enough = {n: (m[0]["language"], len(m[2])) for n, m in mined.items() if len(m[2]) >= least}
+    kept = set(spread_over_languages(big_enough, most))
     for d in (set_name, f"{set_name}-corpus"):
         (out / d).mkdir(parents=True, exist_ok=True)
     for name, (r, files, chosen, stats) in mined.items():
@@ -505,6 +506,8 @@ def main(argv=None) -> int:
     ap.add_argument("--file-cap", type=int, default=30, help="file questions per repository at most")
     ap.add_argument("--min-files", type=int, default=5, help="file questions a repository needs to be kept")
     ap.add_argument("--max-repos", type=int, default=20, help="variant repositories at most (each is indexed)")
+    ap.add_argument("--typedoc-min", type=int, default=3, help="type-doc questions a repository needs to be kept")
+    ap.add_argument("--typedoc-max-repos", type=int, default=32, help="type-doc variant repositories at most")
     ap.add_argument("--seed", default="codesearch-mined-sets-1", help="sampling seed")
     ap.add_argument("--only", default="", help="comma-separated recipe names")
     args = ap.parse_args(argv)

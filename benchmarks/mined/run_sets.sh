@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The two sets of mine_sets.py (bare-symbol questions, file-level questions) on top of a finished run.sh:
+# The three sets of mine_sets.py (bare-symbol questions, file headers, type docs) on top of a finished run.sh:
 # mine them, then score the BM25-over-functions baseline and codesearch's three modes through the CLI, and
-# print per-language, per-style and per-kind tables into OUTDIR/{symbols,files}-tables.md.
+# print per-language, per-style and per-kind tables into OUTDIR/{symbols,files,typedocs}-tables.md.
 # Usage: benchmarks/mined/run_sets.sh OUTDIR [MODEL] [extra score.py args, e.g. --repos go-cmp]
 #   OUTDIR is run.sh's (it needs OUTDIR/pristine and OUTDIR/corpus); PYTHON and EVALDIR as in run.sh.
 #   The symbol set asks about OUTDIR/corpus and reuses run.sh's indexes (--no-clean: codesearch index only
@@ -25,7 +25,7 @@ step() { local name=$1 t0=$SECONDS rc=0; shift; "$@" || rc=$?; log "$name: $((SE
 
 echo "sets: code $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown), model $model," \
      "resume $resume" >> "$out/timings.txt"
-if [ "$resume" = 1 ] && [ -d "$out/symbols" ] && [ -d "$out/files" ]; then log "resume: mine-sets skipped"; else
+if [ "$resume" = 1 ] && [ -d "$out/symbols" ] && [ -d "$out/files" ] && [ -d "$out/typedocs" ]; then log "resume: mine-sets skipped"; else
   step mine-sets "$python" "$here/mine_sets.py" --recipes "$recipes" --pristine "$out/pristine" \
     --corpus "$out/corpus" --out "$out" > "$out/mine-sets.txt"
 fi
@@ -47,16 +47,18 @@ for mode in semantic lexical; do
 done
 score symbols "$out/corpus" bm25-functions --baseline functions --no-clean "$@"
 
-# Files: a fresh corpus, cleaned and indexed like run.sh does it.
-score files "$out/files-corpus" bm25-functions --baseline functions "$@"
-score files "$out/files-corpus" hybrid --name "codesearch-$model-hybrid" --index-cmd "$index" \
-  --query-cmd "$(query hybrid)" --log "$out/files-hybrid.log" "$@"
-for mode in semantic lexical; do
-  score files "$out/files-corpus" "$mode" --name "codesearch-$model-$mode" --query-cmd "$(query $mode)" \
-    --log "$out/files-$mode.log" "$@"
+# Files and type docs: fresh corpora, cleaned and indexed like run.sh does it.
+for set in files typedocs; do
+  score $set "$out/$set-corpus" bm25-functions --baseline functions "$@"
+  score $set "$out/$set-corpus" hybrid --name "codesearch-$model-hybrid" --index-cmd "$index" \
+    --query-cmd "$(query hybrid)" --log "$out/$set-hybrid.log" "$@"
+  for mode in semantic lexical; do
+    score $set "$out/$set-corpus" "$mode" --name "codesearch-$model-$mode" --query-cmd "$(query $mode)" \
+      --log "$out/$set-$mode.log" "$@"
+  done
 done
 
-for set in symbols files; do
+for set in symbols files typedocs; do
   echo "## $set"
   "$python" "$here/tables.py" "$out/$set"-{bm25-functions,hybrid,semantic,lexical}.json \
     --queries "$out/$set/*.jsonl" | tee "$out/$set-tables.md"
