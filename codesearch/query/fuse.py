@@ -120,17 +120,20 @@ def path_name_terms(path: str) -> frozenset[str]:
 
 def _file_coherence(scored: list[tuple]) -> list[tuple]:
     """Each file's best answer lifted by FILE_COHERENCE x the best score x its file's summed scores over the
-    largest sum. Candidates past the scale's depth score nothing, so a deeper pool (a larger k) adds no weight."""
+    largest sum. Only candidates within the scale's depth (CANDIDATES) of a ranking count, so a deeper pool (a
+    larger k) adds no weight."""
     if not scored:
         return scored
     sums: dict[tuple[int, str], float] = {}
     best: dict[tuple[int, str], int] = {}
-    for position, (score, _, number, chunk, _) in enumerate(scored):
+    for position, (score, _, number, chunk, sources) in enumerate(scored):
+        if min(sources.values(), default=CANDIDATES + 1) > CANDIDATES:
+            continue
         file = (number, chunk.path)
         sums[file] = sums.get(file, 0.0) + score
         if file not in best or score > scored[best[file]][0]:
             best[file] = position
-    largest, top = max(sums.values()), max(item[0] for item in scored)
+    largest, top = max(sums.values(), default=0.0), max(item[0] for item in scored)
     if largest <= 0 or top <= 0:
         return scored
     lifted = list(scored)
