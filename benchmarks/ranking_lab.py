@@ -286,6 +286,28 @@ for _value in (0.0, 0.2, 0.5):
     VARIANTS[f"path-words-{_value}"] = contextlib.contextmanager(_fusion_constant("PATH_WORDS", _value))
 for _value in (0.0, 0.05, 0.15, 0.2):
     VARIANTS[f"file-coherence-{_value}"] = contextlib.contextmanager(_fusion_constant("FILE_COHERENCE", _value))
+def _bare_names_too():
+    """Path words for a bare name too (`HTTPAdapter` in adapters.py): they reorder definitions among themselves."""
+    from codesearch.query import fuse as fusion
+    from codesearch.query.fuse import QueryNames
+
+    original = fusion._path_words
+
+    def path_words(query, names):
+        return original(query, QueryNames(names.names, names.qualified, False))
+    fusion._path_words = path_words
+    try:
+        yield
+    finally:
+        fusion._path_words = original
+
+
+VARIANTS["path-words-bare-too"] = contextlib.contextmanager(_bare_names_too)
+_EXAMPLES = __import__("re").compile(r"(^|/)(tests?|spec|specs|__tests__|testing|examples?|samples?|demos?|benchmarks?)/|"
+                                     r"(^|/)test_[^/]*$|_test\.[^/]+$|\.(test|spec)\.[^/]+$|Tests?\.[^/]+$")
+VARIANTS["examples-as-tests"] = contextlib.contextmanager(_fusion_constant("_TEST_PATH", _EXAMPLES))
+for _factor in (1.0, 0.6, 0.5, 0.3):
+    VARIANTS[f"tests-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_TEST", _factor))
 for _factor in (1.0, 0.8, 0.6, 0.5):
     VARIANTS[f"stubs-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_STUB", _factor))
 
