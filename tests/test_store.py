@@ -247,6 +247,23 @@ def test_ten_segments_of_about_one_size_merge_whatever_side_of_a_power_of_ten_th
     assert plan_merge([SegmentSize(1, 100, 40), SegmentSize(2, 100, 10)]) == [1]
 
 
+def test_no_merge_makes_a_segment_past_the_cap():
+    from codesearch.index.segments import MAX_MERGED_ROWS, SegmentSize, plan_merge
+
+    # A first index of a million chunks: batches of 16,000 and merged segments of 160,000 lie within a factor
+    # ten, and would all merge into one; only as many as fit under the cap do.
+    batches = [SegmentSize(number, 16_000, 0) for number in range(4)]
+    merged = [SegmentSize(10 + number, 100_000, 0) for number in range(6)]
+    chosen = plan_merge(batches + merged)
+    assert len(chosen) >= 2 and sum(size.rows for size in batches + merged if size.number in chosen) <= MAX_MERGED_ROWS
+    assert set(range(4)) <= set(chosen)  # the smallest first
+    # Segments past half the cap take part in no merge of sizes, however many gather; a mostly deleted one is
+    # still rewritten.
+    big = [SegmentSize(number, MAX_MERGED_ROWS // 2 + 1, 0) for number in range(12)]
+    assert plan_merge(big) == []
+    assert plan_merge(big[:-1] + [SegmentSize(11, MAX_MERGED_ROWS // 2 + 1, MAX_MERGED_ROWS // 3)]) == [11]
+
+
 def test_a_merge_keeps_every_answer_and_drops_deleted_rows(store, tmp_path):
     for number in range(12):
         store.replace_files(MANIFEST, add_file(store, f"m{number}.py", [f"retry_{number}", f"parse_{number}"],

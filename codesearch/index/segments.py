@@ -26,7 +26,8 @@ query on one thread.
 
 Segments merge by a tiered policy (plan_merge): a refresh adds a small segment, and when ten segments within
 a factor ten of each other in size gather, or a segment is mostly deleted, they are rewritten as one,
-keeping live rows only.
+keeping live rows only. A merge never makes a segment past MAX_MERGED_ROWS (Lucene's maxMergedSegmentMB):
+a merge builds its segment in memory, so an unbounded one at a million chunks took a first index to 4.6 GiB.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ _OWN_LEFTOVER = re.compile(r"(?:segment-\d+|quantizer-\d+\.faiss|vectors-\d+\.fa
 MERGE_FACTOR = 10  # segments within a factor this wide of each other that merge (Lucene's segments per tier)
 SIZE_CLASS_FLOOR = 1000  # live chunks: every segment below this counts as this large when merges are planned
 DELETED_SHARE = 0.3  # a segment with more of its rows deleted than this is rewritten
+# Live rows a merge may write into one segment at most; a segment past half of it takes part in no merge of
+# sizes (only its own rewrite, when mostly deleted). At 1536 dimensions that is 0.8 GB of fp16 rows.
+MAX_MERGED_ROWS = 250_000
 PARALLEL_MIN_ROWS = 10_000  # rows from which a flat segment is worth handing to another thread to scan
 SKETCH_MIN_ROWS = 50_000  # rows from which a segment keeps a sketch and is searched in two passes
 SKETCH_PART_ROWS = 1 << 17  # rows of one sketch part: the unit of the first pass's parallel threads
@@ -397,16 +401,27 @@ def plan_merge(sizes: list[SegmentSize]) -> list[int]:
     MERGE_FACTOR smallest segments (by live rows) that lie within a factor MERGE_FACTOR of each other (sizes
     below SIZE_CLASS_FLOOR count as the floor), the first such run from the smallest. So no more than
     MERGE_FACTOR - 1 segments stay in any band of sizes a factor MERGE_FACTOR wide, and each row is rewritten
-    about log(N / floor) / log(MERGE_FACTOR) times in all. An outdated segment is rewritten too."""
+    about log(N / floor) / log(MERGE_FACTOR) times in all. A merge of sizes takes only as many of them as fit
+    in MAX_MERGED_ROWS, and leaves out every segment past half of it, so past that size segments accumulate
+    instead of growing. An outdated segment is rewritten too."""
     chosen = {size.number for size in sizes
               if size.outdated or (size.rows and size.deleted / size.rows > DELETED_SHARE)}
-    ranked = sorted(sizes, key=lambda size: (size.rows - size.deleted, size.number))
+    ranked = sorted((size for size in sizes if size.rows - size.deleted <= MAX_MERGED_ROWS // 2),
+                    key=lambda size: (size.rows - size.deleted, size.number))
     for start in range(len(ranked) - MERGE_FACTOR + 1):
         window = ranked[start:start + MERGE_FACTOR]
         smallest = max(window[0].rows - window[0].deleted, SIZE_CLASS_FLOOR)
         if window[-1].rows - window[-1].deleted <= MERGE_FACTOR * smallest:
-            chosen.update(size.number for size in window)
-            break
+            # As many of them, smallest first, as fit in one segment of MAX_MERGED_ROWS.
+            total, merged = 0, []
+            for size in window:
+                total += size.rows - size.deleted
+                if total > MAX_MERGED_ROWS:
+                    break
+                merged.append(size.number)
+            if len(merged) >= 2:
+                chosen.update(merged)
+                break
     # A mostly deleted or outdated segment alone is rewritten too; a single healthy one never is.
     return sorted(chosen)
 
