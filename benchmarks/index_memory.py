@@ -21,6 +21,7 @@ cores for Django's 76,000 chunks), its size on disk, and two refreshes through t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -67,6 +68,7 @@ if what == "pipeline":
     result = {{"chunks": report.chunks, "files": report.files, "embedded": report.embedded}}
     result["index_seconds"] = round(time.perf_counter() - started, 1)
     result["disk_mib"] = round(sum(p.stat().st_size for p in (repo / ".codesearch").rglob("*") if p.is_file()) / 2**20, 1)
+    result["segments"] = sum(1 for p in (repo / ".codesearch").iterdir() if p.name.startswith("segment-"))
     if embedded:  # also a refresh after a one-function edit, and a no-op refresh, on the index just built
         def written():
             return int(dict(line.split(":") for line in open("/proc/self/io"))["write_bytes"])
@@ -154,9 +156,14 @@ def main() -> None:
     parser.add_argument("--refresh", action="store_true",
                         help="After the pipeline's index: a one-function edit and a no-op refresh, timed, with the bytes "
                              "they write (the stand-in embedder: the index work alone)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="build in DIR (new or empty) and leave the repository and its index there, for "
+                             "segments.py --queries-of")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CODESEARCH_NO_AUTOSTART": "1"}
-    with tempfile.TemporaryDirectory() as scratch:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as scratch:
         repo = unpack(args.sdist, Path(scratch)) if args.sdist else generated(args.generated, Path(scratch))
         print(f"{repo.name}: load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores", flush=True)
         child = [sys.executable, "-c", CHILD.format(root=str(ROOT))]

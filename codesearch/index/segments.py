@@ -26,8 +26,8 @@ query on one thread.
 
 Segments merge by a tiered policy (plan_merge): a refresh adds a small segment, and when ten segments within
 a factor ten of each other in size gather, or a segment is mostly deleted, they are rewritten as one,
-keeping live rows only. A merge never makes a segment past MAX_MERGED_ROWS (Lucene's maxMergedSegmentMB):
-a merge builds its segment in memory, so an unbounded one at a million chunks took a first index to 4.6 GiB.
+keeping live rows only, never past MAX_MERGED_ROWS (Lucene's maxMergedSegmentMB): a merge builds its segment
+in memory.
 """
 
 from __future__ import annotations
@@ -58,9 +58,7 @@ _OWN_LEFTOVER = re.compile(r"(?:segment-\d+|quantizer-\d+\.faiss|vectors-\d+\.fa
 MERGE_FACTOR = 10  # segments within a factor this wide of each other that merge (Lucene's segments per tier)
 SIZE_CLASS_FLOOR = 1000  # live chunks: every segment below this counts as this large when merges are planned
 DELETED_SHARE = 0.3  # a segment with more of its rows deleted than this is rewritten
-# Live rows a merge may write into one segment at most; a segment past half of it takes part in no merge of
-# sizes (only its own rewrite, when mostly deleted). At 1536 dimensions that is 0.8 GB of fp16 rows.
-MAX_MERGED_ROWS = 250_000
+MAX_MERGED_ROWS = 250_000  # live rows a merge writes at most (at 1536 dimensions, 0.8 GB of fp16 rows)
 PARALLEL_MIN_ROWS = 10_000  # rows from which a flat segment is worth handing to another thread to scan
 SKETCH_MIN_ROWS = 50_000  # rows from which a segment keeps a sketch and is searched in two passes
 SKETCH_PART_ROWS = 1 << 17  # rows of one sketch part: the unit of the first pass's parallel threads
