@@ -282,7 +282,7 @@ def _fusion_constant(name: str, value):
 
 for _lift in (0.0, 0.05, 0.2, 0.5, 1.0):
     VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_fusion_constant("TYPE_FIRST", _lift))
-for _value in (0.0, 0.2, 0.5):
+for _value in (0.0, 0.2, 0.5, 0.7, 1.0):
     VARIANTS[f"path-words-{_value}"] = contextlib.contextmanager(_fusion_constant("PATH_WORDS", _value))
 for _value in (0.0, 0.05, 0.15, 0.2):
     VARIANTS[f"file-coherence-{_value}"] = contextlib.contextmanager(_fusion_constant("FILE_COHERENCE", _value))
