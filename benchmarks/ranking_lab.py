@@ -410,6 +410,65 @@ def _saturation(threshold: int, decay: float):
     return adjust
 
 
+def _file_documents(store):
+    """path -> its units' BM25 terms summed (a file as one document), with each term's file frequency; cached."""
+    cached = getattr(store, "_lab_file_documents", None)
+    if cached is None:
+        from collections import Counter
+
+        rows = dict(store.database.db.execute("SELECT id, path FROM chunks"))
+        files: dict = {}
+        for unit_id, counts in _unit_terms(store).items():
+            files.setdefault(rows.get(unit_id), Counter()).update(counts)
+        frequency = Counter(term for counts in files.values() for term in counts)
+        lengths = {path: sum(counts.values()) for path, counts in files.items()}
+        cached = store._lab_file_documents = (files, frequency, lengths, sum(lengths.values()) / max(1, len(lengths)))
+    return cached
+
+
+def _file_bm25(weight: float, best_only: bool = True):
+    """BM25 over whole files (each file's units' terms as one document), min-max normalised over the pool's
+    files: + weight x it, to each file's best answer (or to all its answers)."""
+    def apply():
+        import math
+
+        from codesearch.index.terms import query_terms
+        from codesearch.query.api import CANDIDATES
+
+        def ranker(store, text, vector, k, mode, dense_share):
+            hits = _first_pass(store, text, vector, max(k, CANDIDATES), mode, dense_share)
+            files, frequency, lengths, average = _file_documents(store)
+            n, terms = len(files), query_terms(text)
+            score = {}
+            for path in {hit.chunk.path for hit in hits}:
+                counts, total = files.get(path, {}), 0.0
+                for term in terms:
+                    tf = counts.get(term, 0)
+                    if tf:
+                        idf = math.log(1 + (n - frequency[term] + 0.5) / (frequency[term] + 0.5))
+                        total += idf * tf / (tf + 1.2 * (0.25 + 0.75 * lengths[path] / average))
+                score[path] = total
+            top, low = max(score.values(), default=0), min(score.values(), default=0)
+            best = {}
+            for hit in hits:
+                if hit.chunk.path not in best or hit.score > best[hit.chunk.path].score:
+                    best[hit.chunk.path] = hit
+            lifted = [(hit, hit.score + (weight * (score[hit.chunk.path] - low) / (top - low) if top > low and
+                                         (not best_only or best[hit.chunk.path] is hit) else 0.0)) for hit in hits]
+            return [hit for hit, _ in sorted(lifted, key=lambda pair: -pair[1])][:k]
+
+        Settings.ranker = ranker
+        try:
+            yield
+        finally:
+            Settings.ranker = None
+    return apply
+
+
+for _w in (0.1, 0.2, 0.3):
+    VARIANTS[f"file-bm25-{_w}"] = contextlib.contextmanager(_file_bm25(_w))
+
+
 for _t, _d in ((1, 0.5), (1, 0.7), (1, 0.8), (1, 0.9), (2, 0.5), (2, 0.7), (2, 0.8), (3, 0.5), (3, 0.7)):
     VARIANTS[f"saturate-{_t}-{_d}"] = contextlib.contextmanager(_reranked(_saturation(_t, _d)))
 
