@@ -3,7 +3,8 @@
     python benchmarks/index_memory.py --sdist Django-5.1.4.tar.gz [--embedded 400] [--full]
 
 The sdist is unpacked into a scratch git repository (one commit). Two processes are measured, each
-from a fresh interpreter, by its peak RSS (its own ru_maxrss):
+from a fresh interpreter, by its peak RSS (its own ru_maxrss; the pipeline also by its peaks of RssAnon, its
+own memory, and RssFile, the mapped segment files' pages, sampled from /proc every 0.1 s):
   pipeline   index_repository on the whole repository with the product's real discovery, chunker,
              embedding keys, cache writes, FAISS and BM25, but a stand-in embedder that hands back
              random unit vectors at once: everything but the model, at the repository's full size;
@@ -36,8 +37,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time
+if {source!r}:  # another copy of the package: an editable install would answer `import codesearch` first
+    sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in repr(finder).lower()]
 sys.path.insert(0, {root!r})
+
+# ru_maxrss counts the pages of mapped files (the segments' vectors and postings), which the kernel may drop
+# and read again; the process's own memory is RssAnon. Both peaks are sampled every 0.1 s.
+peaks = {{"RssAnon": 0, "RssFile": 0}}
+def sample():
+    while True:
+        for line in open("/proc/self/status"):
+            name = line.split(":")[0]
+            if name in peaks:
+                peaks[name] = max(peaks[name], int(line.split()[1]))
+        time.sleep(0.1)
+threading.Thread(target=sample, daemon=True).start()
 import numpy as np
 from pathlib import Path
 from codesearch.embedding.batching import DocumentEncoder
@@ -97,6 +112,7 @@ elif what == "embedder":
     result = {{"runtime": spec.runtime, "embedded": len(texts), "rss_before_load_mib": round(before)}}
 result["seconds"] = round(time.perf_counter() - started, 1)
 result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+result["peak_anon_mib"], result["peak_file_mib"] = round(peaks["RssAnon"] / 1024), round(peaks["RssFile"] / 1024)
 print(json.dumps(result))
 """
 
@@ -156,6 +172,9 @@ def main() -> None:
     parser.add_argument("--refresh", action="store_true",
                         help="After the pipeline's index: a one-function edit and a no-op refresh, timed, with the bytes "
                              "they write (the stand-in embedder: the index work alone)")
+    parser.add_argument("--source", type=Path, metavar="DIR",
+                        help="run the codesearch package found in DIR instead (`git archive COMMIT codesearch | tar -x "
+                             "-C DIR`), to compare two versions in one session")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="build in DIR (new or empty) and leave the repository and its index there, for "
                              "segments.py --queries-of")
@@ -166,7 +185,7 @@ def main() -> None:
     with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as scratch:
         repo = unpack(args.sdist, Path(scratch)) if args.sdist else generated(args.generated, Path(scratch))
         print(f"{repo.name}: load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores", flush=True)
-        child = [sys.executable, "-c", CHILD.format(root=str(ROOT))]
+        child = [sys.executable, "-c", CHILD.format(root=str(args.source or ROOT), source=str(args.source or ""))]
         if args.generated:  # the model's share depends on the longest chunks, not on the repository's size
             pipeline, pipeline_peak = measured(child + ["pipeline", str(repo), "0"], env)
             print(f"pipeline       peak RSS {pipeline_peak:7.0f} MiB  {pipeline}", flush=True)
