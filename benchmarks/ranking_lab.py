@@ -62,6 +62,16 @@ def _ranker(function):
     return function
 
 
+@contextlib.contextmanager
+def ranking_with(ranker):
+    """Rank with `ranker` (store, text, vector, k, mode, weight) -> hits, in place of retrieve + fuse, meanwhile."""
+    Settings.ranker = ranker
+    try:
+        yield
+    finally:
+        Settings.ranker = None
+
+
 def _first_pass(store, text, vector, k, mode, weight):
     per_file = {} if Settings.per_file is None else {"per_file": Settings.per_file}
     return fuse([retrieve(store, Query(text, k, mode, vector), with_term_scores=False)], text, k, weight, **per_file)
@@ -367,16 +377,12 @@ def _file_evidence(share: float):
                 return hit.score + share * (other if len(scores) > 1 else 0.0)
             return sorted(hits, key=lifted, reverse=True)[:k]
 
-        Settings.ranker = ranker
-        try:
-            yield
-        finally:
-            Settings.ranker = None
+        return ranking_with(ranker)
     return apply
 
 
 for _share in (0.1, 0.2, 0.4):
-    VARIANTS[f"file-evidence-{_share}"] = contextlib.contextmanager(_file_evidence(_share))
+    VARIANTS[f"file-evidence-{_share}"] = _file_evidence(_share)
 
 
 def _reranked(adjust):
@@ -389,11 +395,7 @@ def _reranked(adjust):
             hits = _first_pass(store, text, vector, max(k, CANDIDATES), mode, dense_share)
             return [hit for hit, _ in sorted(adjust(hits, text), key=lambda pair: -pair[1])][:k]
 
-        Settings.ranker = ranker
-        try:
-            yield
-        finally:
-            Settings.ranker = None
+        return ranking_with(ranker)
     return apply
 
 
@@ -457,20 +459,16 @@ def _file_bm25(weight: float, best_only: bool = True):
                                          (not best_only or best[hit.chunk.path] is hit) else 0.0)) for hit in hits]
             return [hit for hit, _ in sorted(lifted, key=lambda pair: -pair[1])][:k]
 
-        Settings.ranker = ranker
-        try:
-            yield
-        finally:
-            Settings.ranker = None
+        return ranking_with(ranker)
     return apply
 
 
 for _w in (0.1, 0.2, 0.3):
-    VARIANTS[f"file-bm25-{_w}"] = contextlib.contextmanager(_file_bm25(_w))
+    VARIANTS[f"file-bm25-{_w}"] = _file_bm25(_w)
 
 
 for _t, _d in ((1, 0.5), (1, 0.7), (1, 0.8), (1, 0.9), (2, 0.5), (2, 0.7), (2, 0.8), (3, 0.5), (3, 0.7)):
-    VARIANTS[f"saturate-{_t}-{_d}"] = contextlib.contextmanager(_reranked(_saturation(_t, _d)))
+    VARIANTS[f"saturate-{_t}-{_d}"] = _reranked(_saturation(_t, _d))
 
 
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
