@@ -164,9 +164,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sdist", type=Path)
-    source.add_argument("--generated", type=int, metavar="CHUNKS",
-                        help="instead of an sdist, a generated repository of about CHUNKS functions (query_latency.py's "
-                             "code-like text, 34 to a file): the pipeline alone, at any size")
+    source.add_argument("--generated", type=int, metavar="FUNCTIONS",
+                        help="instead of an sdist, a generated repository of about FUNCTIONS functions (query_latency.py's "
+                             "code-like text, 34 to a file; the index holds about 2.3 chunks per function): the "
+                             "pipeline alone, at any size")
     parser.add_argument("--embedded", type=int, default=400)
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--refresh", action="store_true",
