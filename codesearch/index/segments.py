@@ -39,6 +39,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -393,6 +394,10 @@ class SegmentSize:
     deleted: int  # of those, deleted since
     outdated: bool = False  # in a format this version rewrites (Segment.outdated)
 
+    @property
+    def live(self) -> int:
+        return self.rows - self.deleted
+
 
 def plan_merge(sizes: list[SegmentSize]) -> list[int]:
     """The segments to merge now, [] for none: any segment whose deleted share passes DELETED_SHARE, and the
@@ -404,21 +409,15 @@ def plan_merge(sizes: list[SegmentSize]) -> list[int]:
     instead of growing. An outdated segment is rewritten too."""
     chosen = {size.number for size in sizes
               if size.outdated or (size.rows and size.deleted / size.rows > DELETED_SHARE)}
-    ranked = sorted((size for size in sizes if size.rows - size.deleted <= MAX_MERGED_ROWS // 2),
-                    key=lambda size: (size.rows - size.deleted, size.number))
+    ranked = sorted((size for size in sizes if size.live <= MAX_MERGED_ROWS // 2), key=lambda size: (size.live, size.number))
     for start in range(len(ranked) - MERGE_FACTOR + 1):
         window = ranked[start:start + MERGE_FACTOR]
-        smallest = max(window[0].rows - window[0].deleted, SIZE_CLASS_FLOOR)
-        if window[-1].rows - window[-1].deleted <= MERGE_FACTOR * smallest:
+        if window[-1].live <= MERGE_FACTOR * max(window[0].live, SIZE_CLASS_FLOOR):
             # As many of them, smallest first, as fit in one segment of MAX_MERGED_ROWS.
-            total, merged = 0, []
-            for size in window:
-                total += size.rows - size.deleted
-                if total > MAX_MERGED_ROWS:
-                    break
-                merged.append(size.number)
-            if len(merged) >= 2:
-                chosen.update(merged)
+            fitting = [size.number for size, total in zip(window, accumulate(size.live for size in window))
+                       if total <= MAX_MERGED_ROWS]
+            if len(fitting) >= 2:
+                chosen.update(fitting)
                 break
     # A mostly deleted or outdated segment alone is rewritten too; a single healthy one never is.
     return sorted(chosen)

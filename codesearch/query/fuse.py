@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from codesearch.index.database import StoredChunk
 from codesearch.index.terms import query_terms
@@ -104,7 +104,7 @@ def _path_words(query: str, names: QueryNames):
     if not terms or names.bare:
         return lambda path: 0.0
 
-    @lru_cache(maxsize=None)
+    @cache
     def share(path: str) -> float:
         return len(terms & path_name_terms(path)) / len(terms)
     return share
