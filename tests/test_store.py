@@ -191,6 +191,29 @@ def _file(store, path, names):
     return {path: (f"fp-{'-'.join(names)}", chunks, keys)}
 
 
+def test_merged_postings_equal_postings_built_from_the_live_units():
+    """A merge (32-bit columns, one packed sort) gives, array for array, what a build of the surviving units
+    gives, whatever order the build reads its documents in."""
+    import random
+
+    from codesearch.index.lexical import Postings
+
+    rng = random.Random(5)
+    vocabulary = [f"t{i}" for i in range(300)] + ["ünïcode", "x"]
+    documents = {unit_id: [rng.choice(vocabulary) for _ in range(rng.randint(1, 60))] for unit_id in rng.sample(range(1, 5000), 900)}
+    ids = sorted(documents)
+    parts = [ids[0::3], ids[1::3], ids[2::3]]  # interleaved ids: the merge puts units back in id order
+    deleted = set(rng.sample(ids, 200)) | {unit_id for unit_id in ids if "x" in documents[unit_id]}
+    merged = Postings.merge([(Postings.build([(i, documents[i]) for i in part]), sorted(deleted & set(part)))
+                             for part in parts])
+    shuffled = [(i, documents[i]) for i in ids if i not in deleted]
+    rng.shuffle(shuffled)
+    built = Postings.build(iter(shuffled))
+    for name in Postings._ARRAYS:
+        assert np.array_equal(getattr(merged, name), getattr(built, name)), name
+        assert getattr(merged, name).dtype == getattr(built, name).dtype, name
+
+
 def test_bm25_search_prunes_without_changing_the_answer():
     """Search skips common terms' postings once they cannot change the answer (MaxScore); its answers equal
     BM25 computed over every unit by the textbook formula, across segments with deletions and filters, and

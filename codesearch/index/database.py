@@ -189,7 +189,7 @@ class IndexDatabase:
         """The chunks sharing this chunk's path, symbol and kind, in runs that each make one unit."""
         rows = self.db.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE path = ? AND symbol = ? AND kind = ? "
                                "ORDER BY start_line", (chunk.path, chunk.symbol, chunk.kind))
-        return units_of(map(self.stored_chunk, rows)) or [[chunk]]
+        return list(units_of(map(self.stored_chunk, rows))) or [[chunk]]
 
     def split_units(self, chunks: Iterable[StoredChunk]) -> dict[tuple[str, str, str], list[list[StoredChunk]]]:
         """Per (path, symbol, kind) of these chunks that more than one chunk shares (a function split into

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -46,23 +47,30 @@ class Postings:
 
     @classmethod
     def build(cls, documents: Iterable[tuple[int, list[str]]]) -> "Postings":
-        """From (first chunk id, unit_document) pairs."""
+        """From (first chunk id, unit_document) pairs, read one at a time: a document's terms are counted and
+        let go, so a segment of a quarter of a million units never holds its words at once."""
         import numpy as np
         from collections import Counter
 
-        documents = sorted(documents, key=lambda document: document[0])
         columns: dict[str, int] = {}
-        term_column, unit_column, count_column = [], [], []
-        for position, (_, document) in enumerate(documents):
+        # Machine integers, not Python's: a segment of 250,000 units has some ten million postings.
+        unit_ids, unit_lengths = array("q"), array("q")
+        term_column, unit_column, count_column = array("q"), array("q"), array("q")
+        for position, (unit_id, document) in enumerate(documents):
+            unit_ids.append(unit_id)
+            unit_lengths.append(len(document))
             for term, count in Counter(document).items():
                 term_column.append(columns.setdefault(term, len(columns)))
                 unit_column.append(position)
                 count_column.append(count)
+        ids = np.frombuffer(unit_ids, np.int64)
+        order = np.argsort(ids, kind="stable")  # units are kept in id order
+        new_position = np.empty(len(ids), dtype=np.int64)
+        new_position[order] = np.arange(len(ids))
         terms = [term.encode("utf-8") for term in columns]
-        return cls._from_triples(np.fromiter((unit_id for unit_id, _ in documents), np.int64, len(documents)),
-                                 np.fromiter((len(document) for _, document in documents), np.int64, len(documents)),
-                                 terms, np.asarray(term_column, np.int64), np.asarray(unit_column, np.int64),
-                                 np.asarray(count_column, np.int64))
+        return cls._from_triples(ids[order], np.frombuffer(unit_lengths, np.int64)[order], terms,
+                                 np.frombuffer(term_column, np.int64), new_position[np.frombuffer(unit_column, np.int64)],
+                                 np.frombuffer(count_column, np.int64))
 
     @classmethod
     def from_parts(cls, parts: Iterable[tuple[object, str]]) -> "Postings":
@@ -87,18 +95,23 @@ class Postings:
         rank[order] = np.arange(len(terms))
         encoded = [terms[number] for number in order.tolist()]
         lengths = np.fromiter((len(term) for term in encoded), np.int64, len(encoded))
-        ranked = rank[term_column] if len(term_column) else term_column
-        by_term = np.lexsort((unit_column, ranked))
+        # One sort of (term rank, unit) packed in 64 bits, each pair once: a merge of 250,000 units sorts some
+        # ten million postings, and every array here is that long.
+        pairs = rank[term_column] << 32
+        pairs |= unit_column
+        by_term = np.argsort(pairs)
+        pairs = pairs[by_term]
         return cls(np.asarray(unit_ids, np.int64), np.asarray(unit_lengths, np.int64), hashes[order],
                    np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
                    np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
-                   np.searchsorted(ranked[by_term], np.arange(len(terms) + 1)).astype(np.int64),
-                   unit_column[by_term].astype(np.int32),
+                   np.searchsorted(pairs, np.arange(len(terms) + 1, dtype=np.int64) << 32).astype(np.int64),
+                   (pairs & 0xFFFF_FFFF).astype(np.int32),
                    np.minimum(count_column[by_term], np.iinfo(np.uint16).max).astype(np.uint16))
 
     @classmethod
     def merge(cls, sources: list[tuple["Postings", object]]) -> "Postings":
-        """One Postings of the units of `sources` that live, each (postings, deleted chunk ids)."""
+        """One Postings of the units of `sources` that live, each (postings, deleted chunk ids). Term numbers
+        and unit positions are 32-bit, counts 16-bit, as stored: the postings of a merge are its memory."""
         import numpy as np
 
         if not sources:
@@ -109,34 +122,37 @@ class Postings:
         placed = 0
         for postings, deleted in sources:
             live = ~np.isin(postings.unit_ids, np.asarray(deleted, dtype=np.int64))
-            position = np.cumsum(live) - 1 + placed  # each live unit's position in the merged segment
+            position = (np.cumsum(live) - 1 + placed).astype(np.int32)  # each live unit's place in the merge
             unit_ids.append(np.asarray(postings.unit_ids)[live])
             unit_lengths.append(np.asarray(postings.unit_lengths)[live])
-            mine = np.empty(len(postings.term_hashes), dtype=np.int64)
+            mine = np.empty(len(postings.term_hashes), dtype=np.int32)
             for number, (term, hashed) in enumerate(zip(postings.encoded_terms(), postings.term_hashes.tolist())):
                 column = columns.get(term)
                 if column is None:
                     column = columns[term] = len(columns)
                     hashes.append(hashed)
                 mine[number] = column
-            term_of_posting = np.repeat(mine, np.diff(postings.posting_starts))
             units = np.asarray(postings.posting_units)
             keep = live[units]
-            term_column.append(term_of_posting[keep])
+            term_column.append(np.repeat(mine, np.diff(postings.posting_starts))[keep])
             unit_column.append(position[units[keep]])
-            count_column.append(np.asarray(postings.posting_counts)[keep].astype(np.int64))
+            count_column.append(np.asarray(postings.posting_counts)[keep])
             placed += int(live.sum())
         # Units are put in id order; a merge's sources hold disjoint ids.
         ids = np.concatenate(unit_ids)
         order = np.argsort(ids, kind="stable")
-        new_position = np.empty(len(ids), dtype=np.int64)
-        new_position[order] = np.arange(len(ids))
+        new_position = np.empty(len(ids), dtype=np.int32)
+        new_position[order] = np.arange(len(ids), dtype=np.int32)
         units = new_position[np.concatenate(unit_column)]
+        del unit_column
         # A term whose every unit was deleted is dropped, as a fresh build would never have seen it.
         terms_column = np.concatenate(term_column)
-        used = np.unique(terms_column)
-        renumber = np.full(len(columns), -1, dtype=np.int64)
-        renumber[used] = np.arange(len(used))
+        del term_column
+        seen = np.zeros(len(columns), dtype=bool)
+        seen[terms_column] = True
+        used = np.flatnonzero(seen)
+        renumber = np.full(len(columns), -1, dtype=np.int32)
+        renumber[used] = np.arange(len(used), dtype=np.int32)
         names = list(columns)
         return cls._from_triples(ids[order], np.concatenate(unit_lengths)[order], [names[i] for i in used.tolist()],
                                  renumber[terms_column], units, np.concatenate(count_column),

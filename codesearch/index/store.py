@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -177,11 +178,14 @@ class IndexStore:
             found.update({key: vector for (_, key), vector in zip(wanted, vectors)})
         return found
 
-    def unembedded_chunks(self) -> list[tuple[int, str]]:
-        """(id, embedding key) of the live chunks written without a vector, in file order."""
-        return self.database.db.execute(
-            "SELECT id, embedding_key FROM chunks WHERE id IN (SELECT chunk_id FROM unembedded) "
-            "ORDER BY path, start_line").fetchall()
+    def unembedded_chunks(self) -> tuple[array, int]:
+        """The ids of the live chunks written without a vector, in file order (8 bytes each: a first index of a
+        million chunks holds them all), and how many distinct texts they hold."""
+        ids = array("q", (chunk_id for (chunk_id,) in self.database.db.execute(
+            "SELECT id FROM chunks WHERE id IN (SELECT chunk_id FROM unembedded) ORDER BY path, start_line")))
+        texts = self.database.db.execute("SELECT count(DISTINCT embedding_key) FROM chunks "
+                                         "WHERE id IN (SELECT chunk_id FROM unembedded)").fetchone()[0]
+        return ids, texts
 
     def embedding_rows(self, ids: Sequence[int]) -> list[tuple[str, str]]:
         """(embedding key, the text the model embeds) of these chunks, in the order given; gone ones left out."""

@@ -259,23 +259,24 @@ def _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_
     embedder = embedder_factory(spec)
     manifest = index_manifest(spec, embedder.dim)
     chunk_count = _write_words(root, store.directory, spec, manifest, to_read, removed, rebuild, budget, progress)
-    missing = store.unembedded_chunks()
-    report.embedded = len({key for _, key in missing})
+    missing, report.embedded = store.unembedded_chunks()
     report.reused = chunk_count - len(missing)
     progress.notice("questions can be asked already: answers use words alone until the vectors are in")
     progress.planned(report.embedded, spec)
     started = last_step = time.monotonic()
-    done = set()
+    done = 0
     for first in range(0, len(missing), PROGRESSIVE_BATCH):
-        rows = store.embedding_rows([chunk_id for chunk_id, _ in missing[first:first + PROGRESSIVE_BATCH]])
-        texts_by_key = {key: text for key, text in rows if key not in done}
+        texts_by_key = dict(store.embedding_rows(missing[first:first + PROGRESSIVE_BATCH].tolist()))
+        # A text also in an earlier batch was embedded there, and its vector cached.
+        for key in store.database.known_keys(list(texts_by_key)):
+            del texts_by_key[key]
         keys, texts = list(texts_by_key), list(texts_by_key.values())
         # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
         for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
             store.database.cache_vectors([keys[position] for position in positions], vectors)
-        done.update(keys)
+        done += len(keys)
         if time.monotonic() - last_step >= PROGRESSIVE_STEP_SECONDS:
-            rate = len(done) / max(time.monotonic() - started, 1e-6)
+            rate = done / max(time.monotonic() - started, 1e-6)
             _add_vectors(store, {**manifest, "embedding_rate": rate})
             last_step = time.monotonic()
     del embedder

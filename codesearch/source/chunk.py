@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from codesearch.source.declarations import member_signatures, with_signatures
 from codesearch.source.languages import LanguageSpec, load_language, spec_by_name, spec_for_source
@@ -89,16 +89,18 @@ def continues_unit(previous, part) -> bool:
             and (part.path, part.symbol, part.kind) == (previous.path, previous.symbol, previous.kind))
 
 
-def units_of(parts: Iterable[T], chunk_of: Callable[[T], object] = lambda part: part) -> list[list[T]]:
-    """Parts in unit order (by path, symbol, kind and start line) gathered into units: each run of the
-    adjacent parts of one split unit together, any other chunk alone. `chunk_of` finds the chunk in a part."""
-    units: list[list[T]] = []
+def units_of(parts: Iterable[T], chunk_of: Callable[[T], object] = lambda part: part) -> Iterator[list[T]]:
+    """Parts in unit order (by path, symbol, kind and start line) gathered into units, one at a time: each
+    run of the adjacent parts of one split unit together, any other chunk alone. `chunk_of` finds the chunk
+    in a part."""
+    unit: list[T] = []
     for part in parts:
-        if units and continues_unit(chunk_of(units[-1][-1]), chunk_of(part)):
-            units[-1].append(part)
-        else:
-            units.append([part])
-    return units
+        if unit and not continues_unit(chunk_of(unit[-1]), chunk_of(part)):
+            yield unit
+            unit = []
+        unit.append(part)
+    if unit:
+        yield unit
 
 
 @dataclass(frozen=True)
