@@ -110,7 +110,11 @@ def test_navigation_follows_the_working_tree(repo, tmp_path):
 
 
 def test_bad_options_are_one_line_errors(repo):
-    for args in (("refs", "x", "--kind", "bogus"), ("callers", "x", "--depth", "0"), ("defs", "x", "--lang", "cobol")):
+    # The command line's own errors too (typer 0.28 raises them from its copy of click): an unknown option of
+    # the program or of a command, an unknown command, a missing argument, a value of the wrong type.
+    for args in (("refs", "x", "--kind", "bogus"), ("callers", "x", "--depth", "0"), ("defs", "x", "--lang", "cobol"),
+                 ("--bogus",), ("status", "--bogus"), ("bogus",), ("hook", "bogus"), ("defs",),
+                 ("callers", "x", "--depth", "zz")):
         result = codesearch(*args, cwd=repo)
         assert result.returncode == 2 and result.stderr.startswith("codesearch: error:") and \
             len(result.stderr.strip().splitlines()) == 1, result.stderr

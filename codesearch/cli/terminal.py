@@ -5,6 +5,7 @@ bar of an index build, and reading the user's queries."""
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -24,14 +25,30 @@ FLAGS = {"queries": "the query", "k": "-k", "mode": "--mode", "languages": "--la
 CPU_CHUNKS_PER_SECOND = {"decoder": 0.5, "encoder": 70.0}  # measured on 2 cores: benchmarks/NOTES.md, README
 
 
+# The click that typer runs on: typer 0.28 carries a copy of its own (typer._click), whose exceptions are not
+# the click package's.
+_CLICK = importlib.import_module(TyperGroup.__mro__[1].__module__.rsplit(".", 1)[0] + ".exceptions")
+# Exceptions a command ends with that typer itself reports (an exit status, an abort).
+_PASSED_ON = (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
+              _CLICK.ClickException, *(getattr(_CLICK, name) for name in ("Exit", "Abort") if hasattr(_CLICK, name)))
+
+
 class CommandGroup(TyperGroup):
     """Runs a command and turns what went wrong into one line on stderr and exit status 2, so that the
     installed script and an in-process runner (typer's CliRunner) behave alike."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _CLICK.UsageError as error:  # an option of the group itself (`codesearch --bogus`)
+            _usage_failure(error)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _CLICK.UsageError as error:  # an unknown command or option, a missing or malformed argument
+            _usage_failure(error)
+        except _PASSED_ON:
             raise
         except CodesearchError as error:
             _fail(f"codesearch: error: {_worded(error)}")
@@ -47,6 +64,13 @@ class CommandGroup(TyperGroup):
 
 def _worded(error: CodesearchError) -> str:
     return error.worded(FLAGS.get(error.field, error.field)) if isinstance(error, BadRequest) else str(error)
+
+
+def _usage_failure(error) -> None:
+    if isinstance(error, getattr(_CLICK, "NoArgsIsHelpError", ())):
+        raise error  # `codesearch` alone: its help, as typer prints it
+    command = error.ctx.command_path if error.ctx else "codesearch"
+    _fail(f"codesearch: error: {error.format_message()} (see `{command} --help`)")
 
 
 def _fail(line: str):
