@@ -354,7 +354,11 @@ class IndexStore:
         """Housekeeping after a commit: folders no generation lists go, the cache is bounded, the manifest
         copy is rewritten. A failure here loses nothing; the next refresh tidies up."""
         try:
-            remove_unlisted(self.directory, self.segment_numbers())
+            listed = self.segment_numbers()
+            # A merged-away segment is let go: its mapped pages would count in this process's memory, and its
+            # deleted files hold their disk space, until the store closed (a first index merges many).
+            self._opened = {number: segment for number, segment in self._opened.items() if number in listed}
+            remove_unlisted(self.directory, listed)
             self.database.prune_embeddings(max(CACHE_FLOOR, self.database.chunk_count() // 4))
             self.database.reclaim_space()
             self._write_manifest_file()
