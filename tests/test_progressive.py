@@ -76,6 +76,22 @@ def test_a_chunk_with_no_vector_yet_ranks_by_its_words(tmp_path, progressive):
     assert [hit.chunk.id for hit in found.hits[0]] == [hit.chunk.id for hit in lexical.hits[0]]
 
 
+def test_vectors_waiting_to_be_written_are_never_pruned_from_the_cache(tmp_path, progressive, monkeypatch):
+    """The cache is bounded (a quarter of the live chunks, at least CACHE_FLOOR), but a vector computed for
+    a chunk written without one stays until its file is written again with it: a fast model embeds more
+    than the bound between two steps, and a pruned vector left its file unembedded for the next run."""
+    from codesearch.index import store
+
+    monkeypatch.setattr(store, "CACHE_FLOOR", 2)
+    monkeypatch.setattr(build, "PROGRESSIVE_STEP_SECONDS", 3600.0)  # every vector computed before any is written
+    monkeypatch.setattr(build, "PROGRESSIVE_FILES_PER_STEP", 1)  # then written a file at a time
+    repo = make_repo(tmp_path / "repo")
+    report = index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
+    _, status = answer(repo, "upload")
+    assert status["unembedded"] == 0 and report.embedded == status["chunks"]
+    assert index_repository(repo, model="minilm", embedder_factory=FakeEmbedder).embedded == 0
+
+
 def test_a_small_run_writes_once_with_every_vector(tmp_path):
     repo = make_repo(tmp_path / "repo")
     report = index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)

@@ -359,7 +359,10 @@ class IndexStore:
             # deleted files hold their disk space, until the store closed (a first index merges many).
             self._opened = {number: segment for number, segment in self._opened.items() if number in listed}
             remove_unlisted(self.directory, listed)
-            self.database.prune_embeddings(max(CACHE_FLOOR, self.database.chunk_count() // 4))
+            # Not while chunks wait for their vectors: a first index caches them until their files are written
+            # again, a step at a time, and a fast model computes more between two steps than the bound.
+            if not self.database.unembedded_count():
+                self.database.prune_embeddings(max(CACHE_FLOOR, self.database.chunk_count() // 4))
             self.database.reclaim_space()
             self._write_manifest_file()
         except (OSError, sqlite3.Error):
