@@ -110,7 +110,11 @@ def load_language(spec: LanguageSpec):
         return None
     module_name, function_name = spec.grammar.split(":")
     language = Language(getattr(importlib.import_module(module_name), function_name)())
+    return language, Query(language, query_source(spec))
+
+
+def query_source(spec: LanguageSpec) -> str:
+    """The text of a spec's query: its own file, then the files it shares."""
     folder = resources.files("codesearch.source.queries")
-    source = "\n".join(folder.joinpath(name).read_text(encoding="utf-8")
-                       for name in (spec.query_file, *(f"{shared}.scm" for shared in spec.shared_queries)))
-    return language, Query(language, source)
+    return "\n".join(folder.joinpath(name).read_text(encoding="utf-8")
+                     for name in (spec.query_file, *(f"{shared}.scm" for shared in spec.shared_queries)))

@@ -32,24 +32,32 @@ def collect_references(matches, source: bytes) -> list[tuple[str, str, int, str]
     with a @module capture, the module it comes from (`werkzeug.exceptions` of `from werkzeug.exceptions
     import abort`)."""
     found = {}
-    for _pattern, captures in matches:
+    kinds: dict[int, str] = {}  # pattern -> the kind of reference it captures, "" for a definition's pattern
+    for pattern, captures in matches:
+        kind = kinds.get(pattern)
+        if kind is None:
+            kind = kinds[pattern] = _reference_kind(captures)
         # A reference's match holds @reference.<kind> and @name, and an import's may hold @module and @callee.
         module = captures.get("module", ())
-        others = [capture for capture in captures if capture not in ("name", "module", "callee")]
-        if len(others) != 1 or "name" not in captures or len(module) > 1:
+        if not kind or "name" not in captures or len(module) > 1:
             continue
         if any(node_text(callee, source) not in IMPORT_CALLS for callee in captures.get("callee", ())):
             continue
-        kind = others[0][10:] if others[0].startswith("reference.") else ""
-        if kind not in REFERENCE_KINDS:
-            continue
         for node in captures["name"]:
-            start = node.start_point
-            if (start.row, start.column, kind) not in found and 0 < node.end_byte - node.start_byte <= MAX_NAME_CHARS:
-                name = source[node.start_byte:node.end_byte].decode("utf-8", errors="replace")
+            start, end = node.start_byte, node.end_byte
+            if (start, kind) not in found and 0 < end - start <= MAX_NAME_CHARS:
+                name = source[start:end].decode("utf-8", errors="replace")
                 qualifier = _module(module[0], source) if module else _qualifier(node, source)
-                found[start.row, start.column, kind] = (name, kind, start.row, qualifier)
+                found[start, kind] = (name, kind, node.start_point.row, qualifier)
     return [found[key] for key in sorted(found)]
+
+
+def _reference_kind(captures) -> str:
+    """The kind of reference a match's pattern captures (a pattern's @reference.<kind> is its root, in every
+    match of it), or "" for any other pattern."""
+    others = [capture for capture in captures if capture not in ("name", "module", "callee")]
+    kind = others[0][10:] if len(others) == 1 and others[0].startswith("reference.") else ""
+    return kind if kind in REFERENCE_KINDS else ""
 
 
 def _module(node, source: bytes) -> str:

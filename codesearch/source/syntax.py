@@ -30,9 +30,14 @@ class Definition:
 
 def collect_definitions(matches, source: bytes, separator: str) -> list[Definition]:
     seen: dict[int, Definition] = {}
-    for _pattern, captures in matches:
-        definition_capture = next((name for name in captures if name.startswith(("unit.", "scope."))), None)
+    # pattern -> its @unit.<kind> or @scope.<kind> capture (a pattern's root, in every match of it), or ""
+    roots: dict[int, str] = {}
+    for pattern, captures in matches:
+        definition_capture = roots.get(pattern)
         if definition_capture is None:
+            definition_capture = roots[pattern] = next(
+                (name for name in captures if name.startswith(("unit.", "scope."))), "")
+        if not definition_capture:
             continue
         node = captures[definition_capture][0]
         key = (node.start_byte, node.end_byte)
