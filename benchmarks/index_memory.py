@@ -84,6 +84,10 @@ if what == "pipeline":
     result["index_seconds"] = round(time.perf_counter() - started, 1)
     result["disk_mib"] = round(sum(p.stat().st_size for p in (repo / ".codesearch").rglob("*") if p.is_file()) / 2**20, 1)
     result["segments"] = sum(1 for p in (repo / ".codesearch").iterdir() if p.name.startswith("segment-"))
+    from codesearch.index.database import IndexDatabase
+    database = IndexDatabase.open(repo / ".codesearch")
+    result["left_unembedded"] = database.unembedded_count()  # 0: every chunk has its vector in a segment
+    database.db.close()
     if embedded:  # also a refresh after a one-function edit, and a no-op refresh, on the index just built
         def written():
             return int(dict(line.split(":") for line in open("/proc/self/io"))["write_bytes"])
