@@ -335,6 +335,11 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
         for listener in listeners:
             _release(listener)
     notice("stopped")
+    if own_process:
+        # Python's finalisation gives a signal with a Python handler its default action back, so one more
+        # SIGHUP or SIGTERM then would kill a process that stopped cleanly; an ignored signal stays ignored.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
     if service.busy and own_process:
         # The worker is still loading a model; waiting for it would only delay the exit.
         sys.stdout.flush()
