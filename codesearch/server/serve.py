@@ -291,8 +291,8 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
     # Handlers first: a server that answers a ping must already stop cleanly on a signal. A handler runs on
     # the main thread between two of its bytecodes, possibly while that thread holds the lock inside `stop`
     # (Event.wait re-takes it on waking), where Event.set would wait on that lock for ever; appending to a
-    # list takes no lock, and the loop below sees it within its timeout. They stay until the process ends:
-    # a second signal during the clean-up must not kill it half-way (its socket left behind).
+    # list takes no lock, and the loop below sees it within its timeout. They stay through the clean-up (a
+    # second signal then must not kill it half-way, its socket left behind); after it, the signals are ignored.
     signalled: list[int] = []
     if own_process:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -336,8 +336,8 @@ def serve_forever(paths: list[Path], port: int | None = None, notice: Callable[[
             _release(listener)
     notice("stopped")
     if own_process:
-        # Python's finalisation gives a signal with a Python handler its default action back, so one more
-        # SIGHUP or SIGTERM then would kill a process that stopped cleanly; an ignored signal stays ignored.
+        # Not left to the handlers: Python's finalisation gives a signal with a Python handler its default
+        # action back, and one more SIGHUP or SIGTERM then would kill a process that stopped cleanly.
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
     if service.busy and own_process:

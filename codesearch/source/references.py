@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from codesearch.source.syntax import node_text
+from codesearch.source.syntax import PatternRoots, node_text
 
 REFERENCE_KINDS = ("call", "type", "inherit", "import")
 # Functions whose call imports a module (`const x = require("./y")` in JavaScript): a match with @callee is an
@@ -32,14 +32,13 @@ def collect_references(matches, source: bytes) -> list[tuple[str, str, int, str]
     with a @module capture, the module it comes from (`werkzeug.exceptions` of `from werkzeug.exceptions
     import abort`)."""
     found = {}
-    kinds: dict[int, str] = {}  # pattern -> the kind of reference it captures, "" for a definition's pattern
+    roots = PatternRoots()
     for pattern, captures in matches:
-        kind = kinds.get(pattern)
-        if kind is None:
-            kind = kinds[pattern] = _reference_kind(captures)
+        root = roots(pattern, captures)
+        kind = root[10:] if root.startswith("reference.") else ""
         # A reference's match holds @reference.<kind> and @name, and an import's may hold @module and @callee.
         module = captures.get("module", ())
-        if not kind or "name" not in captures or len(module) > 1:
+        if kind not in REFERENCE_KINDS or "name" not in captures or len(module) > 1:
             continue
         if any(node_text(callee, source) not in IMPORT_CALLS for callee in captures.get("callee", ())):
             continue
@@ -50,14 +49,6 @@ def collect_references(matches, source: bytes) -> list[tuple[str, str, int, str]
                 qualifier = _module(module[0], source) if module else _qualifier(node, source)
                 found[start, kind] = (name, kind, node.start_point.row, qualifier)
     return [found[key] for key in sorted(found)]
-
-
-def _reference_kind(captures) -> str:
-    """The kind of reference a match's pattern captures (a pattern's @reference.<kind> is its root, in every
-    match of it), or "" for any other pattern."""
-    others = [capture for capture in captures if capture not in ("name", "module", "callee")]
-    kind = others[0][10:] if len(others) == 1 and others[0].startswith("reference.") else ""
-    return kind if kind in REFERENCE_KINDS else ""
 
 
 def _module(node, source: bytes) -> str:

@@ -28,16 +28,28 @@ class Definition:
     children: list = field(default_factory=list)
 
 
+class PatternRoots:
+    """Each query pattern's root capture, the one that says what the pattern finds (`unit.function`,
+    `scope.class`, `reference.call`), or "" for a pattern with none. A pattern has one, in every match of
+    it, so it is looked up once per pattern, not in each of a file's matches."""
+
+    def __init__(self) -> None:
+        self._roots: dict[int, str] = {}
+
+    def __call__(self, pattern: int, captures) -> str:
+        root = self._roots.get(pattern)
+        if root is None:
+            root = self._roots[pattern] = next(
+                (name for name in captures if name.startswith(("unit.", "scope.", "reference."))), "")
+        return root
+
+
 def collect_definitions(matches, source: bytes, separator: str) -> list[Definition]:
     seen: dict[int, Definition] = {}
-    # pattern -> its @unit.<kind> or @scope.<kind> capture (a pattern's root, in every match of it), or ""
-    roots: dict[int, str] = {}
+    roots = PatternRoots()
     for pattern, captures in matches:
-        definition_capture = roots.get(pattern)
-        if definition_capture is None:
-            definition_capture = roots[pattern] = next(
-                (name for name in captures if name.startswith(("unit.", "scope."))), "")
-        if not definition_capture:
+        definition_capture = roots(pattern, captures)
+        if not definition_capture.startswith(("unit.", "scope.")):
             continue
         node = captures[definition_capture][0]
         key = (node.start_byte, node.end_byte)
