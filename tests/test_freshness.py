@@ -184,6 +184,83 @@ def test_a_tree_holding_a_link_to_a_folder_is_not_watched_but_checked_before_eac
         service.stop_watching()
 
 
+def _as_another_user(tree: Path, work) -> dict:
+    """work() in a forked child that cannot override file permissions (as root, it gives `tree` to nobody and
+    becomes nobody first); its JSON-able result, or its traceback, sent back through a pipe."""
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(reading)
+            if os.geteuid() == 0:
+                for folder, names, files in os.walk(tree):
+                    for name in [folder, *(os.path.join(folder, entry) for entry in names + files)]:
+                        os.lchown(name, 65534, 65534)
+                os.environ["HOME"] = os.fspath(tree / ".codesearch")  # nothing of root's home is read
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            result = work()
+        except BaseException as error:  # noqa: BLE001 - said to the parent, which fails the test
+            import traceback
+
+            result = {"error": "".join(traceback.format_exception(error))}
+        try:
+            os.write(writing, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe:
+        sent = pipe.read()
+    os.waitpid(child, 0)
+    result = json.loads(sent)
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.fixture
+def open_repo(repo):
+    """The repository in a folder every user may pass through (pytest's own is its owner's alone)."""
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="codesearch-"))
+    try:
+        shared.chmod(0o711)
+        yield Path(shutil.copytree(repo, shared / "repo", symlinks=True))
+    finally:
+        for folder, _, _ in os.walk(shared):
+            os.chmod(folder, 0o755)  # the test may fail with a folder it made unreadable
+        shutil.rmtree(shared)
+
+
+def test_files_that_cannot_be_read_are_kept_as_indexed_and_said_so(open_repo):
+    repo = open_repo
+    (repo / "ledger").mkdir()
+    (repo / "ledger" / "ledger.py").write_text(NEW_FUNCTION, encoding="utf-8")
+    shapes_symbols = query_json(repo, "shapes", "--mode", "lexical", "-k", "50")  # refreshed: ledger indexed
+    assert "reconcile_ledger_entries" in symbols(query_json(repo, "reconcile_ledger_entries", "--mode", "lexical"))
+    assert codesearch("index", cwd=repo).returncode == 0  # everything a refresh imports is loaded before the fork
+
+    def work():
+        os.chmod(repo / "ledger", 0)  # its file cannot even be looked at
+        os.chmod(repo / "shapes.py", 0)  # seen, not readable
+        answer = query_json(repo, "reconcile_ledger_entries", "--mode", "lexical", "-k", "50")
+        index = codesearch("index", cwd=repo)
+        after = query_json(repo, "shapes", "--mode", "lexical", "-k", "50")
+        os.chmod(repo / "ledger", 0o755)
+        os.chmod(repo / "shapes.py", 0o644)
+        readable = query_json(repo, "reconcile_ledger_entries", "--mode", "lexical")
+        return {"answer": answer, "index": [index.returncode, index.stderr], "after": after, "readable": readable}
+
+    seen = _as_another_user(repo, work)
+    assert "reconcile_ledger_entries" in symbols(seen["answer"])  # nothing is lost
+    assert seen["answer"]["stale_files"] == 2
+    assert seen["index"][0] == 0 and "could not read 2 file(s) (permission denied)" in seen["index"][1]
+    assert symbols(seen["after"]) == symbols(shapes_symbols)
+    assert seen["readable"]["stale_files"] == 0
+    assert "reconcile_ledger_entries" in symbols(seen["readable"])
+
+
 # -- the recorded tree: a check that finds nothing changed runs no git ---------------------------------------
 
 

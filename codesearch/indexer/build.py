@@ -19,7 +19,7 @@ from codesearch.source import chunk as chunking
 from codesearch.source.chunk_process import chunk_files
 from codesearch import hardware, settings
 from codesearch.source.discover import (INDEX_DIR, SourceFile, discover_files, git_path, looks_binary, read_listed,
-                                       repository_root)
+                                       repository_root, unreadable)
 from codesearch.embedding.torch_model import Embedder
 from codesearch.errors import CodesearchError
 from codesearch.index.database import SCHEMA_VERSION, damaged, is_damaged, needs_rebuild
@@ -196,6 +196,12 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
     # (by `index`; a query's refresh takes only what changed, and leaves the rest to it).
     unfinished = set() if rebuild or refresh_only else set(store.database.files_not_embedded())
     to_read = [source for source in files if known.get(source.path) != source.fingerprint or source.path in unfinished]
+    # A file git could not look at (its folder is unreadable) seems deleted; one it could, changed.
+    if cannot_read := unreadable(root, [source.path for source in to_read] + removed):
+        progress.notice(f"could not read {len(cannot_read)} file(s) (permission denied), "
+                        f"{'left out' if rebuild else 'kept as the index holds them'}: {min(cannot_read)}")
+        to_read = [source for source in to_read if source.path not in cannot_read]
+        removed = [path for path in removed if path not in cannot_read]
 
     budget = chunking.PartBudget.for_window(spec.max_length)
     report.removed = len(removed)

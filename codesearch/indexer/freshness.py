@@ -99,9 +99,17 @@ def bring_up_to_date(root: Path, store, bound: int = REFRESH_BOUND, embedder_fac
     otherwise start `refresh_in_background(root)` (the hooks' detached refresh unless given) and say so."""
     if not store.database.manifest():
         return Freshness()
+    from codesearch.source.discover import unreadable
+
     changed = changed_files(root, store.database)
     if not changed:
         return Freshness()
+    cannot_read = unreadable(root, changed) if len(changed) <= bound else set()
+    if cannot_read:  # a refresh would keep what the index holds of them: it is asked only for the others
+        changed = [path for path in changed if path not in cannot_read]
+        unread = Freshness(len(cannot_read), reason=f"permission denied: {min(cannot_read)}")
+        if not changed:
+            return unread
     if len(changed) > bound:
         if refresh_in_background is None:
             from codesearch.indexer.hooks import start_refresh as refresh_in_background
@@ -112,10 +120,10 @@ def bring_up_to_date(root: Path, store, bound: int = REFRESH_BOUND, embedder_fac
     try:
         index_repository(root, embedder_factory=embedder_factory, lock_timeout=0, refresh_only=True)
     except IndexBusy:
-        return Freshness(len(changed), reason="another codesearch run is updating the index")
+        return Freshness(len(changed) + len(cannot_read), reason="another codesearch run is updating the index")
     except CodesearchError as error:
-        return Freshness(len(changed), reason=str(error))
-    return Freshness(refreshed=len(changed))
+        return Freshness(len(changed) + len(cannot_read), reason=str(error))
+    return Freshness(len(cannot_read), refreshed=len(changed), reason=unread.reason if cannot_read else "")
 
 
 # -- the recorded tree -------------------------------------------------------------------------------

@@ -86,6 +86,26 @@ def read_listed(root: Path, path: str, limit: int = -1) -> bytes | None:
         return None
 
 
+def unreadable(root: Path, paths: list[str]) -> set[str]:
+    """Those of the stored `paths` this process may not read (their folder's or their own permissions): a
+    file that cannot be read is not a file that was emptied or deleted, so what the index holds of it stands."""
+    base = os.path.join(os.fspath(root), "")
+    effective = os.access in os.supports_effective_ids
+    found = set()
+    for path in paths:
+        name = base + file_name(path)
+        try:
+            os.lstat(name)
+        except PermissionError:
+            found.add(path)
+        except OSError:
+            continue  # gone
+        else:
+            if not os.access(name, os.R_OK, effective_ids=effective):
+                found.add(path)
+    return found
+
+
 def repository_root(path: str | os.PathLike) -> Path:
     """The top of the work tree that path is in (asked of git itself: importing GitPython alone
     costs more than a whole no-op refresh)."""
@@ -159,7 +179,7 @@ def files_listed(root: Path, listing: GitListing, notice: Callable[[str], None] 
         try:
             info = os.lstat(base + name)
         except OSError:
-            continue  # deleted in the work tree
+            continue  # deleted in the work tree, or its folder cannot be read (indexer.build tells them apart)
         if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= max_bytes:
             if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
                 oversized.append(path)  # generated or data files, as a rule: said once a run
