@@ -9,8 +9,9 @@ own memory, and RssFile, the mapped segment files' pages, sampled from /proc eve
              embedding keys, cache writes, FAISS and BM25, but a stand-in embedder that hands back
              random unit vectors at once: everything but the model, at the repository's full size;
   embedder   the real minilm embedder (the runtime `codesearch index` picks here) loaded and run over
-             the repository's EMBEDDED longest chunks, the batches that need the most memory, and
-             what it adds: its peak less the RSS before it was loaded (Linux: /proc/self/statm);
+             the EMBEDDED longest chunks of the files `index` would read (binary and minified files left
+             out), the batches that need the most memory, and what it adds: its peak less the RSS
+             before it was loaded (Linux: /proc/self/statm);
 and an interpreter with the same imports only. Peak of a real run is estimated as pipeline + what the
 embedder adds. `--refresh` also reports the pipeline's index time and disk, then edits one function of a
 Python file and refreshes (time, embedded, bytes written from /proc/self/io), and refreshes once more with
@@ -102,11 +103,14 @@ if what == "pipeline":
 elif what == "embedder":
     from codesearch.source.chunk import PartBudget, chunk_file
     from codesearch.source.discover import discover_files
+    from codesearch.indexer.build import source_bytes
     spec = pin_model(resolve_model("minilm"))
     budget = PartBudget.for_window(spec.max_length)
     texts = []
     for found in discover_files(repo):
-        texts += [piece.embedding_text for piece in chunk_file(found.path, (repo / found.path).read_bytes(), budget=budget)]
+        data = source_bytes(repo, found)  # as `index` reads it: binary and minified files are never embedded
+        if data is not None:
+            texts += [piece.embedding_text for piece in chunk_file(found.path, data, budget=budget)]
     texts = sorted(texts, key=len, reverse=True)[:embedded]
     import gc, os
     gc.collect()

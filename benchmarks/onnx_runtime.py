@@ -2,6 +2,7 @@
 chunks/s side by side, and how close the vectors are (issue 19, targets 1 and 2).
 
     python benchmarks/onnx_runtime.py [--source DIR] [--chunks 200] [--runs 5] [--threads 2]
+                                      [--budgets 512,4096] [--runtimes onnx]
 
 Chunks come from DIR (default: this repository's own source) cut by the product's chunker at MiniLM's
 window, a fixed random sample of them. Each run embeds the same chunks with every runtime, in turn
@@ -9,7 +10,9 @@ window, a fixed random sample of them. Each run embeds the same chunks with ever
 Embedder.encode_documents (tokenization in a second thread included). The medians of the runs and their
 ratios to torch fp32 are printed, then each runtime's cosine to torch fp32's vectors (min, mean) on those
 chunks and on 20 queries, and whether the token ids are identical. oneDNN builds its bf16 kernels for each
-new batch shape, so the first runs of torch-bf16 pay for that; a long index pays it once.
+new batch shape, so the first runs of torch-bf16 pay for that; a long index pays it once. `--budgets` adds
+each ONNX runtime again with other padded-token budgets per batch (`onnx@4096`) beside the product's own;
+`--runtimes` keeps only the runtimes named (torch fp32, the reference for the cosines, always runs).
 """
 
 from __future__ import annotations
@@ -63,16 +66,26 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--budgets", default="", help="other token budgets for the ONNX runtimes, comma-separated")
+    parser.add_argument("--runtimes", default="", help="only these runtimes (and torch), comma-separated")
     args = parser.parse_args()
     texts = real_chunks(args.source.resolve(), args.chunks)
     embedders = {}
     variants = [variant for variant in VARIANTS if variant[2] != "bfloat16" or cpu_has_amx_bf16()]
-    names = [name for name, _, _ in variants]
-    for name, runtime, dtype in variants:
+    if args.runtimes:
+        variants = [variant for variant in variants if variant[0] in {"torch", *args.runtimes.split(",")}]
+    budgets = [int(budget) for budget in args.budgets.split(",") if budget]
+    variants += [(f"{name}@{budget}", runtime, dtype, budget) for budget in budgets
+                 for name, runtime, dtype in variants if runtime.startswith("onnx")]
+    names = [name for name, *_ in variants]
+    for name, runtime, dtype, *budget in variants:
         started = time.perf_counter()
         spec = replace(resolve_model("minilm", runtime=runtime), dtype=dtype)
         embedders[name] = load_embedder(pin_model(spec)).use_threads(args.threads)
-        print(f"{name:10} loaded in {time.perf_counter() - started:.2f} s", flush=True)
+        if budget:
+            embedders[name].token_budget = budget[0]
+        print(f"{name:10} loaded in {time.perf_counter() - started:.2f} s, {embedders[name].token_budget} tokens "
+              f"a batch", flush=True)
     print(f"{len(texts)} chunks from {args.source}, {args.threads} threads, {args.runs} runs, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
     seconds = {runtime: [] for runtime in names}

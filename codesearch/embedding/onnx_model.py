@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from codesearch import settings
-from codesearch.embedding.batching import TOKEN_BUDGET, DocumentEncoder, batches_under_budget
+from codesearch.embedding.batching import DocumentEncoder, batches_under_budget
 from codesearch.embedding.prompts import read_json
 from codesearch.embedding.spec import ONNX_EXPORT_RECIPE, ModelSpec
 from codesearch.embedding.weights import folder_digest
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 settings.onnx_runtime_quiet()  # before anything here imports onnxruntime
 
 OPSET = 17
+# Padded tokens per batch. Four times less than a torch model's CPU budget: a batch of 1,024 tokens ran
+# MiniLM 1.18x faster than one of 4,096 and held 260 MiB less (benchmarks/onnx_runtime.py --budgets).
+ONNX_TOKEN_BUDGET = 1024
 
 
 class _Tokenizer:
@@ -70,7 +73,7 @@ class OnnxEmbedder(DocumentEncoder):
     tokenizer: _Tokenizer
     dim: int
     model_path: str
-    token_budget: int = TOKEN_BUDGET  # padded tokens per batch
+    token_budget: int = ONNX_TOKEN_BUDGET  # padded tokens per batch
     documents_per_call: int = 256  # texts handed over per call when indexing, between two cache commits
     threads: int = 0  # 0: one per CPU this process may use
     _session: object = field(default=None, repr=False)
