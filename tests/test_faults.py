@@ -23,6 +23,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,14 +195,15 @@ class KillTrials:
             return True
         return False
 
-    def run(self, how: str, seconds: float, kind: str = "embed") -> State:
-        """One run, killed when `how` says; returns the index's state after checking it."""
+    def run(self, how: str, seconds: float, kind: str = "embed", start=None, give_up: float = 120) -> State:
+        """One run (`codesearch index`, or the process start() gives), killed when `how` says or after
+        `give_up` seconds; returns the index's state after checking it."""
         before = self.last
         expected = work_tree_state(self.repo)
         segments_before = {path.name for path in (self.repo / INDEX).glob("segment-*")} if before else set()
         wal = self.repo / INDEX / "index.sqlite-wal"
         wal_size = wal.stat().st_size if wal.exists() else 0
-        process = start_index(self.repo)
+        process = start() if start else start_index(self.repo)
         started = time.monotonic()
         killed = False
         while process.poll() is None:
@@ -216,13 +218,13 @@ class KillTrials:
                 fire = wal.exists() and wal.stat().st_size not in (0, wal_size)
             else:
                 fire = False
-            if fire or elapsed > 120:
+            if fire or elapsed > give_up:
                 process.send_signal(signal.SIGKILL)
                 killed = True
                 break
             time.sleep(0.002)
         _, stderr = process.communicate()
-        assert "Traceback" not in stderr
+        assert "Traceback" not in (stderr or "")  # a server writes to its log (the caller reads it)
         if not killed:
             assert process.returncode == 0, stderr
             self.seconds[kind] = time.monotonic() - started
@@ -308,6 +310,45 @@ def test_sigkill_at_random_moments_leaves_the_previous_or_the_new_index(tmp_path
     summary = ", ".join(f"{how}→{what}" for how, what in trials.outcomes)
     print(f"\nSIGKILL trials (seed {seed}): {len(killed)} killed; {summary}")
     assert len(killed) >= 20, summary
+
+
+def test_sigkill_of_a_server_refreshing_leaves_the_previous_or_the_new_index(tmp_path):
+    """The users' server refreshes the files a question finds changed on its own worker; killed at any
+    moment of that refresh, it leaves what `codesearch index` killed leaves, and the next answer is whole."""
+    from codesearch.server.client import request_server
+    from codesearch.server.protocol import socket_path
+    from test_serve import start_server
+
+    seed = int(os.environ.get("CODESEARCH_FAULT_SEED", time.time_ns() % 1_000_000))
+    repo = make_repo(tmp_path / "repo")
+    trials = KillTrials(repo, seed)
+    trials.run("never", 0)
+
+    def asked_while_changed(number: int):
+        def start() -> subprocess.Popen:
+            process = start_server(repo, tmp_path / f"server-{number}.log")
+            question = {"op": "query", "queries": [f"trial_marker_{number}"], "k": 1, "mode": "lexical"}
+            threading.Thread(target=lambda: _ignoring_errors(request_server, socket_path(repo), question, timeout=60),
+                             daemon=True).start()
+            return process
+        return start
+
+    for number, how in enumerate(["database-write", "segment-file", "segment-file+delay", "time", "time"], 1):
+        trials.new_file(number)
+        trials.run(how, trials.random.uniform(0.05, 1.5), start=asked_while_changed(number), give_up=30)
+        assert "Traceback" not in (tmp_path / f"server-{number}.log").read_text()
+    killed = [outcome for outcome in trials.outcomes if outcome[0] != "not killed"]
+    assert len(killed) == 5, trials.outcomes
+    final = trials.run("never", 0)
+    assert same_content(final, work_tree_state(repo))
+    print(f"\nserver SIGKILL trials (seed {seed}): " + ", ".join(f"{how}→{what}" for how, what in trials.outcomes))
+
+
+def _ignoring_errors(function, *args, **options) -> None:
+    try:
+        function(*args, **options)
+    except Exception:  # noqa: BLE001 - the server it asks is being killed
+        pass
 
 
 # -- concurrent writers ------------------------------------------------------------------------

@@ -124,6 +124,31 @@ def test_a_watching_server_refreshes_a_saved_file_before_anyone_asks(repo):
         service.stop_watching()
 
 
+def test_a_file_caught_half_written_is_refreshed_again_once_its_writer_is_done(repo):
+    service = Service(watch=True)
+    root = service.open(repo)
+
+    def saved_and_refreshed(text: str) -> None:
+        generation = service.status(root)["generation"]
+        (repo / "ledger.py").write_text(text, encoding="utf-8")
+        deadline = time.monotonic() + 30
+        while service.status(root)["generation"] == generation and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    try:
+        service.query(root, QueryRequest(["shapes"], k=1, mode="lexical"))
+        half = NEW_FUNCTION[:NEW_FUNCTION.index("return") + 10]  # cut inside the function: it does not parse
+        saved_and_refreshed(half)
+        assert service.query(root, QueryRequest(["reconcile_ledger_entries"], k=1, mode="lexical")).hits[0]
+        saved_and_refreshed(NEW_FUNCTION)
+        answer = service.query(root, QueryRequest(["reconcile_ledger_entries"], k=1, mode="lexical"))
+        [hit] = answer.hits[0]
+        assert hit.chunk.symbol == "reconcile_ledger_entries" and hit.chunk.text == NEW_FUNCTION.rstrip("\n")
+        assert answer.freshness.stale_files == 0
+    finally:
+        service.stop_watching()
+
+
 def test_the_users_server_closes_an_index_left_unused_and_opens_it_again_when_asked(repo):
     service = Service(watch=True)
     root = service.open(repo)
