@@ -313,8 +313,8 @@ def test_sigkill_at_random_moments_leaves_the_previous_or_the_new_index(tmp_path
 
 
 def test_sigkill_of_a_server_refreshing_leaves_the_previous_or_the_new_index(tmp_path):
-    """The users' server refreshes the files a question finds changed on its own worker; killed at any
-    moment of that refresh, it leaves what `codesearch index` killed leaves, and the next answer is whole."""
+    """A server (`codesearch serve`) refreshes the files a question finds changed on its own worker; killed
+    at any moment of that refresh, it leaves what `codesearch index` killed leaves, and the next run is whole."""
     from codesearch.server.client import request_server
     from codesearch.server.protocol import socket_path
     from test_serve import start_server
