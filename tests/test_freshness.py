@@ -149,6 +149,60 @@ def test_a_file_caught_half_written_is_refreshed_again_once_its_writer_is_done(r
         service.stop_watching()
 
 
+def test_two_agents_asking_while_refreshes_run_get_whole_answers_and_then_every_new_function(repo):
+    import threading
+
+    service = Service(watch=True)
+    root = service.open(repo)
+    failures, answers = [], []
+
+    def agent() -> None:
+        for _ in range(15):
+            try:
+                answer = service.query(root, QueryRequest(["reconcile ledger entries", "shapes"], k=3, mode="lexical"))
+                answers.append([hit.chunk.symbol for hit in answer.hits[1]])
+            except Exception as error:  # noqa: BLE001 - collected: the test fails on any
+                failures.append(repr(error))
+            time.sleep(0.02)
+
+    try:
+        agents = [threading.Thread(target=agent) for _ in range(2)]
+        for thread in agents:
+            thread.start()
+        for number in range(5):  # saves while the agents ask: each batch is a refresh on the worker
+            (repo / f"ledger_{number}.py").write_text(NEW_FUNCTION.replace("reconcile", f"reconcile{number}"),
+                                                      encoding="utf-8")
+            time.sleep(0.15)
+        for thread in agents:
+            thread.join(120)
+        assert failures == [] and len(answers) == 30 and all(answers)
+        found = service.query(root, QueryRequest([f"reconcile{number}_ledger_entries" for number in range(5)], k=1,
+                                                 mode="lexical"))
+        assert [hits[0].chunk.symbol for hits in found.hits] == [f"reconcile{n}_ledger_entries" for n in range(5)]
+    finally:
+        service.stop_watching()
+
+
+def test_a_file_or_folder_swapped_for_a_link_leading_out_is_never_read_through(repo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = "def exfiltrated_secret_function():\n    return 'outside the repository'\n"
+    (outside / "shapes.py").write_text(secret, encoding="utf-8")
+    (repo / "shapes.py").unlink()
+    (repo / "shapes.py").symlink_to(outside / "shapes.py")
+    answer = query_json(repo, "exfiltrated_secret_function", "--mode", "lexical", "-k", "50")
+    assert "exfiltrated_secret_function" not in symbols(answer)
+    assert not any(hit["path"] == "shapes.py" for hit in answer["results"])  # a link is not indexed
+    (repo / "nested").symlink_to(outside, target_is_directory=True)
+    service = Service(watch=True)
+    root = service.open(repo)
+    try:
+        answer = service.query(root, QueryRequest(["exfiltrated_secret_function"], k=50, mode="lexical"))
+        assert "exfiltrated_secret_function" not in [hit.chunk.symbol for hit in answer.hits[0]]
+    finally:
+        service.stop_watching()
+
+
 def test_the_users_server_closes_an_index_left_unused_and_opens_it_again_when_asked(repo):
     service = Service(watch=True)
     root = service.open(repo)
