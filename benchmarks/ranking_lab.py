@@ -294,8 +294,11 @@ for _lift in (0.0, 0.05, 0.2, 0.5, 1.0):
     VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_fusion_constant("TYPE_FIRST", _lift))
 for _value in (0.0, 0.2, 0.5, 0.7, 1.0):
     VARIANTS[f"path-words-{_value}"] = contextlib.contextmanager(_fusion_constant("PATH_WORDS", _value))
-for _value in (0.0, 0.05, 0.15, 0.2):
+for _value in (0.0, 0.05, 0.15, 0.2, 0.3, 0.5):
     VARIANTS[f"file-coherence-{_value}"] = contextlib.contextmanager(_fusion_constant("FILE_COHERENCE", _value))
+    VARIANTS[f"one-per-file-coherence-{_value}"] = contextlib.contextmanager(
+        _fusion_constant("FILE_COHERENCE_ONE_PER_FILE", _value))
+VARIANTS["one-per-file-coherence-0.1"] = contextlib.contextmanager(_fusion_constant("FILE_COHERENCE_ONE_PER_FILE", 0.1))
 def _bare_names_too():
     """Path words for a bare name too (`HTTPAdapter` in adapters.py): they reorder definitions among themselves."""
     from codesearch.query import fuse as fusion
@@ -539,7 +542,7 @@ def main() -> int:
     parser.add_argument("--modes", default="hybrid,lexical")
     parser.add_argument("--repos", default="", help="comma-separated names; default: all with questions")
     parser.add_argument("--out", help="write per-query nDCG@10 of every variant and mode here (JSON)")
-    parser.add_argument("variants", nargs="+", help=f"of: {', '.join(VARIANTS)}")
+    parser.add_argument("variants", nargs="+", help=f"of: {', '.join(VARIANTS)}; A+B applies both")
     args = parser.parse_args()
 
     sys.path.insert(0, str(HERE.parent.parent / "shared" / "eval"))
@@ -555,7 +558,9 @@ def main() -> int:
     for name in args.variants:
         for mode in args.modes.split(","):
             groups = defaultdict(list)
-            with VARIANTS[name]():
+            with contextlib.ExitStack() as applied:
+                for part in name.split("+"):  # variants joined by "+" apply together
+                    applied.enter_context(VARIANTS[part]())
                 for repo, repository in repositories.items():
                     for query, results in zip(repository.queries, repository.rank(mode)):
                         value = score_query(results, query["answers"], 10)["metrics"]["nDCG@10"]

@@ -219,7 +219,7 @@ def test_files_only_lists_k_distinct_files(repo):
     assert len(listed) == len(set(listed)) == 3, listed
 
 
-def fused(query, lexical, **constants):
+def fused(query, lexical, per_file=0, **constants):
     """fuse() over one lexical ranking of made-up chunks, (path, symbol, raw BM25 score) best first, with
     fuse.py's constants set as given for the call: the paths answered, best first."""
     from codesearch.index.database import StoredChunk
@@ -235,7 +235,7 @@ def fused(query, lexical, **constants):
     try:
         for name, value in constants.items():
             setattr(fuse, name, value)
-        return [hit.chunk.path for hit in fuse.fuse([found], query, 10)]
+        return [hit.chunk.path for hit in fuse.fuse([found], query, 10, per_file=per_file)]
     finally:
         for name, value in saved.items():
             setattr(fuse, name, value)
@@ -268,3 +268,12 @@ def test_path_name_terms_are_the_file_and_folder_names_stemmed():
     assert path_name_terms("src/connection_pools/HttpPool.test.ts") == {"http", "httppool", "pool", "connect",
                                                                         "connection_pool"}
     assert path_name_terms("pool.py") == {"pool"}
+
+
+def test_when_each_file_gives_one_answer_a_files_whole_evidence_weighs_more():
+    ranking = [("misc/timers.py", "fire_due_jobs", 10.0),
+               *(("scheduling/cron.py", f"cron_step_{n}", 8.5 - n / 10) for n in range(6)),
+               *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
+    query = "run the due jobs of a cron table"
+    assert fused(query, ranking, PATH_WORDS=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
+    assert fused(query, ranking, per_file=1, PATH_WORDS=0.0)[:2] == ["scheduling/cron.py", "misc/timers.py"]

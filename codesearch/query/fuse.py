@@ -42,6 +42,9 @@ PATH_WORDS = 0.3
 # A file holding many good candidates is a stronger answer than one lucky function: each file's best answer
 # gains this share of the best score, scaled by its file's summed scores over the largest file's sum.
 FILE_COHERENCE = 0.1
+# ...and when each file gives one answer (`--files-only`, `--per-file 1`), that answer stands for its file, whose
+# whole evidence is then the question: the lift is three times as strong.
+FILE_COHERENCE_ONE_PER_FILE = 0.3
 DECLARATION_SEARCH_LINES = 40  # how far past decorators and comments a chunk's declaration line is looked for
 PRIOR_DECLARATION = 0.8  # declarations (imports, fields, types) rank below the functions that act
 PRIOR_TEST = 0.8  # tests rank below the code they test
@@ -81,7 +84,7 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
         score += bonus + PATH_WORDS * path_share(best.path)
         sources = {source: rank for source, (_, rank) in evidence.items()}
         scored.append((score * prior(best, bonus >= BARE_NAME_BONUS), (best.id, number), number, best, sources))
-    scored = _file_coherence(scored)
+    scored = _file_coherence(scored, FILE_COHERENCE_ONE_PER_FILE if per_file == 1 else FILE_COHERENCE)
     scored.sort(key=lambda item: (-item[0], item[1]))
     hits: list[tuple[int, Hit]] = []
     per_path: dict[tuple[int, str], int] = {}
@@ -118,8 +121,8 @@ def path_name_terms(path: str) -> frozenset[str]:
     return frozenset(query_terms(words))
 
 
-def _file_coherence(scored: list[tuple]) -> list[tuple]:
-    """Each file's best answer lifted by FILE_COHERENCE x the best score x its file's summed scores over the
+def _file_coherence(scored: list[tuple], share: float) -> list[tuple]:
+    """Each file's best answer lifted by `share` x the best score x its file's summed scores over the
     largest sum. Only candidates within the scale's depth (CANDIDATES) of a ranking count, so a deeper pool (a
     larger k) adds no weight."""
     if not scored:
@@ -139,7 +142,7 @@ def _file_coherence(scored: list[tuple]) -> list[tuple]:
     lifted = list(scored)
     for file, position in best.items():
         score, *rest = scored[position]
-        lifted[position] = (score + FILE_COHERENCE * top * sums[file] / largest, *rest)
+        lifted[position] = (score + share * top * sums[file] / largest, *rest)
     return lifted
 
 
