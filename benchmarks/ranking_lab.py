@@ -18,6 +18,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -260,6 +261,39 @@ def _by_style(identifier: float, prose: float):
 
 for _identifier, _prose in ((0.3, 0.5), (0.4, 0.5), (0.5, 0.4), (0.3, 0.6)):
     VARIANTS[f"style-{_identifier}-{_prose}"] = contextlib.contextmanager(_weights(_by_style(_identifier, _prose)))
+
+
+def _joined_words(longest: int):
+    """Adjacent query words joined as one identifier would join them (`retry failed uploads` also asks for
+    retry_failed_uploads and retryfaileduploads, 2 to `longest` words): words side by side in one name."""
+    def apply():
+        from codesearch.index import terms as terms_module
+        from codesearch.query import retrieve as retrieve_module
+
+        original = terms_module.query_terms
+
+        def joined(query: str) -> list[str]:
+            found = original(query)
+            words = [word.lower() for word in re.findall(r"[A-Za-z][A-Za-z0-9]*", query)
+                     if word.lower() not in terms_module._STOPWORDS]
+            extra = []
+            for size in range(2, longest + 1):
+                for start in range(len(words) - size + 1):
+                    run = words[start:start + size]
+                    extra += ["_".join(run), "".join(run)]
+            stemmed = terms_module._stemmer().stemWords(extra)
+            return found + [term for term in dict.fromkeys(stemmed) if term not in found]
+
+        retrieve_module.query_terms = joined
+        try:
+            yield
+        finally:
+            retrieve_module.query_terms = original
+    return apply
+
+
+for _longest in (2, 3, 4):
+    VARIANTS[f"joined-words-{_longest}"] = contextlib.contextmanager(_joined_words(_longest))
 
 
 def _per_file(limit: int):
