@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -289,9 +290,20 @@ def _as_another_user(tree: Path, work) -> dict:
         finally:
             os._exit(0)
     os.close(writing)
-    with os.fdopen(reading, "rb") as pipe:
-        sent = pipe.read()
+    import selectors
+
+    sent, deadline = b"", time.monotonic() + 300  # a child forked from a threaded process could hang: never CI
+    with os.fdopen(reading, "rb") as pipe, selectors.DefaultSelector() as waiting:
+        waiting.register(pipe, selectors.EVENT_READ)
+        while time.monotonic() < deadline and waiting.select(deadline - time.monotonic()):
+            piece = os.read(pipe.fileno(), 1 << 16)
+            if not piece:
+                break
+            sent += piece
+        else:
+            os.kill(child, signal.SIGKILL)
     os.waitpid(child, 0)
+    assert sent, "the child gave no answer within 300 s"
     result = json.loads(sent)
     assert "error" not in result, result["error"]
     return result
