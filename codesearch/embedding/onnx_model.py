@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 settings.onnx_runtime_quiet()  # before anything here imports onnxruntime
 
 OPSET = 17
-# Padded tokens per batch. Four times less than a torch model's CPU budget: a batch of 1,024 tokens ran
-# MiniLM 1.18x faster than one of 4,096 and held 260 MiB less (benchmarks/onnx_runtime.py --budgets).
+# Padded tokens per batch, a quarter of a torch model's CPU budget: small batches stay in the caches. MiniLM
+# ran 1.34x faster than with 4,096 (benchmarks/onnx_runtime.py --budgets 4096) and its run over Django's
+# longest chunks held 309 MiB less (benchmarks/index_memory.py).
 ONNX_TOKEN_BUDGET = 1024
 
 

@@ -105,11 +105,11 @@ def bring_up_to_date(root: Path, store, bound: int = REFRESH_BOUND, embedder_fac
     if not changed:
         return Freshness()
     cannot_read = unreadable(root, changed) if len(changed) <= bound else set()
+    unread_reason = f"permission denied: {min(cannot_read)}" if cannot_read else ""
     if cannot_read:  # a refresh would keep what the index holds of them: it is asked only for the others
         changed = [path for path in changed if path not in cannot_read]
-        unread = Freshness(len(cannot_read), reason=f"permission denied: {min(cannot_read)}")
         if not changed:
-            return unread
+            return Freshness(len(cannot_read), reason=unread_reason)
     if len(changed) > bound:
         if refresh_in_background is None:
             from codesearch.indexer.hooks import start_refresh as refresh_in_background
@@ -123,7 +123,7 @@ def bring_up_to_date(root: Path, store, bound: int = REFRESH_BOUND, embedder_fac
         return Freshness(len(changed) + len(cannot_read), reason="another codesearch run is updating the index")
     except CodesearchError as error:
         return Freshness(len(changed) + len(cannot_read), reason=str(error))
-    return Freshness(len(cannot_read), refreshed=len(changed), reason=unread.reason if cannot_read else "")
+    return Freshness(len(cannot_read), refreshed=len(changed), reason=unread_reason)
 
 
 # -- the recorded tree -------------------------------------------------------------------------------
