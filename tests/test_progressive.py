@@ -156,3 +156,31 @@ def test_a_querys_refresh_of_a_half_embedded_index_reads_only_what_changed(tmp_p
         assert store.database.unembedded_count() == unembedded  # the stopped run's files are left to `index`
     finally:
         store.close()
+
+
+def test_the_model_gives_back_its_memory_before_segments_are_merged(tmp_path, progressive, monkeypatch):
+    """A merge builds its segment in memory; ONNX Runtime keeps its weights and an arena of batches. A first
+    index merges while it embeds, so the model lets go of what it holds first, or the two peaks add."""
+    from codesearch.index.store import IndexStore
+
+    class Holding(FakeEmbedder):
+        holding = False
+
+        def encode_token_ids(self, texts, progress=None):
+            Holding.holding = True
+            return super().encode_token_ids(texts, progress)
+
+        def release_memory(self):
+            Holding.holding = False
+
+    merged_while = []
+    merge = IndexStore._merge
+
+    def recorded_merge(store, chosen):
+        merged_while.append(Holding.holding)
+        return merge(store, chosen)
+
+    monkeypatch.setattr(IndexStore, "_merge", recorded_merge)
+    repo = make_repo(tmp_path / "repo")
+    index_repository(repo, model="minilm", embedder_factory=Holding)
+    assert merged_while and not any(merged_while)

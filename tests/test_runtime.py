@@ -35,6 +35,15 @@ def test_onnx_gives_torchs_token_ids_and_vectors():
     assert np.allclose(np.linalg.norm(onnx_model.encode_documents(texts[:3]), axis=1), 1, atol=1e-5)
 
 
+def test_an_onnx_model_that_gave_back_its_memory_embeds_the_same_after():
+    texts = fixture_chunks()[:6]
+    model = load_embedder(pin_model(resolve_model("minilm", runtime="onnx")))
+    before = model.encode_documents(texts)
+    model.release_memory()
+    assert model._session is None
+    assert np.allclose(model.encode_documents(texts), before, atol=1e-6)
+
+
 def test_the_runtime_is_in_the_embedding_key_and_torch_keys_are_unchanged():
     torch_spec, onnx_spec = resolve_model("minilm", runtime="torch"), resolve_model("minilm", runtime="onnx")
     int8_spec = resolve_model("minilm", runtime="onnx-int8")

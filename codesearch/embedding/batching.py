@@ -33,6 +33,10 @@ class DocumentEncoder:
         """Run the model on `threads` CPU threads (0: the library's default); this encoder."""
         return self
 
+    def release_memory(self) -> None:
+        """Give back what the model holds between calls, for memory-hungry work in between (a merge of
+        segments); the next call makes it again."""
+
     def encode_documents(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Vectors of `texts`, in their order."""
         import numpy as np

@@ -18,7 +18,7 @@ import os
 import sqlite3
 from array import array
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from codesearch.source.chunk import Chunk
 from codesearch.source.discover import INDEX_DIR, tracked_paths
@@ -276,9 +276,10 @@ class IndexStore:
             self._view = None
         self._tidy()
 
-    def merge_segments(self) -> list[int]:
+    def merge_segments(self, before: Callable[[], object] | None = None) -> list[int]:
         """Merge segments as the tiered policy asks (segments.plan_merge), each merge a generation step of its
-        own; the segments merged. The caller holds the lock."""
+        own; the segments merged. `before()` is called once, before a first merge (a caller may give back
+        memory it holds meanwhile: a merge builds its segment in memory). The caller holds the lock."""
         merged = []
         while True:
             rows = self.database.segment_rows()
@@ -287,6 +288,8 @@ class IndexStore:
             chosen = plan_merge(sizes)  # each merge leaves fewer segments, or none mostly deleted: this ends
             if not chosen:
                 return merged
+            if before is not None and not merged:
+                before()
             self._merge(chosen)
             merged.extend(chosen)
 

@@ -283,7 +283,7 @@ def _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_
         done += len(keys)
         if time.monotonic() - last_step >= PROGRESSIVE_STEP_SECONDS:
             rate = done / max(time.monotonic() - started, 1e-6)
-            _add_vectors(store, {**manifest, "embedding_rate": rate})
+            _add_vectors(store, {**manifest, "embedding_rate": rate}, before_merge=embedder.release_memory)
             last_step = time.monotonic()
     del embedder
     _add_vectors(store, manifest)
@@ -340,9 +340,10 @@ def _write_words(root, directory, spec, manifest, to_read, removed, rebuild, bud
     return chunk_count
 
 
-def _add_vectors(store: IndexStore, manifest: dict) -> None:
+def _add_vectors(store: IndexStore, manifest: dict, before_merge: Callable[[], object] | None = None) -> None:
     """Write again, now with their vectors, the files whose chunks were written without and all have one by
-    now (one generation step, a batch of files at a time); the others wait for the next step."""
+    now (one generation step, a batch of files at a time); the others wait for the next step. The model
+    gives back its memory (`before_merge`) while segments are merged: the two peaks would add."""
     waiting = store.database.files_not_embedded()
     for first in range(0, len(waiting), PROGRESSIVE_FILES_PER_STEP):
         entries = store.stored_files(waiting[first:first + PROGRESSIVE_FILES_PER_STEP])
@@ -350,7 +351,7 @@ def _add_vectors(store: IndexStore, manifest: dict) -> None:
         ready = {path: entry for path, entry in entries.items() if all(key in known for key in entry[2])}
         if ready:
             store.replace_files(manifest, ready, [])
-    store.merge_segments()  # each step leaves a segment, and the words-first ones are deleted file by file
+    store.merge_segments(before=before_merge)  # each step leaves a segment; words-first ones are deleted file by file
 
 
 def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.PartBudget,
