@@ -156,13 +156,26 @@ def generated(chunks: int, destination: Path) -> Path:
     return repo
 
 
-def measured(command: list[str], env: dict) -> tuple[dict, float]:
+def measured(command: list[str], env: dict, series: Path | None = None) -> tuple[dict, float]:
     """The child's JSON line and its peak RSS in MiB: its own ru_maxrss, else (a real `codesearch index`, run
-    last) the largest of this process's children's."""
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    if result.returncode:
-        raise SystemExit(f"{command[:4]} failed: {result.stderr[-2000:]}")
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    last) the largest of this process's children's. `series`: also write there, every 0.5 s, the seconds
+    since the start and the child's RssAnon and RssFile in MiB (where in the run its memory peaks)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+        started = time.monotonic()
+        with open(series or os.devnull, "w") as samples:
+            while process.poll() is None:
+                if series is not None:
+                    with contextlib.suppress(OSError):
+                        status = dict(line.split(":", 1) for line in open(f"/proc/{process.pid}/status"))
+                        samples.write(f"{time.monotonic() - started:.1f}\t{int(status['RssAnon'].split()[0]) // 1024}"
+                                      f"\t{int(status['RssFile'].split()[0]) // 1024}\n")
+                time.sleep(0.5)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode:
+        raise SystemExit(f"{command[:4]} failed: {stderr[-2000:]}")
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     answer = json.loads(lines[-1]) if lines else {}
     peak = answer.pop("peak_rss_mib", None)
     return answer, peak if peak is not None else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -178,6 +191,8 @@ def main() -> None:
                              "pipeline alone, at any size")
     parser.add_argument("--embedded", type=int, default=400)
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--series", type=Path, metavar="FILE",
+                        help="with --full: the real index's RssAnon and RssFile every 0.5 s, written to FILE")
     parser.add_argument("--refresh", action="store_true",
                         help="After the pipeline's index: a one-function edit and a no-op refresh, timed, with the bytes "
                              "they write (the stand-in embedder: the index work alone)")
@@ -214,7 +229,7 @@ def main() -> None:
             shutil.rmtree(repo / ".codesearch")
             started = time.perf_counter()
             report, peak = measured([sys.executable, "-m", "codesearch", "index", str(repo), "--rebuild", "--model",
-                                     "minilm", "--json"], env)
+                                     "minilm", "--json"], env, args.series)
             print(f"real index     peak RSS {peak:7.0f} MiB  {report}  {time.perf_counter() - started:.0f} s", flush=True)
             disk = sum(path.stat().st_size for path in (repo / ".codesearch").rglob("*") if path.is_file())
             print(f"real index     on disk {disk / 2**20:.1f} MiB ({disk / report['chunks']:.0f} B/chunk)", flush=True)
