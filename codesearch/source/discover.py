@@ -94,15 +94,16 @@ def unreadable(root: Path, paths: list[str]) -> set[str]:
     found = set()
     for path in paths:
         name = base + file_name(path)
+        if os.access(name, os.R_OK, effective_ids=effective):
+            continue  # one system call for the common case
         try:
             os.lstat(name)
         except PermissionError:
-            found.add(path)
+            found.add(path)  # a folder on its way cannot be read
         except OSError:
             continue  # gone
         else:
-            if not os.access(name, os.R_OK, effective_ids=effective):
-                found.add(path)
+            found.add(path)
     return found
 
 
