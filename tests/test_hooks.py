@@ -111,6 +111,31 @@ def test_installing_twice_keeps_one_original_and_switches_mode(repo):
     assert (hooks_dir(repo) / "post-merge").read_text(encoding="utf-8") == EXISTING_HOOK
 
 
+def test_a_query_past_the_bound_leaves_a_running_refresh_a_note_instead_of_starting_another(repo, monkeypatch):
+    from codesearch.indexer.hooks import PENDING_NAME, REFRESH_LOCK_NAME, start_refresh
+    from codesearch.trust import PrivateLock
+
+    started, popen = [], subprocess.Popen
+
+    def spawn(command, *arguments, **options):  # git runs; a refresh is counted, not started
+        if "refresh" not in command:
+            return popen(command, *arguments, **options)
+        started.append(command)
+
+    monkeypatch.setattr(subprocess, "Popen", spawn)
+    pending = repo / ".codesearch" / PENDING_NAME
+    running = PrivateLock(repo / ".codesearch" / REFRESH_LOCK_NAME)
+    assert running.acquire(timeout=0)  # a refresh at work
+    try:
+        start_refresh(repo)
+        assert started == [] and pending.exists()  # it will look again when it finishes
+    finally:
+        running.release()
+    pending.unlink()
+    start_refresh(repo)  # none at work: one is started
+    assert len(started) == 1 and not pending.exists()
+
+
 def test_background_refresh_runs_detached_and_logs(repo):
     assert codesearch("hook", "install", cwd=repo).returncode == 0
     git(repo, "rm", "--quiet", "shapes.py")

@@ -221,7 +221,9 @@ def refresh_for_hook(path: Path) -> str:
         os.close(open_private(pending, os.O_WRONLY | os.O_CREAT))
         reports = []
         while pending.exists():
-            outcome = _refresh_once(root, directory / REFRESH_LOCK_NAME, pending)
+            # Past the first round, the lock is waited for a moment: a query may be probing it just then
+            # (refresh_running), and this refresh is the one its note is for.
+            outcome = _refresh_once(root, directory / REFRESH_LOCK_NAME, pending, wait=1.0 if reports else 0.0)
             if outcome is None:
                 return "; ".join(reports) if reports else "skipped: a refresh is already running; it will pick this change up"
             reports.append(outcome)
@@ -232,9 +234,15 @@ def refresh_for_hook(path: Path) -> str:
 
 def start_refresh(root: Path) -> None:
     """Start the hooks' refresh detached, as a background hook does (`python -P`, a fresh process, its report
-    appended to hook.log), for a query that found too many changed files to refresh before answering."""
+    appended to hook.log), for a query that found too many changed files to refresh before answering.
+
+    While one runs, a query past the bound (a server asks again at every question until it is done) only
+    leaves the note a hook leaves, which the running refresh takes up when it finishes: starting a process
+    that would find the lock held costs a Python start each time, taken from the refresh's cores."""
     import subprocess
 
+    if _note_for_running_refresh(root):
+        return
     environment = {key: value for key, value in os.environ.items() if key != "GIT_INDEX_FILE"}
     try:
         subprocess.Popen([sys.executable, "-P", "-m", "codesearch", "hook", "refresh", "--log", str(root)],
@@ -244,11 +252,24 @@ def start_refresh(root: Path) -> None:
         pass  # the answer already says the index lags; the next query tries again
 
 
-def _refresh_once(root: Path, lock_path: Path, pending: Path) -> Optional[str]:
+def _note_for_running_refresh(root: Path) -> bool:
+    """When a refresh is running, leave it the note that another change came; whether one was running."""
+    directory = _own_index_directory(root)
+    if directory is None or not refresh_running(root):
+        return False
+    try:
+        os.close(open_private(directory / PENDING_NAME, os.O_WRONLY | os.O_CREAT))
+    except (OSError, CodesearchError):
+        return False
+    # Left just as the refresh finished, the note would wait for the next refresh: start one after all.
+    return refresh_running(root)
+
+
+def _refresh_once(root: Path, lock_path: Path, pending: Path, wait: float = 0.0) -> Optional[str]:
     from codesearch.indexer.build import index_repository
 
     lock = PrivateLock(lock_path)
-    if not lock.acquire(timeout=0):
+    if not lock.acquire(timeout=wait):
         return None
     try:
         pending.unlink(missing_ok=True)
