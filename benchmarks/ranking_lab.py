@@ -504,7 +504,57 @@ for _w in (0.1, 0.2, 0.3):
     VARIANTS[f"file-bm25-{_w}"] = _file_bm25(_w)
 
 
-for _t, _d in ((1, 0.5), (1, 0.7), (1, 0.8), (1, 0.9), (2, 0.5), (2, 0.7), (2, 0.8), (3, 0.5), (3, 0.7)):
+def _file_chunk_ids(store) -> dict:
+    """path -> its chunks' ids (cached per store)."""
+    cached = getattr(store, "_lab_file_chunk_ids", None)
+    if cached is None:
+        cached = {}
+        for chunk_id, path in store.database.db.execute("SELECT id, path FROM chunks"):
+            cached.setdefault(path, []).append(chunk_id)
+        store._lab_file_chunk_ids = cached
+    return cached
+
+
+def _file_centroid(weight: float, best_only: bool = True):
+    """A file's topic as the mean of its chunks' vectors: the question's similarity to it (the mean of its
+    chunks' dense scores), min-max normalised over the pool's files, + weight x it to each file's best answer
+    (or to all its answers). Hybrid only: lexical mode has no question vector to compare."""
+    def apply():
+        import numpy as np
+
+        from codesearch.query.api import CANDIDATES
+
+        def ranker(store, text, vector, k, mode, dense_share):
+            hits = _first_pass(store, text, vector, max(k, CANDIDATES), mode, dense_share)
+            if mode == "lexical" or vector is None:
+                return hits[:k]
+            ids_of = _file_chunk_ids(store)
+            paths = {hit.chunk.path for hit in hits}
+            allowed = np.array(sorted(i for path in paths for i in ids_of.get(path, ())), dtype=np.int64)
+            scored = dict(store.vector_index().search(vector, len(allowed), allowed))
+            mean = {}
+            for path in paths:
+                values = [scored[i] for i in ids_of.get(path, ()) if i in scored]
+                mean[path] = float(np.mean(values)) if values else 0.0
+            top, low = max(mean.values(), default=0), min(mean.values(), default=0)
+            best = {}
+            for hit in hits:
+                if hit.chunk.path not in best or hit.score > best[hit.chunk.path].score:
+                    best[hit.chunk.path] = hit
+            lifted = [(hit, hit.score + (weight * (mean[hit.chunk.path] - low) / (top - low) if top > low and
+                                         (not best_only or best[hit.chunk.path] is hit) else 0.0)) for hit in hits]
+            return [hit for hit, _ in sorted(lifted, key=lambda pair: -pair[1])][:k]
+
+        return ranking_with(ranker)
+    return apply
+
+
+for _w in (0.05, 0.1, 0.2, 0.3):
+    VARIANTS[f"file-centroid-{_w}"] = _file_centroid(_w)
+    VARIANTS[f"file-centroid-all-{_w}"] = _file_centroid(_w, best_only=False)
+
+
+for _t, _d in ((1, 0.5), (1, 0.7), (1, 0.8), (1, 0.85), (1, 0.9), (1, 0.95), (2, 0.9), (2, 0.5), (2, 0.7), (2, 0.8), (3, 0.5), (3, 0.7)):
     VARIANTS[f"saturate-{_t}-{_d}"] = _reranked(_saturation(_t, _d))
 
 
@@ -591,7 +641,7 @@ def main() -> int:
     table, per_query = {}, {}
     for name in args.variants:
         for mode in args.modes.split(","):
-            groups = defaultdict(list)
+            groups, files_shown = defaultdict(list), []
             with contextlib.ExitStack() as applied:
                 for part in name.split("+"):  # variants joined by "+" apply together
                     applied.enter_context(VARIANTS[part]())
@@ -599,13 +649,15 @@ def main() -> int:
                     for query, results in zip(repository.queries, repository.rank(mode)):
                         value = score_query(results, query["answers"], 10)["metrics"]["nDCG@10"]
                         per_query[f"{name}/{mode}/{query['id']}"] = value
+                        files_shown.append(len({result["path"] for result in results[:10]}))
                         kind = [f"kind:{query['kind']}"] if "kind" in query else []
                         for group in ("all", recipes[repo]["language"], f"style:{query.get('style', '?')}", *kind):
                             groups[group].append(value)
             table[f"{name}/{mode}"] = {group: float(np.mean(values)) for group, values in groups.items()}
+            table[f"{name}/{mode}"]["~files in a top 10"] = float(np.mean(files_shown))
     groups = list(next(iter(table.values())))
-    groups = ["all"] + sorted(g for g in groups if g != "all" and ":" not in g) + \
-        sorted(g for g in groups if ":" in g)
+    groups = ["all"] + sorted(g for g in groups if g != "all" and ":" not in g and g[0] != "~") + \
+        sorted(g for g in groups if ":" in g) + ["~files in a top 10"]
     columns = list(table)
     print("| nDCG@10 | " + " | ".join(columns) + " |")
     print("| --- " * (len(columns) + 1) + "|")
