@@ -103,7 +103,7 @@ if what == "pipeline":
 elif what == "embedder":
     from codesearch.source.chunk import PartBudget, chunk_file
     from codesearch.source.discover import discover_files
-    from codesearch.indexer.build import source_bytes
+    from codesearch.indexer.read import source_bytes
     spec = pin_model(resolve_model("minilm"))
     budget = PartBudget.for_window(spec.max_length)
     texts = []

@@ -4,7 +4,7 @@
 
 REPO is a git repository; it is copied (without its .codesearch) and indexed from nothing, round after
 round, alternating the order: once as `codesearch index` does it (a run with PROGRESSIVE_FILES or more
-files to read answers by words first, its vectors joining every PROGRESSIVE_STEP_SECONDS), and once
+files to read answers by words first, its vectors joining every words_first.STEP_SECONDS), and once
 written in one step at the end (the threshold set past the run's size). Each run embeds every chunk. Prints
 the median seconds until the index first answers and until it is complete, for each.
 """

@@ -266,21 +266,21 @@ def test_an_empty_repository_without_commits_indexes_nothing_and_says_so(tmp_pat
 
 def test_files_deleted_or_changed_while_indexing(tmp_path, monkeypatch, fake_embedder):
     """Deleted: indexed as absent. Changed: whatever was read, and the next run catches up."""
-    from codesearch.indexer import build as indexing
+    from codesearch.indexer import build as indexing, read
 
     repo = make_repo(tmp_path / "repo")
     (repo / "doomed.py").write_text(_function("doomed_function"), encoding="utf-8")
     (repo / "shifting.py").write_text(_function("shifting_before"), encoding="utf-8")
-    original = indexing.source_bytes
+    original = read.read_listed
 
-    def racing_source_of(root, source):
-        if source.path == "doomed.py":
+    def racing_read(root, path, limit=-1):
+        if path == "doomed.py":
             (root / "doomed.py").unlink()
-        elif source.path == "shifting.py":
+        elif path == "shifting.py":
             (root / "shifting.py").write_text(_function("shifting_after") + "\n# grown\n", encoding="utf-8")
-        return original(root, source)
+        return original(root, path, limit)
 
-    monkeypatch.setattr(indexing, "source_bytes", racing_source_of)
+    monkeypatch.setattr(read, "read_listed", racing_read)
     indexing.index_repository(repo, model="minilm", embedder_factory=fake_embedder)
     assert "doomed.py" not in indexed_paths(repo)
     monkeypatch.undo()

@@ -87,13 +87,13 @@ def work_tree_state(repo: Path) -> State:
     from codesearch.source.chunk import PartBudget
     from codesearch.source.discover import discover_files
     from codesearch.embedding.spec import resolve_model
-    from codesearch.indexer.build import chunks_of_files
+    from codesearch.indexer.read import chunks_of_files
 
     sources = discover_files(repo)
     budget = PartBudget.for_window(resolve_model("minilm").max_length)
-    chunks = [(c.path, c.start_line, c.end_line, c.symbol, _digest(c.text))
-              for _, pieces in chunks_of_files(repo, sources, budget) for c in pieces]
-    return State(None, tuple(sorted((s.path, s.fingerprint) for s in sources)), tuple(sorted(chunks)))
+    read = list(chunks_of_files(repo, sources, budget))  # each source with its fingerprint as read
+    chunks = [(c.path, c.start_line, c.end_line, c.symbol, _digest(c.text)) for _, pieces in read for c in pieces]
+    return State(None, tuple(sorted((s.path, s.fingerprint) for s, _ in read)), tuple(sorted(chunks)))
 
 
 def same_content(a: State, b: State) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from codesearch.indexer import build
+from codesearch.indexer import build, read, words_first
 from codesearch.indexer.build import index_repository
 from codesearch.query.api import QueryRequest
 from codesearch.query.engine import Engine
@@ -35,8 +35,8 @@ def stopping_after(calls: int):
 @pytest.fixture
 def progressive(monkeypatch):
     monkeypatch.setattr(build, "PROGRESSIVE_FILES", 1)
-    monkeypatch.setattr(build, "PROGRESSIVE_STEP_SECONDS", 0.0)
-    monkeypatch.setattr(build, "PROGRESSIVE_BATCH", 4)
+    monkeypatch.setattr(words_first, "STEP_SECONDS", 0.0)
+    monkeypatch.setattr(words_first, "BATCH", 4)
 
 
 def answer(repo, text, mode="hybrid"):
@@ -83,8 +83,8 @@ def test_vectors_waiting_to_be_written_are_never_pruned_from_the_cache(tmp_path,
     from codesearch.index import store
 
     monkeypatch.setattr(store, "CACHE_FLOOR", 2)
-    monkeypatch.setattr(build, "PROGRESSIVE_STEP_SECONDS", 3600.0)  # every vector computed before any is written
-    monkeypatch.setattr(build, "PROGRESSIVE_FILES_PER_STEP", 1)  # then written a file at a time
+    monkeypatch.setattr(words_first, "STEP_SECONDS", 3600.0)  # every vector computed before any is written
+    monkeypatch.setattr(words_first, "FILES_PER_STEP", 1)  # then written a file at a time
     repo = make_repo(tmp_path / "repo")
     report = index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
     _, status = answer(repo, "upload")
@@ -131,9 +131,9 @@ def test_words_first_in_small_batches_ends_with_the_index_one_step_writes(tmp_pa
     one_step = make_repo(tmp_path / "one")
     index_repository(one_step, model="minilm", embedder_factory=FakeEmbedder)
     monkeypatch.setattr(build, "PROGRESSIVE_FILES", 1)
-    monkeypatch.setattr(build, "PROGRESSIVE_BATCH", 1)  # files written 8 chunks at a time, embedded 1 at a time
-    monkeypatch.setattr(build, "PROGRESSIVE_STEP_SECONDS", 0.0)
-    monkeypatch.setattr(build, "PROGRESSIVE_FILES_PER_STEP", 2)
+    monkeypatch.setattr(words_first, "BATCH", 1)  # files written 8 chunks at a time, embedded 1 at a time
+    monkeypatch.setattr(words_first, "STEP_SECONDS", 0.0)
+    monkeypatch.setattr(words_first, "FILES_PER_STEP", 2)
     batched = make_repo(tmp_path / "batched")
     report = index_repository(batched, model="minilm", embedder_factory=FakeEmbedder)
     assert contents(batched) == contents(one_step) and contents(batched)[2] == 0
@@ -184,3 +184,52 @@ def test_the_model_gives_back_its_memory_before_segments_are_merged(tmp_path, pr
     repo = make_repo(tmp_path / "repo")
     index_repository(repo, model="minilm", embedder_factory=Holding)
     assert merged_while and not any(merged_while)
+
+
+def test_files_written_while_a_large_run_writes_words_join_it_before_the_vectors(tmp_path, progressive, monkeypatch):
+    """A checkout still writing when a refresh looked: what it writes next is in the index by the time the
+    vectors are computed (minutes on a CPU), not left to the run after."""
+    repo = make_repo(tmp_path / "repo")
+    original = read.read_listed
+    embedded_when_late_was_indexed = []
+
+    def checkout_still_writing(root, path, limit=-1):
+        if not (repo / "late.py").exists():
+            (repo / "late.py").write_text("def settle_invoice(total):\n    return round(total, 2)\n")
+        return original(root, path, limit)
+
+    class Watching(FakeEmbedder):
+        def encode_token_ids(self, texts, progress=None):
+            embedded_when_late_was_indexed.append("late.py" in indexed_files(repo))
+            return super().encode_token_ids(texts, progress)
+
+    monkeypatch.setattr(read, "read_listed", checkout_still_writing)
+    report = index_repository(repo, model="minilm", embedder_factory=Watching)
+    assert embedded_when_late_was_indexed and all(embedded_when_late_was_indexed)
+    assert report.changed_files == len(indexed_files(repo))
+    found, status = answer(repo, "settle_invoice", mode="lexical")
+    assert found.hits[0][0].chunk.path == "late.py" and status["unembedded"] == 0
+
+
+def test_a_file_read_while_git_saw_it_changed_is_not_read_again_once_committed(tmp_path):
+    from conftest import git
+
+    repo = make_repo(tmp_path / "repo")
+    index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
+    (repo / "added.py").write_text("def reconcile_ledger(entries):\n    return sorted(entries)\n")
+    assert index_repository(repo, embedder_factory=FakeEmbedder).changed_files == 1
+    git(repo, "add", "added.py")
+    git(repo, "commit", "-q", "-m", "add")
+    assert index_repository(repo, embedder_factory=FakeEmbedder).changed_files == 0
+    (repo / "added.py").write_text("def reconcile_ledger(entries):\n    return sorted(entries, reverse=True)\n")
+    assert index_repository(repo, embedder_factory=FakeEmbedder).changed_files == 1  # an edit is still seen
+
+
+def indexed_files(repo) -> set[str]:
+    from codesearch.index.store import IndexStore, index_dir
+
+    store = IndexStore.open(index_dir(repo))
+    try:
+        return set(store.database.file_fingerprints())
+    finally:
+        store.close()

@@ -6,36 +6,29 @@ text was never embedded by this model before are sent to it.
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import os
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from codesearch.source import chunk as chunking
-from codesearch.source.chunk_process import chunk_files
-from codesearch import hardware, settings
-from codesearch.source.discover import (INDEX_DIR, SourceFile, discover_files, git_path, looks_binary, read_listed,
-                                       repository_root, unreadable)
+from codesearch import settings
+from codesearch.source.discover import INDEX_DIR, git_path, repository_root
 from codesearch.embedding.torch_model import Embedder
 from codesearch.errors import CodesearchError
-from codesearch.index.database import SCHEMA_VERSION, damaged, is_damaged, needs_rebuild
+from codesearch.index.database import damaged, is_damaged, needs_rebuild
 from codesearch.embedding.spec import ModelSpec, query_runtime, resolve_model
 from codesearch.index.store import IndexStore, index_dir
 from codesearch.embedding.load import load_embedder
 from codesearch.embedding.weights import pin_model
+from codesearch.indexer.read import chunks_of_files, embedding_key, files_to_read, index_manifest
+from codesearch.indexer.words_first import index_words_first
 
-MINIFIED_MEAN_LINE = 300
-MINIFIED_LONGEST_LINE = 5000
 # A run with this many files to read (a first index, a big checkout) makes them answerable by their words
 # first, in bounded memory; below it, one step at the end is sooner than two.
 PROGRESSIVE_FILES = 200
-PROGRESSIVE_STEP_SECONDS = 30.0  # how often the vectors computed so far join the index
-PROGRESSIVE_BATCH = 2048  # chunks embedded together, in file order; the model's calls are smaller
-PROGRESSIVE_FILES_PER_STEP = 500  # files written again with their vectors in one generation step
 
 
 @dataclass
@@ -188,26 +181,13 @@ def _index_locked(root, store, model, rebuild, progress, embedder_factory, start
 
     if not rebuild and (lost := store.repair()):
         progress.notice(f"{len(lost)} files were in a damaged part of the index; indexing them again")
-    files = discover_files(root, notice=progress.notice)
-    known = {} if rebuild else store.database.file_fingerprints()
-    current = {source.path: source for source in files}
-    removed = [path for path in known if path not in current]
-    # Files a run stopped before embedding them whole are read again: their missing vectors are embedded now
-    # (by `index`; a query's refresh takes only what changed, and leaves the rest to it).
-    unfinished = set() if rebuild or refresh_only else set(store.database.files_not_embedded())
-    to_read = [source for source in files if known.get(source.path) != source.fingerprint or source.path in unfinished]
-    # A file git could not look at (its folder is unreadable) seems deleted; one it could, changed.
-    if cannot_read := unreadable(root, [source.path for source in to_read] + removed):
-        progress.notice(f"could not read {len(cannot_read)} file(s) (permission denied), "
-                        f"{'left out' if rebuild else 'kept as the index holds them'}: {min(cannot_read)}")
-        to_read = [source for source in to_read if source.path not in cannot_read]
-        removed = [path for path in removed if path not in cannot_read]
-
+    to_read, removed = files_to_read(root, store, rebuild, refresh_only, progress.notice)
     budget = chunking.PartBudget.for_window(spec.max_length)
     report.removed = len(removed)
     report.changed_files = len(to_read)
     if len(to_read) >= PROGRESSIVE_FILES:
-        dimension = _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_factory, progress, report)
+        dimension = index_words_first(root, store, spec, embedder_factory, to_read, removed, rebuild, budget, progress,
+                                      report)
     else:
         dimension = _all_at_once(root, store, spec, to_read, removed, rebuild, budget, embedder_factory, progress,
                                  report, manifest)
@@ -253,156 +233,6 @@ def _all_at_once(root, store, spec, to_read, removed, rebuild, budget, embedder_
         store.replace_files(index_manifest(spec, dimension), entries, removed, rebuild=rebuild)
         store.merge_segments()
     return dimension
-
-
-def _words_first(root, store, spec, to_read, removed, rebuild, budget, embedder_factory, progress, report) -> int:
-    """A large run (a first index, a big checkout), in memory bounded by its batches, not by the repository:
-    files are cut and written a batch at a time, each chunk without its vector unless one is known, so that
-    every chunk answers by its words (fuse.py ranks one with no vector by its words alone) once they are all
-    written. Then the missing vectors are computed, read back from the index a batch at a time in file order,
-    and every PROGRESSIVE_STEP_SECONDS the files whose vectors are all in are written again with them. A run
-    stopped at any point leaves an index that answers; the next one embeds only what is still missing."""
-    embedder = embedder_factory(spec)
-    manifest = index_manifest(spec, embedder.dim)
-    chunk_count = _write_words(root, store.directory, spec, manifest, to_read, removed, rebuild, budget, progress)
-    missing, report.embedded = store.unembedded_chunks()
-    report.reused = chunk_count - len(missing)
-    progress.notice("questions can be asked already: answers use words alone until the vectors are in")
-    progress.planned(report.embedded, spec)
-    started = last_step = time.monotonic()
-    done = 0
-    for first in range(0, len(missing), PROGRESSIVE_BATCH):
-        texts_by_key = dict(store.embedding_rows(missing[first:first + PROGRESSIVE_BATCH].tolist()))
-        # A text also in an earlier batch was embedded there, and its vector cached.
-        for key in store.database.known_keys(list(texts_by_key)):
-            del texts_by_key[key]
-        keys, texts = list(texts_by_key), list(texts_by_key.values())
-        # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
-        for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
-            store.database.cache_vectors([keys[position] for position in positions], vectors)
-        done += len(keys)
-        if time.monotonic() - last_step >= PROGRESSIVE_STEP_SECONDS:
-            rate = done / max(time.monotonic() - started, 1e-6)
-            _add_vectors(store, {**manifest, "embedding_rate": rate}, before_merge=embedder.release_memory)
-            last_step = time.monotonic()
-    del embedder
-    _add_vectors(store, manifest)
-    store.merge_segments()
-    return manifest["dimension"]
-
-
-def _write_words(root, directory, spec, manifest, to_read, removed, rebuild, budget, progress) -> int:
-    """Cut the files and write them a batch at a time, without the vectors not known yet; the chunks written.
-    A thread of its own writes each batch (through a connection of its own: SQLite's belong to their thread)
-    while the chunking processes cut the next, so the two overlap; at most one batch waits for it."""
-    import queue
-    import threading
-
-    batches: queue.Queue = queue.Queue(maxsize=1)
-    failed: list[BaseException] = []
-
-    def write() -> None:
-        writer = IndexStore.open(directory)
-        try:
-            first = True
-            while (entries := batches.get()) is not None:
-                if not failed:
-                    writer.replace_files(manifest, entries, removed if first else [], rebuild=rebuild and first,
-                                         unembedded_ok=True)
-                    first = False
-        except BaseException as error:  # noqa: BLE001 - handed to the cutting thread, which raises it
-            failed.append(error)
-            while batches.get() is not None:  # let the cutting thread finish putting
-                pass
-        finally:
-            writer.close()
-
-    thread = threading.Thread(target=write, name="codesearch-words-first", daemon=True)
-    thread.start()
-    chunk_count, entries, size = 0, {}, 0
-    try:
-        for source, chunks in chunks_of_files(root, to_read, budget, progress.notice):
-            entries[source.path] = (source.fingerprint, chunks, [embedding_key(spec, chunk) for chunk in chunks])
-            size += len(chunks)
-            if size >= PROGRESSIVE_BATCH * 8:
-                batches.put(entries)
-                chunk_count, entries, size = chunk_count + size, {}, 0
-            if failed:
-                break
-        if entries or not chunk_count:
-            batches.put(entries)
-            chunk_count += size
-    finally:
-        batches.put(None)
-        thread.join()
-    if failed:
-        raise failed[0]
-    return chunk_count
-
-
-def _add_vectors(store: IndexStore, manifest: dict, before_merge: Callable[[], object] | None = None) -> None:
-    """Write again, now with their vectors, the files whose chunks were written without and all have one by
-    now (one generation step, a batch of files at a time); the others wait for the next step. The model
-    gives back its memory (`before_merge`) while segments are merged: the two peaks would add."""
-    waiting = store.database.files_not_embedded()
-    for first in range(0, len(waiting), PROGRESSIVE_FILES_PER_STEP):
-        entries = store.stored_files(waiting[first:first + PROGRESSIVE_FILES_PER_STEP])
-        known = store.database.known_keys(sorted({key for _, _, keys in entries.values() for key in keys}))
-        ready = {path: entry for path, entry in entries.items() if all(key in known for key in entry[2])}
-        if ready:
-            store.replace_files(manifest, ready, [])
-    store.merge_segments(before=before_merge)  # each step leaves a segment; words-first ones are deleted file by file
-
-
-def chunks_of_files(root: Path, sources: list[SourceFile], budget: chunking.PartBudget,
-                    notice: Callable[[str], None] | None = None) -> Iterator[tuple[SourceFile, list[chunking.Chunk]]]:
-    """Each source with its chunks. The parsers run in child processes, one per usable core (chunk_process.
-    chunk_files): a file of an untrusted repository that crashes or hangs a grammar is cut into line windows,
-    with a notice."""
-    return zip(sources, chunk_files(((source.path, source_bytes(root, source)) for source in sources), budget, notice,
-                                    workers=hardware.usable_cores(), function="codesearch.index.terms:chunk_with_terms"))
-
-
-def source_bytes(root: Path, source: SourceFile) -> bytes | None:
-    """The file's text as UTF-8 bytes, or None when it is gone, unreadable, binary or minified."""
-    data = read_listed(root, source.path)
-    data = None if data is None else _as_utf8(data)  # gone or unreadable since discovery: indexed as absent
-    if data is None or looks_binary(data) or _looks_minified(data):
-        return None
-    return data
-
-
-def _as_utf8(data: bytes) -> bytes | None:
-    """UTF-16/32 files (recognised by their byte-order mark) re-encoded as UTF-8; others as they are."""
-    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding).encode("utf-8")
-            except UnicodeDecodeError:
-                return None
-    return data.removeprefix(codecs.BOM_UTF8)
-
-
-def _looks_minified(data: bytes) -> bool:
-    """Bundled or minified code: very long lines that no one reads or searches by meaning."""
-    lines = data.count(b"\n") + 1
-    return len(data) / lines > MINIFIED_MEAN_LINE and max(map(len, data.split(b"\n"))) > MINIFIED_LONGEST_LINE
-
-
-def embedding_key(spec: ModelSpec, chunk: chunking.Chunk) -> str:
-    return hashlib.sha256(f"{spec.fingerprint}\0{chunk.embedding_text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def index_manifest(spec: ModelSpec, dimension: int) -> dict:
-    return {
-        "model": spec.name, "model_source": spec.source if not Path(spec.source).is_dir() else spec.name,
-        "backend": spec.backend, "runtime": spec.runtime, "pooling": spec.pooling, "dimension": dimension,
-        "query_instruction": spec.query_instruction, "max_length": spec.max_length,
-        "prompts": spec.prompt_record(), "weights": spec.weights, "dtype": spec.dtype,
-        "model_fingerprint": spec.fingerprint, "chunker_version": chunking.CHUNKER_VERSION,
-        "schema_version": SCHEMA_VERSION, "updated_at": time.time(),
-    }
 
 
 def _exclude_from_git(root: Path) -> None:

@@ -65,7 +65,7 @@ class Freshness:
 def changed_files(root: Path, database) -> list[str]:
     """Paths whose content differs from what the index holds: changed, new (and not ignored) or deleted.
     None, without running git, when the tree recorded by the last check that found the index current holds."""
-    from codesearch.source.discover import files_listed, git_listing, is_indexable_path
+    from codesearch.source.discover import files_listed, git_listing, is_indexable_path, same_content
 
     token = snapshot_token(root, database)  # read before the fingerprints: a write between fails the next check
     snapshot_path = database.directory / SNAPSHOT_NAME
@@ -85,7 +85,7 @@ def changed_files(root: Path, database) -> list[str]:
 
     known = database.file_fingerprints()
     current = {source.path: source.fingerprint for source in files_listed(root, listing, accept=accept)}
-    changed = sorted([path for path, fingerprint in current.items() if known.get(path) != fingerprint]
+    changed = sorted([path for path, fingerprint in current.items() if not same_content(known.get(path), fingerprint)]
                      + [path for path in known if path not in current])
     if not changed and clock is not None and None not in answers:
         _record(snapshot_path, root, watched_paths(root, listing, accepted), _steering_files(root, *answers),

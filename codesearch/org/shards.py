@@ -114,7 +114,7 @@ def chunk_rows(plan: ShardPlan, spec) -> dict[str, list]:
     same as `codesearch index` computes (model fingerprint and exact embedded text)."""
     from codesearch.source import chunk as chunking
     from codesearch.source.discover import SourceFile
-    from codesearch.indexer.build import chunks_of_files, embedding_key
+    from codesearch.indexer.read import chunks_of_files, embedding_key
 
     budget = chunking.PartBudget.for_window(spec.max_length)
     columns: dict[str, list] = {name: [] for name in CHUNK_COLUMNS}
@@ -245,6 +245,6 @@ def organisation_status(org_dir: Path, check_stale: bool = True) -> dict:
 
 
 def manifest_for(spec, dimension: int) -> dict:
-    from codesearch.indexer.build import index_manifest
+    from codesearch.indexer.read import index_manifest
 
     return {**index_manifest(spec, dimension), "updated_at": time.time()}

@@ -13,6 +13,7 @@ leads back to its file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -72,6 +73,24 @@ def file_name(path: str) -> str:
     if "\\x" not in path:
         return path
     return _ESCAPED_BYTE.sub(lambda match: chr(0xDC00 + int(match.group(1), 16)), path)
+
+
+def with_content_id(fingerprint: str, data: bytes | None) -> str:
+    """The fingerprint to record for a file read as `data`. A file git saw as changed has a stat fingerprint;
+    the git blob id of the bytes read goes beside it, so that once git holds those bytes (the change is
+    committed, or a checkout that was under way when the file was read has finished) git's own name for them
+    matches and the file is not read again. Under a clean filter or a SHA-256 repository the ids differ: the
+    file is read again, as it would be without this."""
+    if data is None or not fingerprint.startswith("stat:"):
+        return fingerprint
+    blob = hashlib.sha1(b"blob %d\0" % len(data))
+    blob.update(data)
+    return f"{fingerprint} blob:{blob.hexdigest()}"
+
+
+def same_content(recorded: str | None, current: str) -> bool:
+    """Whether a file discovered with fingerprint `current` still holds what was recorded for it."""
+    return recorded is not None and (recorded == current or current in recorded.split(" "))
 
 
 def read_listed(root: Path, path: str, limit: int = -1) -> bytes | None:
