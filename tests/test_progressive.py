@@ -211,6 +211,28 @@ def test_files_written_while_a_large_run_writes_words_join_it_before_the_vectors
     assert found.hits[0][0].chunk.path == "late.py" and status["unembedded"] == 0
 
 
+def test_a_file_rewritten_all_the_time_does_not_hold_the_vectors_back(tmp_path, progressive, monkeypatch):
+    """A log in the tree, rewritten between any two looks: each look writes it, and looks again only while git
+    seems at work (many files changed)."""
+    repo = make_repo(tmp_path / "repo")
+    looks, rounds = [], []
+    original_look, original_round = words_first.files_to_read, words_first._words_of_later_changes
+
+    def look(*arguments):
+        (repo / "churn.py").write_text(f"def churn_{len(looks)}():\n    return {len(looks)}\n")
+        looks.append(1)
+        return original_look(*arguments)
+
+    def one_round(*arguments):
+        rounds.append(1)
+        return original_round(*arguments)
+
+    monkeypatch.setattr(words_first, "files_to_read", look)
+    monkeypatch.setattr(words_first, "_words_of_later_changes", one_round)
+    index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
+    assert rounds and len(looks) == len(rounds)
+
+
 def test_a_file_read_while_git_saw_it_changed_is_not_read_again_once_committed(tmp_path):
     from conftest import git
 

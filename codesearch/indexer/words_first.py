@@ -22,8 +22,11 @@ from codesearch.indexer.read import chunks_of_files, embedding_key, files_to_rea
 STEP_SECONDS = 30.0  # how often the vectors computed so far join the index (and the tree is looked at again)
 BATCH = 2048  # chunks embedded together, in file order; the model's calls are smaller
 FILES_PER_STEP = 500  # files written again with their vectors in one generation step
-# The tree is looked at again, one look right after another, while each finds a change, for at most this long:
-# a checkout of 20,000 files writes for 10 to 20 s here, a few hundred files between two looks.
+# The tree is looked at again, one look right after another, while each finds at least RESCAN_BUSY changed
+# files (git at work: a checkout of 20,000 files writes for 10 to 20 s here, hundreds of files between two
+# looks), for at most RESCAN_SECONDS. A few files, or one rewritten all the time (a log), are written and left
+# to the next look, at the next step.
+RESCAN_BUSY = 20
 RESCAN_SECONDS = 60.0
 PASSES = 3  # rounds of embedding what the tree's later changes brought; the rest is left to the next run
 
@@ -79,6 +82,8 @@ def _words_of_later_changes(root, store, spec, manifest, budget, progress, repor
         written += _write_words(root, store.directory, spec, manifest, more, gone, False, budget, progress)
         report.changed_files += len(more)
         report.removed += len(gone)
+        if len(more) + len(gone) < RESCAN_BUSY:
+            break
     return written
 
 
