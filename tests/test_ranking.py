@@ -187,6 +187,11 @@ def test_a_bare_name_is_a_name_whatever_its_shape_and_a_qualified_one_needs_its_
 
     assert bonus("Environment", "Environment", "@dataclass\nclass Environment:\n    x = 1") == BARE_NAME_BONUS + TYPE_FIRST
     assert bonus("load", "load", "# Read it.\ndef load(path):", "function") == BARE_NAME_BONUS
+    # Annotations may open the declaration's own line; a decorator's arguments are not a declaration.
+    assert bonus("Monad", "Monad", "/** A monad. */\n@typeclass trait Monad[F[_]] extends FlatMap[F] {") == BARE_NAME_BONUS + TYPE_FIRST
+    assert bonus("User", "User", "@Serializable data class User(val name: String)") == BARE_NAME_BONUS + TYPE_FIRST
+    assert bonus("Packet", "Packet", "#[derive(Debug)] pub struct Packet {") == BARE_NAME_BONUS + TYPE_FIRST
+    assert bonus("load", "load", '@mark.parametrize("path", [("a", 1)])\ndef load(path):', "function") == BARE_NAME_BONUS
     # A later part of a long class that was cut into several is not where the class is declared.
     assert bonus("Environment", "Environment", "    overlayed = False\n    linked_to: 'Environment'") == NAME_MATCH_BONUS
     assert bonus("Rack::Builder", "Rack::Builder", "class Builder") == BARE_NAME_BONUS + TYPE_FIRST

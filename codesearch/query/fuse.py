@@ -273,6 +273,10 @@ _QUALIFIER = re.compile(r"::|\.|#|->|\\|\s")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Lines before a declaration: blank, decorators and annotations, attributes, comments and doc comments.
 NOT_A_DECLARATION = re.compile(r"\s*(@|#\[|#!|#\s|#$|//|/\*|\*|--|\[|<!--|$)")
+# Annotations and attributes may open the declaration's own line (`@typeclass trait Monad[F[_]]`, `#[inline]
+# pub fn`, `[Serializable] public class`, `@Component({...}) export class`): the declaration is what follows
+# them, when a word follows (a decorator's arguments that go on past the line, `(...`, do not).
+_LEADING_ANNOTATIONS = re.compile(r"\s*(?:(?:@[\w.]+(?![\w.])(?:\([^()]*\))?|#\[[^\]]*\]|\[[^\]]*\])\s*)+(?=\w)")
 
 
 @dataclass(frozen=True)
@@ -306,12 +310,20 @@ class QueryNames:
 
 def _declares(chunk: StoredChunk, name: str) -> bool:
     """Whether the chunk holds its definition's declaration (`class Environment:`, `func (s *Server) Shutdown()`):
-    its first line of code, past decorators, attributes and comments, names it. A later part of a long class
-    or function that was cut into several does not."""
-    for line in chunk.text.split("\n", DECLARATION_SEARCH_LINES)[:DECLARATION_SEARCH_LINES]:
-        if not NOT_A_DECLARATION.match(line):
-            return re.search(rf"\b{re.escape(name)}\b", line, re.IGNORECASE) is not None
-    return False
+    its declaration line names it. A later part of a long class or function that was cut into several does not."""
+    line = declaration_line(chunk.text, DECLARATION_SEARCH_LINES)
+    return line is not None and re.search(rf"\b{re.escape(name)}\b", line, re.IGNORECASE) is not None
+
+
+def declaration_line(text: str, lines: int = -1) -> str | None:
+    """A definition's declaration: its first line of code past decorators, annotations, attributes and comments
+    (those that open the line itself too), within its first `lines` lines (-1: all); None if there is none."""
+    for line in text.split("\n", lines)[:lines] if lines >= 0 else text.split("\n"):
+        annotations = _LEADING_ANNOTATIONS.match(line)
+        declaration = line[annotations.end():] if annotations else line
+        if not NOT_A_DECLARATION.match(declaration):
+            return declaration
+    return None
 
 
 def names_in(query: str) -> QueryNames:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from codesearch.index.graph import NAMELESS_KINDS
 from codesearch.query.api import CHARS_PER_TOKEN
-from codesearch.query.fuse import NOT_A_DECLARATION
+from codesearch.query.fuse import declaration_line
 
 DAMPING = 0.85
 ITERATIONS = 40
@@ -101,7 +101,5 @@ def repository_map(database, max_tokens: int = 1024, focus: tuple[str, ...] = ()
 
 def _signature(text: str) -> str:
     """A definition's declaration line: its first line of code past decorators, attributes and comments."""
-    for line in text.split("\n"):
-        if not NOT_A_DECLARATION.match(line):
-            return line.strip()[:200]
-    return text.split("\n", 1)[0].strip()[:200]
+    line = declaration_line(text)
+    return (text.split("\n", 1)[0] if line is None else line).strip()[:200]
