@@ -180,22 +180,28 @@ def test_a_bare_type_name_finds_its_declarations_before_its_methods(repo):
 
 def test_a_bare_name_is_a_name_whatever_its_shape_and_a_qualified_one_needs_its_container():
     from codesearch.index.database import StoredChunk
-    from codesearch.query.fuse import BARE_NAME_BONUS, NAME_MATCH_BONUS, TYPE_FIRST, names_in
+    from codesearch.query.fuse import BARE_NAME_BONUS, EXACT_CASE, NAME_MATCH_BONUS, TYPE_FIRST, names_in
 
     def bonus(query, symbol, text, kind="class"):
         return names_in(query).bonus(StoredChunk(1, "a.py", 1, 9, symbol, kind, "python", "", text))
 
-    assert bonus("Environment", "Environment", "@dataclass\nclass Environment:\n    x = 1") == BARE_NAME_BONUS + TYPE_FIRST
-    assert bonus("load", "load", "# Read it.\ndef load(path):", "function") == BARE_NAME_BONUS
+    declared_type, declared_function = BARE_NAME_BONUS + TYPE_FIRST + EXACT_CASE, BARE_NAME_BONUS + EXACT_CASE
+
+    assert bonus("Environment", "Environment", "@dataclass\nclass Environment:\n    x = 1") == declared_type
+    assert bonus("load", "load", "# Read it.\ndef load(path):", "function") == declared_function
     # Annotations may open the declaration's own line; a decorator's arguments are not a declaration.
-    assert bonus("Monad", "Monad", "/** A monad. */\n@typeclass trait Monad[F[_]] extends FlatMap[F] {") == BARE_NAME_BONUS + TYPE_FIRST
-    assert bonus("User", "User", "@Serializable data class User(val name: String)") == BARE_NAME_BONUS + TYPE_FIRST
-    assert bonus("Packet", "Packet", "#[derive(Debug)] pub struct Packet {") == BARE_NAME_BONUS + TYPE_FIRST
-    assert bonus("load", "load", '@mark.parametrize("path", [("a", 1)])\ndef load(path):', "function") == BARE_NAME_BONUS
+    assert bonus("Monad", "Monad", "/** A monad. */\n@typeclass trait Monad[F[_]] extends FlatMap[F] {") == declared_type
+    assert bonus("User", "User", "@Serializable data class User(val name: String)") == declared_type
+    assert bonus("Packet", "Packet", "#[derive(Debug)] pub struct Packet {") == declared_type
+    assert bonus("load", "load", '@mark.parametrize("path", [("a", 1)])\ndef load(path):', "function") == declared_function
     # A later part of a long class that was cut into several is not where the class is declared.
     assert bonus("Environment", "Environment", "    overlayed = False\n    linked_to: 'Environment'") == NAME_MATCH_BONUS
-    assert bonus("Rack::Builder", "Rack::Builder", "class Builder") == BARE_NAME_BONUS + TYPE_FIRST
+    assert bonus("Rack::Builder", "Rack::Builder", "class Builder") == declared_type
     assert bonus("Rack::Builder", "Other::Builder", "class Builder") == NAME_MATCH_BONUS
+    # Spelled as asked comes first among definitions of one kind (Go's Client and client, trait Monad and
+    # object monad); the kind still comes before the spelling.
+    assert bonus("monad", "Monad", "trait Monad[F[_]] {") == BARE_NAME_BONUS + TYPE_FIRST
+    assert bonus("session", "session", "def session():", "function") == declared_function < bonus("session", "Session", "class Session:")
     assert bonus("how do we retry", "retry", "def retry():") == 0  # a plain word in a sentence names nothing
     # In a sentence an acronym-led type (UIColor, HTTPAdapter) is as often the type a function returns as
     # the definition asked for; alone it is the definition asked for.

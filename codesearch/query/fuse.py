@@ -36,6 +36,9 @@ NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition a
 # rank before everything else (a fused score is at most 1), best fused first.
 BARE_NAME_BONUS = 1.0
 TYPE_FIRST = 1.0  # a declared type (class, struct, ...) before a function of its name (a constructor): always
+# ...and among those, one spelled as the query spells it (`Monad`: trait Monad before object monad). Less than
+# TYPE_FIRST: people type names in lower case, and the kind is the stronger evidence.
+EXACT_CASE = 0.5
 # A sentence's words in a file's name or its folder's (`pool.py`, `middleware/`) are evidence that the file is
 # about them: the share of the query's terms found there, times this, is added (a fused score is at most 1).
 PATH_WORDS = 0.3
@@ -289,6 +292,7 @@ class QueryNames:
     names: frozenset[str] = frozenset()
     qualified: frozenset[tuple[str, str]] = frozenset()
     bare: bool = False
+    spelled: str = ""  # a bare name's last part as the query spells it
 
     def bonus(self, chunk: StoredChunk) -> float:
         """What defining a name of the query adds to a chunk's fused score: BARE_NAME_BONUS where the query
@@ -303,7 +307,9 @@ class QueryNames:
             if not qualified and path[-1] not in self.names:
                 continue
             if self.bare and (qualified or not self.qualified) and _declares(chunk, path[-1]):
-                return BARE_NAME_BONUS + (TYPE_FIRST if chunk.kind in DECLARATION_KINDS else 0.0)
+                spelled = [part for part in _QUALIFIER.split(member) if part][-1] == self.spelled
+                return (BARE_NAME_BONUS + (TYPE_FIRST if chunk.kind in DECLARATION_KINDS else 0.0)
+                        + (EXACT_CASE if spelled else 0.0))
             best = NAME_MATCH_BONUS
         return best
 
@@ -329,8 +335,10 @@ def declaration_line(text: str, lines: int = -1) -> str | None:
 def names_in(query: str) -> QueryNames:
     query = query.strip()
     if _IDENTIFIER_LIKE.fullmatch(query) and len(_QUALIFIER.split(query)[-1]) >= 3:
-        path = [part.lower() for part in _QUALIFIER.split(query) if part]
-        return QueryNames(frozenset(path[-1:]), frozenset([tuple(path[-2:])] if len(path) >= 2 else []), True)
+        spelled = [part for part in _QUALIFIER.split(query) if part]
+        path = [part.lower() for part in spelled]
+        return QueryNames(frozenset(path[-1:]), frozenset([tuple(path[-2:])] if len(path) >= 2 else []), True,
+                          spelled[-1])
     names = set()
     for token in _IDENTIFIER_LIKE.findall(query):
         last = _QUALIFIER.split(token)[-1]
