@@ -223,14 +223,42 @@ def test_a_file_rewritten_all_the_time_does_not_hold_the_vectors_back(tmp_path, 
         looks.append(1)
         return original_look(*arguments)
 
-    def one_round(*arguments):
+    def one_round(*arguments, **options):
         rounds.append(1)
-        return original_round(*arguments)
+        return original_round(*arguments, **options)
 
     monkeypatch.setattr(words_first, "files_to_read", look)
     monkeypatch.setattr(words_first, "_words_of_later_changes", one_round)
     index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
     assert rounds and len(looks) == len(rounds)
+
+
+def test_a_tree_that_keeps_changing_costs_each_step_one_look(tmp_path, progressive, monkeypatch):
+    """A build writing many files all the time: right after the words the run looks while git seems at work
+    (for at most RESCAN_SECONDS), and at each step after only once."""
+    repo = make_repo(tmp_path / "repo")
+    (repo / "written").mkdir()
+    looks, rounds = [], []
+    original_look, original_round = words_first.files_to_read, words_first._words_of_later_changes
+
+    def look(*arguments):
+        for number in range(words_first.RESCAN_BUSY + 5):
+            (repo / "written" / f"out_{number}.py").write_text(f"def out_{number}():\n    return {len(looks)}\n")
+        looks.append(1)
+        return original_look(*arguments)
+
+    def one_round(*arguments, **options):
+        before = len(looks)
+        written = original_round(*arguments, **options)
+        rounds.append(len(looks) - before)
+        return written
+
+    monkeypatch.setattr(words_first, "RESCAN_SECONDS", 3.0)
+    monkeypatch.setattr(words_first, "files_to_read", look)
+    monkeypatch.setattr(words_first, "_words_of_later_changes", one_round)
+    index_repository(repo, model="minilm", embedder_factory=FakeEmbedder)
+    assert rounds[0] > 1  # after the words: looking while git seems at work
+    assert len(rounds) > 2 and set(rounds[1:]) == {1}
 
 
 def test_a_file_read_while_git_saw_it_changed_is_not_read_again_once_committed(tmp_path):

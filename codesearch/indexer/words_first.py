@@ -22,10 +22,11 @@ from codesearch.indexer.read import chunks_of_files, embedding_key, files_to_rea
 STEP_SECONDS = 30.0  # how often the vectors computed so far join the index (and the tree is looked at again)
 BATCH = 2048  # chunks embedded together, in file order; the model's calls are smaller
 FILES_PER_STEP = 500  # files written again with their vectors in one generation step
-# The tree is looked at again, one look right after another, while each finds at least RESCAN_BUSY changed
-# files (git at work: a checkout of 20,000 files writes for 10 to 20 s here, hundreds of files between two
-# looks), for at most RESCAN_SECONDS. A few files, or one rewritten all the time (a log), are written and left
-# to the next look, at the next step.
+# Right after the words, the tree is looked at again, one look right after another, while each finds at least
+# RESCAN_BUSY changed files (git at work: a checkout of 20,000 files writes for 10 to 20 s here, hundreds of
+# files between two looks), for at most RESCAN_SECONDS. A few files, or one rewritten all the time (a log), are
+# written and left to the next look. At each step and at the end of a pass, one look: a tree that keeps
+# changing (a build writing into it) costs the run one look a step, not a minute.
 RESCAN_BUSY = 20
 RESCAN_SECONDS = 60.0
 PASSES = 3  # rounds of embedding what the tree's later changes brought; the rest is left to the next run
@@ -60,9 +61,10 @@ def index_words_first(root, store, spec, embedder_factory, to_read, removed, reb
             if time.monotonic() - last_step >= STEP_SECONDS:
                 rate = done / max(time.monotonic() - started, 1e-6)
                 _add_vectors(store, {**manifest, "embedding_rate": rate}, before_merge=embedder.release_memory)
-                _words_of_later_changes(root, store, spec, manifest, budget, progress, report)
+                _words_of_later_changes(root, store, spec, manifest, budget, progress, report, keep_looking=False)
                 last_step = time.monotonic()
-        if number + 1 == PASSES or not _words_of_later_changes(root, store, spec, manifest, budget, progress, report):
+        if number + 1 == PASSES or not _words_of_later_changes(root, store, spec, manifest, budget, progress, report,
+                                                                keep_looking=False):
             break
     report.embedded = done
     del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
@@ -71,20 +73,20 @@ def index_words_first(root, store, spec, embedder_factory, to_read, removed, reb
     return manifest["dimension"]
 
 
-def _words_of_later_changes(root, store, spec, manifest, budget, progress, report) -> int:
+def _words_of_later_changes(root, store, spec, manifest, budget, progress, report, keep_looking=True) -> int:
     """Write the words of what changed in the tree since the run looked; the chunks written. Files read while
     git still saw them as changed are not read again once it has caught up (discover.with_content_id)."""
     written, began = 0, time.monotonic()
-    while time.monotonic() - began < RESCAN_SECONDS:
+    while True:
         more, gone = files_to_read(root, store, False, True)  # its notices were given once
         if not more and not gone:
-            break
+            return written
         written += _write_words(root, store.directory, spec, manifest, more, gone, False, budget, progress)
         report.changed_files += len(more)
         report.removed += len(gone)
-        if len(more) + len(gone) < RESCAN_BUSY:
-            break
-    return written
+        if (not keep_looking or len(more) + len(gone) < RESCAN_BUSY
+                or time.monotonic() - began >= RESCAN_SECONDS):
+            return written
 
 
 def _write_words(root, directory, spec, manifest, to_read, removed, rebuild, budget, progress) -> int:
