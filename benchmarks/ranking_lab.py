@@ -659,6 +659,31 @@ for _w in (0.05, 0.1, 0.2):
     VARIANTS[f"name-precision-{_w}"] = _name_precision(_w)
 
 
+def _bm25_parameters(k1: float, b: float):
+    """BM25's k1 (how soon a term's repeats stop counting) and b (how much a long unit is discounted)."""
+    def apply():
+        import numpy as np
+
+        from codesearch.index.lexical import LexicalIndex
+
+        original = LexicalIndex._norm
+
+        def norm(self, part):
+            postings, _ = self.parts[part]
+            return k1 * (1 - b + b * np.asarray(postings.unit_lengths, dtype=np.float64) / self.average_length)
+        LexicalIndex._norm = norm
+        try:
+            yield
+        finally:
+            LexicalIndex._norm = original
+    return contextlib.contextmanager(apply)
+
+
+for _k1, _b in ((1.2, 0.0), (1.2, 0.1), (1.2, 0.2), (1.2, 0.3), (1.2, 0.4), (1.2, 0.5), (1.2, 0.6), (1.2, 0.9), (0.9, 0.75), (1.5, 0.75),
+                 (2.0, 0.75), (1.2, 0.75), (0.9, 0.3), (1.5, 0.3)):
+    VARIANTS[f"bm25-{_k1}-{_b}"] = _bm25_parameters(_k1, _b)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", required=True)
