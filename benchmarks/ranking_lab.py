@@ -465,6 +465,19 @@ def _file_documents(store):
     return cached
 
 
+def _lift_files(hits, file_score: dict, weight: float, best_only: bool, k: int) -> list:
+    """The k best hits once weight x each file's score, min-max normalised over the files, is added to the
+    file's best hit (or to all its hits)."""
+    top, low = max(file_score.values(), default=0), min(file_score.values(), default=0)
+    best = {}
+    for hit in hits:
+        if hit.chunk.path not in best or hit.score > best[hit.chunk.path].score:
+            best[hit.chunk.path] = hit
+    lifted = [(hit, hit.score + (weight * (file_score[hit.chunk.path] - low) / (top - low) if top > low and
+                                 (not best_only or best[hit.chunk.path] is hit) else 0.0)) for hit in hits]
+    return [hit for hit, _ in sorted(lifted, key=lambda pair: -pair[1])][:k]
+
+
 def _file_bm25(weight: float, best_only: bool = True):
     """BM25 over whole files (each file's units' terms as one document), min-max normalised over the pool's
     files: + weight x it, to each file's best answer (or to all its answers)."""
@@ -487,14 +500,7 @@ def _file_bm25(weight: float, best_only: bool = True):
                         idf = math.log(1 + (n - frequency[term] + 0.5) / (frequency[term] + 0.5))
                         total += idf * tf / (tf + 1.2 * (0.25 + 0.75 * lengths[path] / average))
                 score[path] = total
-            top, low = max(score.values(), default=0), min(score.values(), default=0)
-            best = {}
-            for hit in hits:
-                if hit.chunk.path not in best or hit.score > best[hit.chunk.path].score:
-                    best[hit.chunk.path] = hit
-            lifted = [(hit, hit.score + (weight * (score[hit.chunk.path] - low) / (top - low) if top > low and
-                                         (not best_only or best[hit.chunk.path] is hit) else 0.0)) for hit in hits]
-            return [hit for hit, _ in sorted(lifted, key=lambda pair: -pair[1])][:k]
+            return _lift_files(hits, score, weight, best_only, k)
 
         return ranking_with(ranker)
     return apply
@@ -536,14 +542,7 @@ def _file_centroid(weight: float, best_only: bool = True):
             for path in paths:
                 values = [scored[i] for i in ids_of.get(path, ()) if i in scored]
                 mean[path] = float(np.mean(values)) if values else 0.0
-            top, low = max(mean.values(), default=0), min(mean.values(), default=0)
-            best = {}
-            for hit in hits:
-                if hit.chunk.path not in best or hit.score > best[hit.chunk.path].score:
-                    best[hit.chunk.path] = hit
-            lifted = [(hit, hit.score + (weight * (mean[hit.chunk.path] - low) / (top - low) if top > low and
-                                         (not best_only or best[hit.chunk.path] is hit) else 0.0)) for hit in hits]
-            return [hit for hit, _ in sorted(lifted, key=lambda pair: -pair[1])][:k]
+            return _lift_files(hits, mean, weight, best_only, k)
 
         return ranking_with(ranker)
     return apply
