@@ -23,7 +23,7 @@ from codesearch.embedding.spec import ModelSpec, query_runtime, resolve_model
 from codesearch.index.store import IndexStore, index_dir
 from codesearch.embedding.load import load_embedder
 from codesearch.embedding.weights import pin_model
-from codesearch.indexer.read import chunks_of_files, embedding_key, files_to_read, index_manifest
+from codesearch.indexer.read import chunks_of_files, embed_into_cache, embedding_key, files_to_read, index_manifest
 from codesearch.indexer.words_first import index_words_first
 
 # A run with this many files to read (a first index, a big checkout) makes them answerable by their words
@@ -221,10 +221,7 @@ def _all_at_once(root, store, spec, to_read, removed, rebuild, budget, embedder_
     if texts_by_key or (not dimension and changed):
         embedder = embedder_factory(spec)
         progress.planned(len(texts_by_key), spec)
-        keys, texts = list(texts_by_key), list(texts_by_key.values())
-        # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
-        for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
-            store.database.cache_vectors([keys[position] for position in positions], vectors)
+        embed_into_cache(embedder, store.database, texts_by_key, progress.embedded)
         dimension = embedder.dim
         del embedder  # not held while the index is written: ONNX Runtime keeps ~450 MiB of batches in its arena
     # New query prompts (they change no document vector) are recorded by a generation step of their own.

@@ -97,6 +97,15 @@ def embedding_key(spec: ModelSpec, chunk: chunking.Chunk) -> str:
     return hashlib.sha256(f"{spec.fingerprint}\0{chunk.embedding_text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def embed_into_cache(embedder, database, texts_by_key: dict[str, str], progress: Callable[[int], None]) -> int:
+    """Embed each text and cache its vector under its key; how many. Each call's vectors are committed at once:
+    an interrupted run keeps what it embedded."""
+    keys, texts = list(texts_by_key), list(texts_by_key.values())
+    for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress):
+        database.cache_vectors([keys[position] for position in positions], vectors)
+    return len(keys)
+
+
 def index_manifest(spec: ModelSpec, dimension: int) -> dict:
     return {
         "model": spec.name, "model_source": spec.source if not Path(spec.source).is_dir() else spec.name,

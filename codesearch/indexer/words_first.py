@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from codesearch.index.store import IndexStore
-from codesearch.indexer.read import chunks_of_files, embedding_key, files_to_read, index_manifest
+from codesearch.indexer.read import chunks_of_files, embed_into_cache, embedding_key, files_to_read, index_manifest
 
 STEP_SECONDS = 30.0  # how often the vectors computed so far join the index (and the tree is looked at again)
 BATCH = 2048  # chunks embedded together, in file order; the model's calls are smaller
@@ -53,11 +53,7 @@ def index_words_first(root, store, spec, embedder_factory, to_read, removed, reb
             # A text also in an earlier batch was embedded there, and its vector cached.
             for key in store.database.known_keys(list(texts_by_key)):
                 del texts_by_key[key]
-            keys, texts = list(texts_by_key), list(texts_by_key.values())
-            # Each call's vectors are committed at once: an interrupted run keeps what it embedded.
-            for positions, vectors in embedder.encode_documents_by_slice(texts, progress=progress.embedded):
-                store.database.cache_vectors([keys[position] for position in positions], vectors)
-            done += len(keys)
+            done += embed_into_cache(embedder, store.database, texts_by_key, progress.embedded)
             if time.monotonic() - last_step >= STEP_SECONDS:
                 rate = done / max(time.monotonic() - started, 1e-6)
                 _add_vectors(store, {**manifest, "embedding_rate": rate}, before_merge=embedder.release_memory)
