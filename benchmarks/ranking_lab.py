@@ -326,8 +326,11 @@ def _fusion_constant(name: str, value):
 
 for _lift in (0.0, 0.05, 0.2, 0.5, 1.0):
     VARIANTS[f"type-first-{_lift}"] = contextlib.contextmanager(_fusion_constant("TYPE_FIRST", _lift))
-for _value in (0.0, 0.2, 0.5, 0.7, 1.0):
+for _value in (0.0, 0.2, 0.5, 0.7, 1.0, 1.5, 2.0):
     VARIANTS[f"path-words-{_value}"] = contextlib.contextmanager(_fusion_constant("PATH_WORDS", _value))
+for _value in (0.3, 0.5, 0.7, 1.0, 1.5, 2.0):  # where no vector speaks (lexical mode, a chunk not embedded yet)
+    VARIANTS[f"path-words-alone-{_value}"] = contextlib.contextmanager(
+        _fusion_constant("PATH_WORDS_WITHOUT_VECTORS", _value))
 for _value in (0.0, 0.05, 0.15, 0.2, 0.3, 0.5):
     VARIANTS[f"file-coherence-{_value}"] = contextlib.contextmanager(_fusion_constant("FILE_COHERENCE", _value))
     VARIANTS[f"one-per-file-coherence-{_value}"] = contextlib.contextmanager(

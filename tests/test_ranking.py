@@ -256,19 +256,30 @@ def test_a_sentences_words_in_a_files_name_lift_that_file():
     ranking = [("net/session.py", "take_connection", 10.0), ("pool/idle.py", "take", 9.0),
                *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
     query = "take an idle connection from the pool"
-    assert fused(query, ranking, PATH_WORDS=0.0, FILE_COHERENCE=0.0)[:2] == ["net/session.py", "pool/idle.py"]
+    assert fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0, FILE_COHERENCE=0.0)[:2] == ["net/session.py", "pool/idle.py"]
     assert fused(query, ranking, FILE_COHERENCE=0.0)[:2] == ["pool/idle.py", "net/session.py"]
     # A bare name asks for its definition, wherever it lives: no file's name counts.
     assert fused("take_connection", ranking, FILE_COHERENCE=0.0)[0] == "net/session.py"
 
+
+def test_without_vectors_a_files_name_weighs_more():
+    # BM25 counts the path's words once among a whole body's; the model reads the path in each chunk's header.
+    # With no vector to read it (lexical mode), the file's name says more: half the question's terms in
+    # pool/idle.py outweigh a body that matches better.
+    ranking = [("net/session.py", "take_connection", 10.0), ("pool/idle.py", "take", 6.0),
+               *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
+    query = "take an idle connection from the pool"
+    assert fused(query, ranking, FILE_COHERENCE=0.0)[:2] == ["pool/idle.py", "net/session.py"]
+    assert fused(query, ranking, FILE_COHERENCE=0.0, PATH_WORDS_WITHOUT_VECTORS=0.3)[:2] == [
+        "net/session.py", "pool/idle.py"]
 
 def test_a_file_with_many_good_answers_lifts_its_best_one():
     ranking = [("misc/timers.py", "fire_due_jobs", 10.0),
                *(("scheduling/cron.py", f"cron_step_{n}", 9.5 - n / 10) for n in range(6)),
                *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
     query = "run the due jobs of a cron table"
-    assert fused(query, ranking, PATH_WORDS=0.0, FILE_COHERENCE=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
-    lifted = fused(query, ranking, PATH_WORDS=0.0)
+    assert fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0, FILE_COHERENCE=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
+    lifted = fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0)
     # Only the file's best answer rises; the rest of its answers stay below the single good one.
     assert lifted[:3] == ["scheduling/cron.py", "misc/timers.py", "scheduling/cron.py"]
 
@@ -286,5 +297,5 @@ def test_when_each_file_gives_one_answer_a_files_whole_evidence_weighs_more():
                *(("scheduling/cron.py", f"cron_step_{n}", 8.5 - n / 10) for n in range(6)),
                *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
     query = "run the due jobs of a cron table"
-    assert fused(query, ranking, PATH_WORDS=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
-    assert fused(query, ranking, per_file=1, PATH_WORDS=0.0)[:2] == ["scheduling/cron.py", "misc/timers.py"]
+    assert fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
+    assert fused(query, ranking, per_file=1, PATH_WORDS_WITHOUT_VECTORS=0.0)[:2] == ["scheduling/cron.py", "misc/timers.py"]
