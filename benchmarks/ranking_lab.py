@@ -329,8 +329,8 @@ for _lift in (0.0, 0.05, 0.2, 0.5, 1.0):
 for _value in (0.0, 0.2, 0.5, 0.7, 1.0, 1.5, 2.0):
     VARIANTS[f"path-words-{_value}"] = contextlib.contextmanager(_fusion_constant("PATH_WORDS", _value))
 for _value in (0.3, 0.5, 0.7, 1.0, 1.5, 2.0):  # where no vector speaks (lexical mode, a chunk not embedded yet)
-    VARIANTS[f"path-words-alone-{_value}"] = contextlib.contextmanager(
-        _fusion_constant("PATH_WORDS_WITHOUT_VECTORS", _value))
+    VARIANTS[f"path-words-strong-{_value}"] = contextlib.contextmanager(
+        _fusion_constant("PATH_WORDS_STRONG", _value))
 for _value in (0.0, 0.05, 0.15, 0.2, 0.3, 0.5):
     VARIANTS[f"file-coherence-{_value}"] = contextlib.contextmanager(_fusion_constant("FILE_COHERENCE", _value))
     VARIANTS[f"one-per-file-coherence-{_value}"] = contextlib.contextmanager(
@@ -358,6 +358,8 @@ _EXAMPLES = __import__("re").compile(r"(^|/)(tests?|spec|specs|__tests__|testing
 VARIANTS["examples-as-tests"] = contextlib.contextmanager(_fusion_constant("_TEST_PATH", _EXAMPLES))
 for _factor in (1.0, 0.6, 0.5, 0.3):
     VARIANTS[f"tests-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_TEST", _factor))
+for _factor in (1.0, 0.9, 0.7):
+    VARIANTS[f"declarations-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_DECLARATION", _factor))
 for _factor in (1.0, 0.8, 0.6, 0.5):
     VARIANTS[f"stubs-{_factor}"] = contextlib.contextmanager(_fusion_constant("PRIOR_STUB", _factor))
 

@@ -230,9 +230,10 @@ def test_files_only_lists_k_distinct_files(repo):
     assert len(listed) == len(set(listed)) == 3, listed
 
 
-def fused(query, lexical, per_file=0, **constants):
-    """fuse() over one lexical ranking of made-up chunks, (path, symbol, raw BM25 score) best first, with
-    fuse.py's constants set as given for the call: the paths answered, best first."""
+def fused(query, lexical, per_file=0, dense=None, **constants):
+    """fuse() over one lexical ranking of made-up chunks, (path, symbol, raw BM25 score) best first, and the
+    model's scores of the same chunks in the same order if `dense` is given, with fuse.py's constants set as
+    given for the call: the paths answered, best first."""
     from codesearch.index.database import StoredChunk
     from codesearch.query import fuse
     from codesearch.query.api import Candidates, UnitRuns
@@ -240,7 +241,8 @@ def fused(query, lexical, per_file=0, **constants):
     chunks = {number: StoredChunk(number, path, 4 * number, 4 * number + 2, symbol, "function", "python", "",
                                   f"def {symbol}():")
               for number, (path, symbol, _) in enumerate(lexical, 1)}
-    found = Candidates(100, None, [(number, score) for number, (_, _, score) in enumerate(lexical, 1)], None,
+    vectors = None if dense is None else sorted(enumerate(dense, 1), key=lambda item: -item[1])
+    found = Candidates(100, vectors, [(number, score) for number, (_, _, score) in enumerate(lexical, 1)], None,
                        chunks, UnitRuns({}), None)
     saved = {name: getattr(fuse, name) for name in constants}
     try:
@@ -256,7 +258,7 @@ def test_a_sentences_words_in_a_files_name_lift_that_file():
     ranking = [("net/session.py", "take_connection", 10.0), ("pool/idle.py", "take", 9.0),
                *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
     query = "take an idle connection from the pool"
-    assert fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0, FILE_COHERENCE=0.0)[:2] == ["net/session.py", "pool/idle.py"]
+    assert fused(query, ranking, PATH_WORDS_STRONG=0.0, FILE_COHERENCE=0.0)[:2] == ["net/session.py", "pool/idle.py"]
     assert fused(query, ranking, FILE_COHERENCE=0.0)[:2] == ["pool/idle.py", "net/session.py"]
     # A bare name asks for its definition, wherever it lives: no file's name counts.
     assert fused("take_connection", ranking, FILE_COHERENCE=0.0)[0] == "net/session.py"
@@ -270,16 +272,28 @@ def test_without_vectors_a_files_name_weighs_more():
                *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
     query = "take an idle connection from the pool"
     assert fused(query, ranking, FILE_COHERENCE=0.0)[:2] == ["pool/idle.py", "net/session.py"]
-    assert fused(query, ranking, FILE_COHERENCE=0.0, PATH_WORDS_WITHOUT_VECTORS=0.3)[:2] == [
+    assert fused(query, ranking, FILE_COHERENCE=0.0, PATH_WORDS_STRONG=0.3)[:2] == [
         "net/session.py", "pool/idle.py"]
+
+
+def test_when_each_file_gives_one_answer_its_name_weighs_as_much():
+    # With vectors, a function's own evidence leads; when the answer stands for its file, the file's name
+    # is evidence about the answer itself.
+    ranking = [("net/session.py", "take_connection", 10.0), ("pool/idle.py", "take", 6.0),
+               *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
+    dense = [0.9, 0.6, *(0.1 for _ in range(8))]
+    query = "take an idle connection from the pool"
+    assert fused(query, ranking, dense=dense, FILE_COHERENCE=0.0)[:2] == ["net/session.py", "pool/idle.py"]
+    assert fused(query, ranking, per_file=1, dense=dense, FILE_COHERENCE_ONE_PER_FILE=0.0)[:2] == [
+        "pool/idle.py", "net/session.py"]
 
 def test_a_file_with_many_good_answers_lifts_its_best_one():
     ranking = [("misc/timers.py", "fire_due_jobs", 10.0),
                *(("scheduling/cron.py", f"cron_step_{n}", 9.5 - n / 10) for n in range(6)),
                *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
     query = "run the due jobs of a cron table"
-    assert fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0, FILE_COHERENCE=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
-    lifted = fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0)
+    assert fused(query, ranking, PATH_WORDS_STRONG=0.0, FILE_COHERENCE=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
+    lifted = fused(query, ranking, PATH_WORDS_STRONG=0.0)
     # Only the file's best answer rises; the rest of its answers stay below the single good one.
     assert lifted[:3] == ["scheduling/cron.py", "misc/timers.py", "scheduling/cron.py"]
 
@@ -297,5 +311,5 @@ def test_when_each_file_gives_one_answer_a_files_whole_evidence_weighs_more():
                *(("scheduling/cron.py", f"cron_step_{n}", 8.5 - n / 10) for n in range(6)),
                *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
     query = "run the due jobs of a cron table"
-    assert fused(query, ranking, PATH_WORDS_WITHOUT_VECTORS=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
-    assert fused(query, ranking, per_file=1, PATH_WORDS_WITHOUT_VECTORS=0.0)[:2] == ["scheduling/cron.py", "misc/timers.py"]
+    assert fused(query, ranking, PATH_WORDS_STRONG=0.0)[:2] == ["misc/timers.py", "scheduling/cron.py"]
+    assert fused(query, ranking, per_file=1, PATH_WORDS_STRONG=0.0)[:2] == ["scheduling/cron.py", "misc/timers.py"]

@@ -42,9 +42,11 @@ EXACT_CASE = 0.5
 # A sentence's words in a file's name or its folder's (`pool.py`, `middleware/`) are evidence that the file is
 # about them: the share of the query's terms found there, times this, is added (a fused score is at most 1).
 PATH_WORDS = 0.3
-# ...and where no vector speaks (lexical mode, or a chunk not embedded yet), more: the model reads each chunk's
-# path in its header, BM25 only counts its words once among the body's, so the path words stand in for both.
-PATH_WORDS_WITHOUT_VECTORS = 1.0
+# ...and more where no vector speaks (lexical mode, a chunk not embedded yet): the model reads each chunk's path
+# in its header, BM25 counts its words once among the body's, so the path words stand in for both. The same
+# where each file gives one answer (`--files-only`, `--per-file 1`): the answer stands for its file, whose name
+# is then evidence about the answer itself.
+PATH_WORDS_STRONG = 1.0
 # A file holding many good candidates is a stronger answer than one lucky function: each file's best answer
 # gains this share of the best score, scaled by its file's summed scores over the largest file's sum.
 FILE_COHERENCE = 0.1
@@ -81,11 +83,11 @@ def fuse(sets: list[Candidates], query: str, k: int, weight: float = DEFAULT_DEN
         # Parts of one function pool their evidence: each retriever's best part counts (BM25 scores whole
         # units already, and speaks through the first part).
         score = sum(weights[source] * value for source, (value, _) in evidence.items())
-        path_words = PATH_WORDS if "dense" in weights else PATH_WORDS_WITHOUT_VECTORS
+        path_words = PATH_WORDS if "dense" in weights and per_file != 1 else PATH_WORDS_STRONG
         if "dense" in weights and "dense" not in evidence and "lexical" in evidence and any(
                 chunk.id in sets[number].unembedded for number, chunk in members):
             score = evidence["lexical"][0]  # no vector yet (a first index still embedding): its words speak for both
-            path_words = PATH_WORDS_WITHOUT_VECTORS
+            path_words = PATH_WORDS_STRONG
         (number, best) = max(members, key=lambda member: sum(weights[source] * value for source, (value, _)
                                                              in members[member].items()))
         bonus = names.bonus(best)
