@@ -562,6 +562,87 @@ for _t, _d in ((1, 0.5), (1, 0.7), (1, 0.8), (1, 0.85), (1, 0.9), (1, 0.95), (2,
     VARIANTS[f"saturate-{_t}-{_d}"] = _reranked(_saturation(_t, _d))
 
 
+def _reembedded(name: str, transform, question=None):
+    """The dense side re-embedded with `transform` applied to every chunk's embedding text and to the question
+    (vectors kept in --vectors): what a change to what the model reads does, before any index is rebuilt."""
+    def apply():
+        from codesearch.embedding.load import load_embedder
+        from codesearch.query.engine import query_spec
+        from codesearch.source.chunk import embedding_text
+
+        class Matrix:
+            def __init__(self, ids, vectors):
+                self.ids, self.vectors = np.asarray(ids), vectors
+
+            def search(self, vector, k, allowed=None):
+                scores = self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
+                if allowed is not None:
+                    scores = np.where(np.isin(self.ids, allowed), scores, -np.inf)
+                top = np.argsort(-scores)[:k]
+                return [(int(self.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+        matrices, questions = {}, {}
+
+        def matrix(store):
+            key = id(store)
+            if key not in matrices:
+                manifest = store.database.manifest()
+                spec = query_spec(manifest)
+                embedder = Repository.embedders.setdefault(spec.name, load_embedder(spec))
+                rows = store.database.db.execute(
+                    "SELECT id, path, context, text FROM chunks ORDER BY id").fetchall()
+                texts = [transform(embedding_text(path, context, text)) for _, path, context, text in rows]
+                digest = hashlib.sha256(json.dumps([name, spec.name, texts]).encode()).hexdigest()[:16]
+                cache = Settings.vectors / f"chunks-{digest}.npy"
+                if cache.exists():
+                    vectors = np.load(cache)
+                else:
+                    vectors = np.asarray(embedder.encode_documents(texts), dtype=np.float32)
+                    np.save(cache, vectors)
+                matrices[key] = (Matrix([row[0] for row in rows], vectors), embedder)
+            return matrices[key]
+
+        def ranker(store, text, vector, k, mode, weight):
+            index, embedder = matrix(store)
+            if text not in questions:
+                questions[text] = np.asarray(embedder.encode_queries([(question or transform)(text)]),
+                                             dtype=np.float32)[0]
+            original = store.vector_index
+            store.vector_index = lambda: index
+            try:
+                return _first_pass(store, text, questions[text], k, mode, weight)
+            finally:
+                store.vector_index = original
+        with ranking_with(ranker):
+            yield
+    VARIANTS[name] = contextlib.contextmanager(apply)
+
+
+def _words_of_identifiers(text: str) -> str:
+    """Identifiers written as the words they are made of (`parseIPv4Addr` -> `parse IPv4 Addr`)."""
+    from codesearch.index.terms import _CAMEL_PART
+
+    def words(match):
+        pieces = [part for piece in match.group(0).split("_") for part in _CAMEL_PART.findall(piece)]
+        return " ".join(pieces) if pieces else match.group(0)
+    return re.sub(r"[A-Za-z_][A-Za-z0-9_]*", words, text)
+
+
+_WORD_BOUNDARY = re.compile(r"_+|(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[0-9])(?=[A-Z][a-z])")
+
+
+def _identifier_words_gently(text: str) -> str:
+    """Identifiers cut only at underscores and where a lowercase letter or a digit meets a capital, digits kept
+    with their word (`parse_ipv4_addr` -> `parse ipv4 addr`, `HTTPServerConfig` -> `HTTP Server Config`)."""
+    return re.sub(r"[A-Za-z_][A-Za-z0-9_]*", lambda match: _WORD_BOUNDARY.sub(" ", match.group(0)).strip() or
+                  match.group(0), text)
+
+
+_reembedded("reembedded", lambda text: text)
+_reembedded("identifier-words-documents", _identifier_words_gently, question=lambda text: text)
+_reembedded("identifier-words-gently", _identifier_words_gently)
+_reembedded("identifier-words", _words_of_identifiers)
+
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
     by_repo = defaultdict(list)
     for name in sorted(glob.glob(patterns)):
