@@ -22,7 +22,7 @@ import pytest
 from codesearch.source.chunk import PartBudget
 from codesearch.embedding.torch_model import Embedder
 from codesearch.embedding.spec import PRESETS, resolve_model
-from codesearch.embedding.prompts import identifier_words, looks_like_code
+from codesearch.embedding.prompts import looks_like_code
 from codesearch.embedding.load import load_embedder
 from codesearch.embedding.weights import folder_digest, pin_model
 from codesearch.hardware import planned_dtype
@@ -359,35 +359,3 @@ def test_the_manifest_records_the_prompts_and_a_new_default_is_recorded_without_
     assert again.embedded == 0 and not again.rebuilt_because
     assert updated["prompts"]["text"] == "A new default." and updated["generation"] == manifest["generation"] + 1
     assert query_model(updated).format_query(QUESTION) == f"<instruct>A new default.\n<query>{QUESTION}"
-
-
-def test_identifiers_are_written_as_their_words():
-    assert identifier_words("getUserName(user_id)") == "get User Name(user id)"
-    assert identifier_words("class HTTPServerConfig: parse_ipv4_addr __init__ x2y") == \
-        "class HTTP Server Config: parse ipv4 addr init x2y"
-    assert identifier_words("lib/router/index.js :: Router") == "lib/router/index.js :: Router"
-    assert identifier_words("retry failed uploads") == "retry failed uploads"
-
-
-def test_minilm_reads_identifiers_as_words_in_documents_and_questions_a_code_model_as_they_are():
-    minilm = load_embedder(pin_model(resolve_model("minilm", runtime="onnx")))
-    assert minilm.tokenize(["def getUserName(user_id):"]) == minilm.tokenize(["def get User Name(user id):"])
-    assert minilm.tokenize_queries(["where is getUserName"]) == minilm.tokenize_queries(["where is get user name"])
-    plain = replace(minilm.spec, identifier_words=False)
-    assert plain.prepared("getUserName") == "getUserName" and plain.fingerprint != minilm.spec.fingerprint
-    assert not PRESETS["bge-code-v1"].identifier_words
-
-
-def test_an_index_records_how_its_documents_were_written_and_is_asked_the_same_way():
-    from codesearch.index.database import needs_rebuild
-    from codesearch.indexer.read import index_manifest
-    from codesearch.query.engine import query_spec
-
-    spec = pin_model(resolve_model("minilm"))
-    manifest = index_manifest(spec, 384)
-    assert manifest["identifier_words"] is True and query_spec(manifest).identifier_words
-    # An index from before: its questions go in as they are, as its documents did, until it is rebuilt.
-    older = {**manifest, "model_fingerprint": pin_model(replace(spec, identifier_words=False)).fingerprint}
-    del older["identifier_words"]
-    assert not query_spec(older).identifier_words
-    assert needs_rebuild(older, spec.fingerprint) == "the model settings changed"

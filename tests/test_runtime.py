@@ -3,7 +3,6 @@ embedding keys, the runtime queries use (an index's own, or ONNX Runtime's fp32 
 built), the runtime and dtype a machine chooses and an index keeps, and bad runtimes refused."""
 
 import hashlib
-from dataclasses import replace
 import json
 
 import numpy as np
@@ -49,11 +48,9 @@ def test_the_runtime_is_in_the_embedding_key_and_torch_keys_are_unchanged():
     torch_spec, onnx_spec = resolve_model("minilm", runtime="torch"), resolve_model("minilm", runtime="onnx")
     int8_spec = resolve_model("minilm", runtime="onnx-int8")
     assert len({torch_spec.fingerprint, onnx_spec.fingerprint, int8_spec.fingerprint}) == 3
-    # The key torch-built indexes had before runtimes existed, and after identifier words (prompts.identifier_words).
+    # The key torch-built indexes had before runtimes existed: they are not re-embedded.
     parts = [torch_spec.name, "", "encoder", "mean", "256", "", "", "", TOKENIZATION_RECIPE]
-    assert replace(torch_spec, identifier_words=False).fingerprint == hashlib.sha256(
-        "\0".join(parts).encode()).hexdigest()[:16]
-    assert torch_spec.fingerprint == hashlib.sha256("\0".join([*parts, "identifier-words"]).encode()).hexdigest()[:16]
+    assert torch_spec.fingerprint == hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def test_an_index_is_queried_in_its_own_runtime_or_one_that_computes_the_same_and_starts_sooner(tiny_qwen2_dir):

@@ -98,7 +98,7 @@ class OnnxEmbedder(DocumentEncoder):
         formatted = []
         for text in texts:
             before, after = self.spec.prompt_parts(role, text)
-            formatted.append(before + self.spec.prepared(text) + after)
+            formatted.append(before + text + after)
         return self.tokenizer(formatted, truncation=True, max_length=self.spec.max_length)["input_ids"]
 
     def tokenize_queries(self, queries: Sequence[str]) -> list[list[int]]:

@@ -52,19 +52,6 @@ def looks_like_code(text: str) -> bool:
     return punctuation >= 3 and punctuation >= 0.12 * len(visible)
 
 
-# Where an identifier's words meet: underscores, a lowercase letter or a digit before a capital, an acronym before
-# a capitalised word (`parse_ipv4_addr`, `getUserName`, `HTTPServerConfig`). Digits stay with their word (`ipv4`).
-_WORD_BOUNDARY = re.compile(r"_+|(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[0-9])(?=[A-Z][a-z])")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def identifier_words(text: str) -> str:
-    """Every identifier written as the words it is made of (`getUserName` -> `get User Name`), for a model that
-    learned words from prose: its word-piece vocabulary cuts `getusername` into a word and continuation
-    pieces, which are not the `user` and `name` of a question."""
-    return _IDENTIFIER.sub(lambda match: _WORD_BOUNDARY.sub(" ", match.group(0)).strip() or match.group(0), text)
-
-
 BGE_CODE_PROMPTS = dict(query_format=BGE_CODE_QUERY_FORMAT, query_instruction=BGE_CODE_TEXT_INSTRUCTION,
                         code_query_instruction=BGE_CODE_CODE_INSTRUCTION, prompt_source="bge-code")
 

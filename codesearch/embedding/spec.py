@@ -15,8 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codesearch import hardware, settings
-from codesearch.embedding.prompts import (BGE_CODE_PROMPTS, declared_prompts, identifier_words, looks_like_code,
-                                          read_json)
+from codesearch.embedding.prompts import BGE_CODE_PROMPTS, declared_prompts, looks_like_code, read_json
 from codesearch.errors import CodesearchError
 
 DEFAULT_MODEL = "bge-code-v1"
@@ -61,13 +60,6 @@ class ModelSpec:
     # so it is in the fingerprint. Queries use the index's runtime or one computing the same in fp32
     # (query_runtime).
     runtime: str = "torch"
-    # A model trained on prose reads code better with its identifiers written as words (prompts.identifier_words),
-    # documents and queries alike; a code model (bge-code-v1) reads them as they are. In the fingerprint.
-    identifier_words: bool = False
-
-    def prepared(self, text: str) -> str:
-        """A document or query as this model reads it, before any prompt."""
-        return identifier_words(text) if self.identifier_words else text
 
     def instruction_for(self, query: str) -> str | None:
         if self.code_query_instruction and looks_like_code(query):
@@ -117,8 +109,6 @@ class ModelSpec:
                  self.document_prompt, self.weights, self.dtype, TOKENIZATION_RECIPE]
         if self.runtime != "torch":  # torch-built indexes keep the keys they had
             parts += [self.runtime, ONNX_EXPORT_RECIPE]
-        if self.identifier_words:
-            parts.append("identifier-words")
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -127,8 +117,7 @@ PRESETS: dict[str, ModelSpec] = {
         name="bge-code-v1", source="BAAI/bge-code-v1", backend="decoder", pooling="last_token",
         max_length=BGE_CODE_MAX_LENGTH, **BGE_CODE_PROMPTS,
     ),
-    "minilm": ModelSpec(name="minilm", source="", backend="encoder", pooling="mean", max_length=256,
-                        identifier_words=True),
+    "minilm": ModelSpec(name="minilm", source="", backend="encoder", pooling="mean", max_length=256),
 }
 
 

@@ -59,7 +59,7 @@ class Embedder(DocumentEncoder):
     def tokenize(self, texts: Sequence[str], role: str = "document") -> list[list[int]]:
         """Token ids of texts in their role, with that role's prompt (ModelSpec.prompt_parts), truncated
         to max_length; a decoder's end with exactly one EOS."""
-        items = [(*self.spec.prompt_parts(role, text), self.spec.prepared(text)) for text in texts]
+        items = [(*self.spec.prompt_parts(role, text), text) for text in texts]
         if self.spec.backend != "decoder":
             formatted = [before + text + after for before, after, text in items]
             return self.tokenizer(formatted, truncation=True, max_length=self.spec.max_length)["input_ids"]

@@ -111,8 +111,7 @@ def index_manifest(spec: ModelSpec, dimension: int) -> dict:
         "model": spec.name, "model_source": spec.source if not Path(spec.source).is_dir() else spec.name,
         "backend": spec.backend, "runtime": spec.runtime, "pooling": spec.pooling, "dimension": dimension,
         "query_instruction": spec.query_instruction, "max_length": spec.max_length,
-        "prompts": spec.prompt_record(), "identifier_words": spec.identifier_words, "weights": spec.weights,
-        "dtype": spec.dtype,
+        "prompts": spec.prompt_record(), "weights": spec.weights, "dtype": spec.dtype,
         "model_fingerprint": spec.fingerprint, "chunker_version": chunking.CHUNKER_VERSION,
         "schema_version": SCHEMA_VERSION, "updated_at": time.time(),
     }

@@ -155,8 +155,7 @@ def query_spec(manifest: dict, requested: str | None = None, instruction: str | 
     # The runtime the index was built with, or one that computes the same vectors and starts sooner.
     spec = resolve_model(manifest["model"], instruction=instruction, max_length=manifest.get("max_length"),
                          trust_remote_code=trust_remote_code, runtime=manifest.get("runtime") or "torch")
-    # Queries are written as the index's documents were (an index from before identifier words: as they are).
-    spec = replace(spec, runtime=query_runtime(spec, spec.runtime), identifier_words=manifest.get("identifier_words") is True)
+    spec = replace(spec, runtime=query_runtime(spec, spec.runtime))
     if requested and resolve_model(requested).name != spec.name:
         raise CodesearchError(f"this index was built with model {manifest['model']!r}, not {requested!r}; "
                               f"query without --model, or re-index with `codesearch index --rebuild --model {requested}`")
