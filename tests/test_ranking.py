@@ -230,10 +230,10 @@ def test_files_only_lists_k_distinct_files(repo):
     assert len(listed) == len(set(listed)) == 3, listed
 
 
-def fused(query, lexical, per_file=0, dense=None, **constants):
+def fused(query, lexical, per_file=0, dense=None, unembedded=(), **constants):
     """fuse() over one lexical ranking of made-up chunks, (path, symbol, raw BM25 score) best first, and the
-    model's scores of the same chunks in the same order if `dense` is given, with fuse.py's constants set as
-    given for the call: the paths answered, best first."""
+    model's scores of the same chunks in the same order if `dense` is given (None: no vector yet), with fuse.py's
+    constants set as given for the call: the paths answered, best first."""
     from codesearch.index.database import StoredChunk
     from codesearch.query import fuse
     from codesearch.query.api import Candidates, UnitRuns
@@ -241,9 +241,11 @@ def fused(query, lexical, per_file=0, dense=None, **constants):
     chunks = {number: StoredChunk(number, path, 4 * number, 4 * number + 2, symbol, "function", "python", "",
                                   f"def {symbol}():")
               for number, (path, symbol, _) in enumerate(lexical, 1)}
-    vectors = None if dense is None else sorted(enumerate(dense, 1), key=lambda item: -item[1])
+    vectors = None if dense is None else sorted(((number, score) for number, score in enumerate(dense, 1)
+                                                  if score is not None), key=lambda item: -item[1])
     found = Candidates(100, vectors, [(number, score) for number, (_, _, score) in enumerate(lexical, 1)], None,
-                       chunks, UnitRuns({}), None)
+                       chunks, UnitRuns({}), None,
+                       frozenset(number for number, (path, _, _) in enumerate(lexical, 1) if path in unembedded))
     saved = {name: getattr(fuse, name) for name in constants}
     try:
         for name, value in constants.items():
@@ -275,6 +277,16 @@ def test_without_vectors_a_files_name_weighs_more():
     assert fused(query, ranking, FILE_COHERENCE=0.0, PATH_WORDS_STRONG=0.3)[:2] == [
         "net/session.py", "pool/idle.py"]
 
+
+def test_a_chunk_not_embedded_yet_is_ranked_by_its_words_and_its_files_name_as_in_lexical_mode():
+    ranking = [("net/session.py", "take_connection", 10.0), ("pool/idle.py", "take", 6.0),
+               *((f"misc/other_{n}.py", f"close_{n}", 1.0) for n in range(8))]
+    dense = [0.9, None, *(0.1 for _ in range(8))]
+    query = "take an idle connection from the pool"
+    assert fused(query, ranking, dense=dense, unembedded={"pool/idle.py"}, FILE_COHERENCE=0.0)[:2] == [
+        "pool/idle.py", "net/session.py"]
+    assert fused(query, ranking, dense=dense, unembedded={"pool/idle.py"}, FILE_COHERENCE=0.0,
+                 PATH_WORDS_STRONG=0.3)[:2] == ["net/session.py", "pool/idle.py"]
 
 def test_when_each_file_gives_one_answer_its_name_weighs_as_much():
     # With vectors, a function's own evidence leads; when the answer stands for its file, the file's name
