@@ -643,6 +643,20 @@ _reembedded("identifier-words-documents", _identifier_words_gently, question=lam
 _reembedded("identifier-words-gently", _identifier_words_gently)
 _reembedded("identifier-words", _words_of_identifiers)
 
+@variant
+def impls_as_definitions():
+    """Before 2026-12-06: `impl Keys` and `extension Keys` counted as Keys's definition, as its `struct` does."""
+    from codesearch.query import fuse as fusion
+    from codesearch.source.chunk import DECLARATION_KINDS
+
+    original = fusion._defines_type
+    fusion._defines_type = lambda chunk: chunk.kind in DECLARATION_KINDS
+    try:
+        yield
+    finally:
+        fusion._defines_type = original
+
+
 def read_queries(patterns: str, split: str, recipes: dict) -> dict[str, list[dict]]:
     by_repo = defaultdict(list)
     for name in sorted(glob.glob(patterns)):

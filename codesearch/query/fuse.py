@@ -36,6 +36,10 @@ NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition a
 # rank before everything else (a fused score is at most 1), best fused first.
 BARE_NAME_BONUS = 1.0
 TYPE_FIRST = 1.0  # a declared type (class, struct, ...) before a function of its name (a constructor): always
+# ...but not a block that adds to a type defined elsewhere (Rust's `impl Trait for Keys`, Swift's `extension Keys`):
+# it opens with the name too, and a question of the name alone asks where the type is defined.
+_ADDS_TO_A_TYPE = re.compile(r"\s*(?:(?:pub(?:\([^)]*\))?|public|private|internal|fileprivate|open|unsafe|default)\s+)*"
+                             r"(?:impl|extension)\b")
 # ...and among those, one spelled as the query spells it (`Monad`: trait Monad before object monad). Less than
 # TYPE_FIRST: people type names in lower case, and the kind is the stronger evidence.
 EXACT_CASE = 0.5
@@ -315,10 +319,18 @@ class QueryNames:
                 continue
             if self.bare and (qualified or not self.qualified) and _declares(chunk, path[-1]):
                 spelled = [part for part in _QUALIFIER.split(member) if part][-1] == self.spelled
-                return (BARE_NAME_BONUS + (TYPE_FIRST if chunk.kind in DECLARATION_KINDS else 0.0)
+                return (BARE_NAME_BONUS + (TYPE_FIRST if _defines_type(chunk) else 0.0)
                         + (EXACT_CASE if spelled else 0.0))
             best = NAME_MATCH_BONUS
         return best
+
+
+def _defines_type(chunk: StoredChunk) -> bool:
+    """A declared type's own definition, not a block that adds to it (`impl`, `extension`)."""
+    if chunk.kind not in DECLARATION_KINDS or chunk.kind in ("impl", "extension"):
+        return False
+    line = declaration_line(chunk.text, DECLARATION_SEARCH_LINES)
+    return line is None or not _ADDS_TO_A_TYPE.match(line)
 
 
 def _declares(chunk: StoredChunk, name: str) -> bool:
