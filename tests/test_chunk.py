@@ -391,3 +391,25 @@ def test_go_c_and_rust_types_that_are_no_struct_are_definitions_too():
         """)
     assert kinds("hash.c", "typedef unsigned long hash_t;\n") == {("hash_t", "type")}
     assert kinds("lib.rs", "pub type Result<T> = std::result::Result<T, Error>;\n") == {("Result", "type")}
+
+
+def test_cpp_aliases_typedefs_and_concepts_are_definitions_but_a_member_alias_stays_in_its_class():
+    chunks = _cut("types.hpp", """\
+        namespace cli {
+        class Option;
+
+        using Option_p = std::unique_ptr<Option>;
+
+        template <typename... Ts>
+        using void_t = typename make_void<Ts...>::type;
+
+        template <typename T> struct make_void { using type = void; };
+        }
+        typedef unsigned long hash_t;
+
+        template <typename T>
+        concept Addable = requires(T a) { a + a; };
+        """)
+    found = {(chunk.symbol, chunk.kind, chunk.start_line) for chunk in chunks}
+    assert {("cli::Option_p", "type", 4), ("cli::void_t", "type", 6), ("hash_t", "type", 11),
+            ("Addable", "type", 13), ("cli::make_void", "struct", 9)} <= found, found

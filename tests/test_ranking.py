@@ -213,6 +213,10 @@ def test_a_bare_name_is_a_name_whatever_its_shape_and_a_qualified_one_needs_its_
     assert bonus("Keys", "Keys", "unsafe impl Send for Keys {}", "impl") == declared_function
     assert bonus("Keys", "Keys", "public extension Keys: Sequence {", "type") == declared_function
     assert bonus("Keys", "Keys", "final class Keys: Sequence {", "type") == declared_type
+    # One-liners cut as one chunk each declare their member on a line of their own.
+    grouped = "using Option_p = std::unique_ptr<Option>;\n// A detail.\ntypedef unsigned long hash_t;"
+    assert bonus("hash_t", "cli::Option_p, hash_t", grouped, "type") == declared_type
+    assert bonus("detail", "cli::Option_p, hash_t", grouped, "type") == 0
 
 
 def test_asking_for_more_results_keeps_the_first_ones(repo):

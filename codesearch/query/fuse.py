@@ -335,9 +335,13 @@ def _defines_type(chunk: StoredChunk) -> bool:
 
 def _declares(chunk: StoredChunk, name: str) -> bool:
     """Whether the chunk holds its definition's declaration (`class Environment:`, `func (s *Server) Shutdown()`):
-    its declaration line names it. A later part of a long class or function that was cut into several does not."""
+    its declaration line names it. A later part of a long class or function that was cut into several does not.
+    A group of one-liners (`Option_p, void_t, hash_t`) declares each member on a line of its own."""
+    named = re.compile(rf"\b{re.escape(name)}\b", re.IGNORECASE)
+    if ", " in chunk.symbol:
+        return any(not NOT_A_DECLARATION.match(line) and named.search(line) for line in chunk.text.split("\n"))
     line = declaration_line(chunk.text, DECLARATION_SEARCH_LINES)
-    return line is not None and re.search(rf"\b{re.escape(name)}\b", line, re.IGNORECASE) is not None
+    return line is not None and named.search(line) is not None
 
 
 def declaration_line(text: str, lines: int = -1) -> str | None:

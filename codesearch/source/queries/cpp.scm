@@ -14,6 +14,18 @@
 
 (union_specifier name: (type_identifier) @name body: (field_declaration_list)) @unit.union
 (enum_specifier name: (type_identifier) @name body: (enumerator_list)) @unit.enum
+; using Option_p = std::unique_ptr<Option>; template <class... T> using void_t = ...; typedef unsigned long hash_t;
+; template <class T> concept Addable = ...: a name for a type is defined here, as C's typedef and Rust's type are.
+; At file and namespace level only: inside a class (`struct is_x { using type = T; };`) a member alias stays one of
+; the class's members, so a one-line class keeps its own chunk.
+(translation_unit (alias_declaration name: (type_identifier) @name) @unit.type)
+(declaration_list (alias_declaration name: (type_identifier) @name) @unit.type)
+(translation_unit (template_declaration (alias_declaration name: (type_identifier) @name) @unit.type))
+(declaration_list (template_declaration (alias_declaration name: (type_identifier) @name) @unit.type))
+(translation_unit (type_definition declarator: (type_identifier) @name) @unit.type)
+(declaration_list (type_definition declarator: (type_identifier) @name) @unit.type)
+(translation_unit (template_declaration (concept_definition name: (identifier) @name) @unit.type))
+(declaration_list (template_declaration (concept_definition name: (identifier) @name) @unit.type))
 
 ; ---------------------------------------------------------------------------
 ; References, in the convention of tree-sitter's tags.scm files: the referring node as @reference.<kind>
