@@ -413,3 +413,25 @@ def test_cpp_aliases_typedefs_and_concepts_are_definitions_but_a_member_alias_st
     found = {(chunk.symbol, chunk.kind, chunk.start_line) for chunk in chunks}
     assert {("cli::Option_p", "type", 4), ("cli::void_t", "type", 6), ("hash_t", "type", 11),
             ("Addable", "type", 13), ("cli::make_void", "struct", 9)} <= found, found
+
+
+def test_each_type_of_a_go_group_is_a_definition_of_its_own_and_a_lone_one_keeps_its_doc_comment():
+    chunks = _cut("structs.go", """\
+        package teststructs
+
+        // Eagle is a bird.
+        type Eagle struct {
+        \tName string
+        }
+
+        type (
+        \t// StructA is the first.
+        \tStructA struct{ X int }
+
+        \tStructB struct {
+        \t\tY int
+        \t}
+        )
+        """)
+    found = {(chunk.symbol, chunk.kind, chunk.start_line, chunk.end_line) for chunk in chunks}
+    assert {("Eagle", "type", 3, 6), ("StructA", "type", 9, 10), ("StructB", "type", 12, 14)} <= found, found

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 # Nodes that wrap a definition without being one: the wrapper's extra lines belong to it.
 WRAPPER_TYPES = frozenset({"decorated_definition", "export_statement", "template_declaration"})
+# A declaration that holds one spec wraps it (Go's `type X struct{...}`, its doc comment above `type`); one that
+# groups several (`type ( A struct{...}; B struct{...} )`) does not: each spec is cut on its own lines.
+SINGLE_WRAPPER_TYPES = frozenset({"type_declaration"})
 ATTACHED_PREFIX_TYPES = ("comment", "decorator", "annotation", "attribute", "attribute_item", "marker_annotation")
 # Parser<'a>, Foo<T>::bar: type arguments are dropped from names.
 TYPE_ARGUMENTS = re.compile(r"\s*<[^<>]*>")
@@ -108,7 +111,8 @@ def symbol_path(definition: Definition | None, separator: str) -> str:
 
 def first_row(node) -> int:
     """The node's first row, moved up over wrappers and the comments/decorators attached above it."""
-    while node.parent is not None and node.parent.type in WRAPPER_TYPES:
+    while node.parent is not None and (node.parent.type in WRAPPER_TYPES or (
+            node.parent.type in SINGLE_WRAPPER_TYPES and node.parent.named_child_count == 1)):
         node = node.parent
     start_row = node.start_point.row
     sibling = node.prev_sibling

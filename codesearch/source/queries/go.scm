@@ -1,7 +1,9 @@
-(type_declaration (type_spec name: (type_identifier) @name type: [(struct_type) (interface_type)])) @scope.type
+; The spec is the definition, so each type of a group `type ( A struct{...}; B struct{...} )` is one of its own;
+; a declaration of one type wraps it (syntax.SINGLE_WRAPPER_TYPES).
+(type_declaration (type_spec name: (type_identifier) @name type: [(struct_type) (interface_type)]) @scope.type)
 ; type EditType uint8, type Matcher func(*http.Request) bool, type Set map[string]bool, type A = B
-(type_declaration (type_spec name: (type_identifier) @name type: [(type_identifier) (qualified_type) (generic_type) (pointer_type) (slice_type) (array_type) (map_type) (channel_type) (function_type)])) @unit.type
-(type_declaration (type_alias name: (type_identifier) @name)) @unit.type
+(type_declaration (type_spec name: (type_identifier) @name type: [(type_identifier) (qualified_type) (generic_type) (pointer_type) (slice_type) (array_type) (map_type) (channel_type) (function_type)]) @unit.type)
+(type_declaration (type_alias name: (type_identifier) @name) @unit.type)
 
 (function_declaration name: (identifier) @name) @unit.function
 (method_declaration
