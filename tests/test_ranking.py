@@ -213,6 +213,12 @@ def test_a_bare_name_is_a_name_whatever_its_shape_and_a_qualified_one_needs_its_
     assert bonus("Keys", "Keys", "unsafe impl Send for Keys {}", "impl") == declared_function
     assert bonus("Keys", "Keys", "public extension Keys: Sequence {", "type") == declared_function
     assert bonus("Keys", "Keys", "final class Keys: Sequence {", "type") == declared_type
+    # An annotation whose arguments go on over more lines is still an annotation (C#, Java, Python, Rust alike).
+    assert bonus("TypeOffset", "TypeOffset", '[SuppressMessage("Style", "IDE1006",\n    Justification = "x",\n'
+                 '    Scope = "type")]\nstatic partial class TypeOffset\n{') == declared_type
+    assert bonus("index", "index", '@app.route(\n    "/",\n    methods=["GET"],\n)\ndef index():', "function") == \
+        declared_function
+    assert bonus("Style", "Style", '[SuppressMessage("x",\n    Scope = Style)]\nclass TypeOffset') == NAME_MATCH_BONUS
     # One-liners cut as one chunk each declare their member on a line of their own.
     grouped = "using Option_p = std::unique_ptr<Option>;\n// A detail.\ntypedef unsigned long hash_t;"
     assert bonus("hash_t", "cli::Option_p, hash_t", grouped, "type") == declared_type

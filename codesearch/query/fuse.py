@@ -290,6 +290,7 @@ NOT_A_DECLARATION = re.compile(r"\s*(@|#\[|#!|#\s|#$|//|/\*|\*|--|\[|<!--|$)")
 # Annotations and attributes may open the declaration's own line (`@typeclass trait Monad[F[_]]`, `#[inline]
 # pub fn`, `[Serializable] public class`, `@Component({...}) export class`): the declaration is what follows
 # them, when a word follows (a decorator's arguments that go on past the line, `(...`, do not).
+_ANNOTATION_START = re.compile(r"\s*(@|#\[|\[)")
 _LEADING_ANNOTATIONS = re.compile(r"\s*(?:(?:@[\w.]+(?![\w.])(?:\([^()]*\))?|#\[[^\]]*\]|\[[^\]]*\])\s*)+(?=\w)")
 
 
@@ -346,13 +347,24 @@ def _declares(chunk: StoredChunk, name: str) -> bool:
 
 def declaration_line(text: str, lines: int = -1) -> str | None:
     """A definition's declaration: its first line of code past decorators, annotations, attributes and comments
-    (those that open the line itself too), within its first `lines` lines (-1: all); None if there is none."""
+    (those that open the line itself too, and those whose arguments go on over more lines), within its first
+    `lines` lines (-1: all); None if there is none."""
+    unclosed = 0  # brackets an annotation's arguments left open: its lines go on
     for line in text.split("\n", lines)[:lines] if lines >= 0 else text.split("\n"):
+        if unclosed > 0:
+            unclosed += _brackets_opened(line)
+            continue
         annotations = _LEADING_ANNOTATIONS.match(line)
         declaration = line[annotations.end():] if annotations else line
         if not NOT_A_DECLARATION.match(declaration):
             return declaration
+        if _ANNOTATION_START.match(declaration):
+            unclosed = _brackets_opened(declaration)
     return None
+
+
+def _brackets_opened(line: str) -> int:
+    return sum(line.count(bracket) for bracket in "([{") - sum(line.count(bracket) for bracket in ")]}")
 
 
 def names_in(query: str) -> QueryNames:
