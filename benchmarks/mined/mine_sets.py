@@ -10,6 +10,10 @@ symbols: bare names asked of the mined corpus (OUT/corpus, built by mine.py).  C
     (all of it when it has none), so that a chunk holding the declaration hits and a method does not.
     At most --symbol-cap per repository, half types and half functions where there are enough.
 
+qualified: a method asked by its container and name as people write it (`Buf::get_f64`, `Parser.parse`,
+    `Basic#file_collision`), where that pair is defined exactly once in the repository though the name alone may
+    not be (a `get` of one class among many); the answer is the method's whole definition. Same filters as
+    symbols otherwise, at most --symbol-cap per repository. Asked of OUT/corpus, with its indexes.
 files: the first sentence of a file's header (the Python module docstring, or else the first
     comment block above the first line of code that is no licence, generated-file notice, shebang
     or pragma) asks for the whole file, in a variant of the pristine packages (OUT/pristine) where
@@ -193,7 +197,50 @@ def file_symbols(rel: str, src: bytes, lang: str) -> tuple[list[str], list[Symbo
     return names, found
 
 
-def mine_symbols(recipe: dict, corpus: Path, stats: Counter) -> list[Symbol]:
+# How people write a member with its container, per language (Ruby's instance methods: Foo#bar).
+QUALIFIERS = {"cpp": "::", "rust": "::", "php": "::", "ruby": "#"}
+
+
+def owner_of(node, src: bytes, lang: str) -> str | None:
+    """The name of the type a method is defined in (Rust: the type its impl block is for); None outside one."""
+    parent = node.parent
+    while parent is not None:
+        if lang == "rust" and parent.type == "impl_item":
+            kind = parent.child_by_field_name("type")
+            while kind is not None and kind.type in ("generic_type", "scoped_type_identifier"):
+                kind = kind.child_by_field_name("type") or kind.child_by_field_name("name")
+            return src[kind.start_byte:kind.end_byte].decode("utf-8", "replace") if kind is not None else None
+        if parent.type in TYPES.get(lang, ()):
+            return definition_name(parent, src)
+        parent = parent.parent
+    return None
+
+
+def file_qualified(rel: str, src: bytes, lang: str) -> tuple[list[str], list[Symbol]]:
+    """Every Container<sep>method pair in one file (for counting), and the file's candidate answers."""
+    tree = parser_for(lang).parse(src)
+    cache: list = []
+    pairs, found = [], []
+    for d in find_definitions(tree, src, lang):
+        if not d.is_target_kind:
+            continue
+        node = tree.root_node.descendant_for_byte_range(d.node_start, d.node_end)
+        while node is not None and not (node.start_byte == d.node_start and node.end_byte == d.node_end
+                                        and node.type in DEFINITIONS[lang]):
+            node = node.parent
+        owner = owner_of(node, src, lang) if node is not None else None
+        if owner is None or is_constructor(node, d.name, src, lang) or not SYMBOL_NAME.match(owner):
+            continue
+        qualified = f"{owner}{QUALIFIERS.get(FAMILY.get(lang, lang), '.')}{d.name}"
+        pairs.append(qualified)
+        start = min([d.span_start] + [n.start_byte for n in d.doc_nodes if n.start_byte < d.node_start])
+        first, last = line_of(src, start, cache), line_of(src, max(d.node_end - 1, start), cache)
+        if last - first + 1 >= 3 and not inside_function(node, lang) and not node.has_error:
+            found.append(Symbol("symbol-qualified", qualified, rel, first, last))
+    return pairs, found
+
+
+def mine_symbols(recipe: dict, corpus: Path, stats: Counter, qualified: bool = False) -> list[Symbol]:
     counts: Counter = Counter()
     candidates: list[Symbol] = []
     for rel in [f for f in git(["ls-files", "-z"], corpus).split("\0") if f]:
@@ -204,14 +251,15 @@ def mine_symbols(recipe: dict, corpus: Path, stats: Counter) -> list[Symbol]:
         lang = language_of(rel, src) if not BINARY.search(src[:8192]) else None
         if lang is None or len(src) > MAX_FILE_BYTES or DECLARATION_FILE.search(rel):
             continue
-        names, found = file_symbols(rel, src, lang)
+        names, found = (file_qualified if qualified else file_symbols)(rel, src, lang)
         counts.update(names)
         if FAMILY.get(lang, lang) == recipe["language"] and not is_test_path(rel) and not MINIFIED.search(rel):
             candidates.extend(found)
     kept = []
     for s in candidates:
-        why = ("short_name" if len(s.name.rstrip("?!")) < 4 else
-               "not_a_name" if not SYMBOL_NAME.match(s.name) or re.match(r"^__\w+__$", s.name) else
+        name = re.split(r"::|#|\.", s.name)[-1]
+        why = ("short_name" if len(name.rstrip("?!")) < (2 if qualified else 4) else
+               "not_a_name" if not SYMBOL_NAME.match(name) or re.match(r"^__\w+__$", name) else
                "defined_twice" if counts[s.name] > 1 else None)
         stats[f"drop_{why}" if why else s.kind] += 1
         if not why:
@@ -424,8 +472,9 @@ def drops(stats: Counter) -> str:
     return ", ".join(f"{k[5:]} {v}" for k, v in sorted(stats.items()) if k.startswith("drop_"))
 
 
-def symbol_set(args, recipes: list[dict], out: Path, report: dict) -> int:
-    (out / "symbols").mkdir(parents=True, exist_ok=True)
+def symbol_set(args, recipes: list[dict], out: Path, report: dict, set_name: str = "symbols") -> int:
+    qualified = set_name == "qualified"
+    (out / set_name).mkdir(parents=True, exist_ok=True)
     missing = 0
     for r in recipes:
         repo = Path(args.corpus) / r["name"]
@@ -434,8 +483,10 @@ def symbol_set(args, recipes: list[dict], out: Path, report: dict) -> int:
             missing += 1
             continue
         stats: Counter = Counter()
-        cands = sorted(mine_symbols(r, repo, stats), key=lambda s: (s.path, s.start_line))
-        chosen = choose_symbols(cands, args.symbol_cap, random.Random(f"{args.seed}:symbols:{r['name']}"))
+        cands = sorted(mine_symbols(r, repo, stats, qualified), key=lambda s: (s.path, s.start_line))
+        rng = random.Random(f"{args.seed}:{set_name}:{r['name']}")
+        chosen = (sorted(rng.sample(cands, min(len(cands), args.symbol_cap)), key=lambda s: (s.path, s.start_line))
+                  if qualified else choose_symbols(cands, args.symbol_cap, rng))
         numbers: Counter = Counter()
         rows = []
         for s in chosen:
@@ -444,12 +495,13 @@ def symbol_set(args, recipes: list[dict], out: Path, report: dict) -> int:
                          "query": s.name, "style": "identifier", "kind": s.kind,
                          "answers": [{"path": s.path, "start_line": s.start_line, "end_line": s.end_line,
                                       "symbol": s.name}]})
-        write_jsonl(out / "symbols" / f"{r['name']}.jsonl", rows)
+        write_jsonl(out / set_name / f"{r['name']}.jsonl", rows)
         stats.update({f"queries_{k}": v for k, v in numbers.items()})
-        report.setdefault(r["name"], {"language": r["language"]})["symbols"] = dict(sorted(stats.items()))
-        print(f"symbols {r['name']:<24} {r['language']:<11} types {numbers['symbol-type']:>3} of "
+        report.setdefault(r["name"], {"language": r["language"]})[set_name] = dict(sorted(stats.items()))
+        print(f"{set_name} {r['name']:<24} {r['language']:<11} types {numbers['symbol-type']:>3} of "
               f"{stats['symbol-type']:>4}, functions {numbers['symbol-function']:>3} of "
-              f"{stats['symbol-function']:>4}  ({drops(stats)})", flush=True)
+              f"{stats['symbol-function']:>4}, qualified {numbers['symbol-qualified']:>3} of "
+              f"{stats['symbol-qualified']:>4}  ({drops(stats)})", flush=True)
     return missing
 
 
@@ -500,8 +552,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", required=True, help="recipe TSV (get_corpus.py format)")
     ap.add_argument("--pristine", required=True, help="folder that get_corpus.py filled from --recipes")
     ap.add_argument("--corpus", required=True, help="folder of the repositories mine.py stripped")
-    ap.add_argument("--out", required=True, help="writes symbols/, files/, files-corpus/, typedocs/, typedocs-corpus/, sets-stats.json")
-    ap.add_argument("--sets", default="symbols,files,typedocs", help="which sets to mine (default all three)")
+    ap.add_argument("--out", required=True, help="writes symbols/, qualified/, files/, files-corpus/, typedocs/, typedocs-corpus/, sets-stats.json")
+    ap.add_argument("--sets", default="symbols,files,typedocs", help="which sets to mine (symbols, qualified, files, typedocs; default all but qualified)")
     ap.add_argument("--symbol-cap", type=int, default=40, help="symbol questions per repository at most")
     ap.add_argument("--file-cap", type=int, default=30, help="file questions per repository at most")
     ap.add_argument("--min-files", type=int, default=5, help="file questions a repository needs to be kept")
@@ -519,6 +571,7 @@ def main(argv=None) -> int:
     stats_file = out / "sets-stats.json"
     report = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else {}
     missing = symbol_set(args, recipes, out, report) if "symbols" in sets else 0
+    missing += symbol_set(args, recipes, out, report, "qualified") if "qualified" in sets else 0
     for set_name in ("files", "typedocs"):
         missing += file_set(args, recipes, out, report, set_name) if set_name in sets else 0
     stats_file.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -25,9 +25,9 @@ step() { local name=$1 t0=$SECONDS rc=0; shift; "$@" || rc=$?; log "$name: $((SE
 
 echo "sets: code $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown), model $model," \
      "resume $resume" >> "$out/timings.txt"
-if [ "$resume" = 1 ] && [ -d "$out/symbols" ] && [ -d "$out/files" ] && [ -d "$out/typedocs" ]; then log "resume: mine-sets skipped"; else
+if [ "$resume" = 1 ] && [ -d "$out/symbols" ] && [ -d "$out/qualified" ] && [ -d "$out/files" ] && [ -d "$out/typedocs" ]; then log "resume: mine-sets skipped"; else
   step mine-sets "$python" "$here/mine_sets.py" --recipes "$recipes" --pristine "$out/pristine" \
-    --corpus "$out/corpus" --out "$out" > "$out/mine-sets.txt"
+    --corpus "$out/corpus" --out "$out" --sets symbols,qualified,files,typedocs > "$out/mine-sets.txt"
 fi
 
 # score SET CORPUS RUN [score.py args]: one run, skipped on resume when its summary exists.
@@ -46,6 +46,12 @@ for mode in semantic lexical; do
     --log "$out/symbols-$mode.log" "$@"
 done
 score symbols "$out/corpus" bm25-functions --baseline functions --no-clean "$@"
+# Qualified names (Container::method): the same corpus and indexes as the symbols.
+for mode in hybrid semantic lexical; do
+  score qualified "$out/corpus" "$mode" --name "codesearch-$model-$mode" --no-clean --query-cmd "$(query $mode)" \
+    --log "$out/qualified-$mode.log" "$@"
+done
+score qualified "$out/corpus" bm25-functions --baseline functions --no-clean "$@"
 
 # Files and type docs: fresh corpora, cleaned and indexed like run.sh does it.
 for set in files typedocs; do
@@ -58,7 +64,7 @@ for set in files typedocs; do
   done
 done
 
-for set in symbols files typedocs; do
+for set in symbols qualified files typedocs; do
   echo "## $set"
   "$python" "$here/tables.py" "$out/$set"-{bm25-functions,hybrid,semantic,lexical}.json \
     --queries "$out/$set/*.jsonl" | tee "$out/$set-tables.md"
