@@ -36,13 +36,13 @@ NAME_MATCH_BONUS = 0.5  # added to the fused score (at most 1) of a definition a
 # rank before everything else (a fused score is at most 1), best fused first.
 BARE_NAME_BONUS = 1.0
 TYPE_FIRST = 1.0  # a declared type (class, struct, ...) before a function of its name (a constructor): always
-# ...but not a block that adds to a type defined elsewhere (Rust's `impl Trait for Keys`, Swift's `extension Keys`):
-# it opens with the name too, and a question of the name alone asks where the type is defined.
-_ADDS_TO_A_TYPE = re.compile(r"\s*(?:(?:pub(?:\([^)]*\))?|public|private|internal|fileprivate|open|unsafe|default)\s+)*"
-                             r"(?:impl|extension)\b")
 # ...and among those, one spelled as the query spells it (`Monad`: trait Monad before object monad). Less than
 # TYPE_FIRST: people type names in lower case, and the kind is the stronger evidence.
 EXACT_CASE = 0.5
+# TYPE_FIRST is not for a block that adds to a type defined elsewhere (Rust's `impl Trait for Keys`, Swift's
+# `extension Keys`): it opens with the name too, and a question of the name alone asks where the type is defined.
+_ADDS_TO_A_TYPE = re.compile(r"\s*(?:(?:pub(?:\([^)]*\))?|public|private|internal|fileprivate|open|unsafe|default)\s+)*"
+                             r"(?:impl|extension)\b")
 # A sentence's words in a file's name or its folder's (`pool.py`, `middleware/`) are evidence that the file is
 # about them: the share of the query's terms found there, times this, is added (a fused score is at most 1).
 PATH_WORDS = 0.3
