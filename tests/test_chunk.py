@@ -435,3 +435,16 @@ def test_each_type_of_a_go_group_is_a_definition_of_its_own_and_a_lone_one_keeps
         """)
     found = {(chunk.symbol, chunk.kind, chunk.start_line, chunk.end_line) for chunk in chunks}
     assert {("Eagle", "type", 3, 6), ("StructA", "type", 9, 10), ("StructB", "type", 12, 14)} <= found, found
+
+
+def test_a_swift_extension_adds_to_a_type_and_says_so():
+    found = {(chunk.symbol, chunk.kind) for chunk in _cut("Keys.swift", """\
+        public struct Keys {
+            let values: [String]
+        }
+
+        extension Keys: Sequence {
+            public func makeIterator() -> IndexingIterator<[String]> { values.makeIterator() }
+        }
+        """)}
+    assert {("Keys", "type"), ("Keys", "extension"), ("Keys.makeIterator", "method")} <= found, found

@@ -206,12 +206,12 @@ def test_a_bare_name_is_a_name_whatever_its_shape_and_a_qualified_one_needs_its_
     # In a sentence an acronym-led type (UIColor, HTTPAdapter) is as often the type a function returns as
     # the definition asked for; alone it is the definition asked for.
     assert not names_in("turn a hex string into a UIColor").names and names_in("HTTPAdapter").bare
-    # A block that adds to a type (Rust's impl, Swift's extension, kind "type" there too) names it on its first line,
-    # but the type is defined where its struct, class or enum is: that comes first.
+    # A block that adds to a type (Rust's impl, Swift's extension) names it on its first line, but the type is
+    # defined where its struct, class or enum is: that comes first.
     assert bonus("Keys", "Keys", "pub struct Keys<'a, K, V> {", "struct") == declared_type
     assert bonus("Keys", "Keys", "impl<K, V> Clone for Keys<'_, K, V> {", "impl") == declared_function
     assert bonus("Keys", "Keys", "unsafe impl Send for Keys {}", "impl") == declared_function
-    assert bonus("Keys", "Keys", "public extension Keys: Sequence {", "type") == declared_function
+    assert bonus("Keys", "Keys", "public extension Keys: Sequence {", "extension") == declared_function
     assert bonus("Keys", "Keys", "final class Keys: Sequence {", "type") == declared_type
     # An annotation whose arguments go on over more lines is still an annotation (C#, Java, Python, Rust alike).
     assert bonus("TypeOffset", "TypeOffset", '[SuppressMessage("Style", "IDE1006",\n    Justification = "x",\n'

@@ -41,8 +41,7 @@ TYPE_FIRST = 1.0  # a declared type (class, struct, ...) before a function of it
 EXACT_CASE = 0.5
 # TYPE_FIRST is not for a block that adds to a type defined elsewhere (Rust's `impl Trait for Keys`, Swift's
 # `extension Keys`): it opens with the name too, and a question of the name alone asks where the type is defined.
-_ADDS_TO_A_TYPE = re.compile(r"\s*(?:(?:pub(?:\([^)]*\))?|public|private|internal|fileprivate|open|unsafe|default)\s+)*"
-                             r"(?:impl|extension)\b")
+ADDS_TO_A_TYPE = frozenset({"impl", "extension"})
 # A sentence's words in a file's name or its folder's (`pool.py`, `middleware/`) are evidence that the file is
 # about them: the share of the query's terms found there, times this, is added (a fused score is at most 1).
 PATH_WORDS = 0.3
@@ -328,10 +327,7 @@ class QueryNames:
 
 def _defines_type(chunk: StoredChunk) -> bool:
     """A declared type's own definition, not a block that adds to it (`impl`, `extension`)."""
-    if chunk.kind not in DECLARATION_KINDS or chunk.kind in ("impl", "extension"):
-        return False
-    line = declaration_line(chunk.text, DECLARATION_SEARCH_LINES)
-    return line is None or not _ADDS_TO_A_TYPE.match(line)
+    return chunk.kind in DECLARATION_KINDS and chunk.kind not in ADDS_TO_A_TYPE
 
 
 def _declares(chunk: StoredChunk, name: str) -> bool:

@@ -28,7 +28,7 @@ from codesearch.source.parse import parse, shown_to_parser
 from codesearch.source.references import attach_references, collect_references
 from codesearch.source.syntax import Definition, collect_definitions, first_row, inside_unit, last_row, link_parents, symbol_path
 
-CHUNKER_VERSION = 9
+CHUNKER_VERSION = 10
 MAX_CHUNK_CHARS = 2400
 MAX_CHUNK_LINES = 80
 # Characters per model token on code, at the dense end: MiniLM's WordPiece reads Rust at 2.7 (C 3.1,

@@ -1,5 +1,7 @@
-; class, struct, enum, actor and extension are all class_declaration; an extension's name is a user_type.
-(class_declaration name: [(type_identifier) (user_type)] @name) @scope.type
+; class, struct, enum, actor and extension are all class_declaration; an extension's name is a user_type, and it
+; adds to a type defined elsewhere (a question of the name asks for the definition first, fuse.py).
+(class_declaration name: (type_identifier) @name) @scope.type
+(class_declaration name: (user_type) @name) @scope.extension
 (protocol_declaration name: (type_identifier) @name) @scope.protocol
 
 (function_declaration name: (simple_identifier) @name) @unit.function
