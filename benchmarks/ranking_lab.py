@@ -643,6 +643,101 @@ _reembedded("identifier-words-documents", _identifier_words_gently, question=lam
 _reembedded("identifier-words-gently", _identifier_words_gently)
 _reembedded("identifier-words", _words_of_identifiers)
 
+
+def _two_views(name: str, view, combine):
+    """A second vector per chunk, of `view` (path, context, text, kind, whether it is a unit's first part) -> text,
+    beside the index's own: the dense score is combine(body score, view score). The views' vectors are kept in
+    --vectors (RETRIEVAL.md, "a second vector for a definition's head")."""
+    def apply():
+        from codesearch.embedding.load import load_embedder
+        from codesearch.query.engine import query_spec
+        from codesearch.source.chunk import embedding_text
+
+        class Matrix:
+            def __init__(self, ids, body, other):
+                self.ids, self.body, self.other = np.asarray(ids), body, other
+
+            def search(self, vector, k, allowed=None):
+                vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+                scores = combine(self.body @ vector, self.other @ vector)
+                if allowed is not None:
+                    scores = np.where(np.isin(self.ids, allowed), scores, -np.inf)
+                top = np.argsort(-scores)[:k]
+                return [(int(self.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+        matrices = {}
+
+        def vectors_of(embedder, label, texts):
+            digest = hashlib.sha256(json.dumps([*label, texts]).encode()).hexdigest()[:16]
+            cache = Settings.vectors / f"chunks-{digest}.npy"
+            if cache.exists():
+                return np.load(cache)
+            vectors = np.asarray(embedder.encode_documents(texts), dtype=np.float32)
+            np.save(cache, vectors)
+            return vectors
+
+        def matrix(store):
+            key = id(store)
+            if key not in matrices:
+                spec = query_spec(store.database.manifest())
+                embedder = Repository.embedders.setdefault(spec.name, load_embedder(spec))
+                ids, body = [], []
+                for segment, deleted in store.vector_index().parts:  # the index's own vectors, as it searches them
+                    live = np.setdiff1d(np.arange(len(segment)), deleted)
+                    ids.append(np.asarray(segment.chunk_ids)[live])
+                    body.append(segment.vectors.reconstruct_batch(live.astype(np.int64)))
+                ids, body = np.concatenate(ids), np.concatenate(body)
+                rows = {row[0]: row[1:] for row in store.database.db.execute(
+                    "SELECT id, path, context, text, kind, symbol, start_line, end_line FROM chunks")}
+                ends = {(path, symbol, kind, end) for path, _, _, kind, symbol, _, end in rows.values()}
+                views = []
+                for path, context, text, kind, symbol, start, _ in (rows[int(chunk)] for chunk in ids):
+                    first = (path, symbol, kind, start - 1) not in ends  # not a later part of a split unit
+                    views.append(view(path, context, text, kind, first))
+                other = vectors_of(embedder, [name, spec.name], views)
+                matrices[key] = Matrix(ids, body, other)
+            return matrices[key]
+
+        def ranker(store, text, vector, k, mode, weight):
+            index = matrix(store)
+            original = store.vector_index
+            store.vector_index = lambda: index
+            try:
+                return _first_pass(store, text, vector, k, mode, weight)
+            finally:
+                store.vector_index = original
+        with ranking_with(ranker):
+            yield
+    return contextlib.contextmanager(apply)
+
+
+def _head(lines_after: int, definitions_only: bool = False, longer_by: int = 0):
+    """A definition's head: its doc comment, decorators and declaration line, and `lines_after` lines more (where
+    Python's docstring is), with the chunk's header: what the function promises, without how."""
+    from codesearch.query.fuse import declaration_line
+    from codesearch.source.chunk import embedding_text
+
+    def view(path, context, text, kind="function", first=True):
+        if definitions_only and (not first or kind in ("module", "window", "media", "table")):
+            return embedding_text(path, context, text)  # the body again: the same vector, max() changes nothing
+        lines = text.split("\n")
+        line = declaration_line(text, 40)
+        at = lines.index(line) if line in lines else next(
+            (i for i, whole in enumerate(lines) if line and whole.endswith(line)), 0)
+        if len(lines) - (at + 1 + lines_after) < longer_by:
+            return embedding_text(path, context, text)  # the body is hardly more than its head: one view is enough
+        return embedding_text(path, context, "\n".join(lines[:at + 1 + lines_after]))
+    return view
+
+
+VARIANTS["head-defs-max"] = _two_views("head-defs", _head(0, True), np.maximum)
+VARIANTS["head-defs-long-max"] = _two_views("head-defs-long", _head(0, True, 10), np.maximum)
+for _after in (0, 3):
+    for _how, _combine in (("max", np.maximum), ("mean", lambda a, b: (a + b) / 2),
+                           ("quarter", lambda a, b: 0.75 * a + 0.25 * b)):
+        VARIANTS[f"head-{_after}-{_how}"] = _two_views(f"head-{_after}", _head(_after), _combine)
+
+
 @variant
 def impls_as_definitions():
     """Before 2026-12-06: `impl Keys` and `extension Keys` counted as Keys's definition, as its `struct` does."""
