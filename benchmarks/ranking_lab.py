@@ -306,7 +306,7 @@ def _per_file(limit: int):
     return apply
 
 
-for _limit in (0, 1, 2, 3):
+for _limit in (0, 1, 2, 3, 4, 5):
     VARIANTS[f"per-file-{_limit}"] = contextlib.contextmanager(_per_file(_limit))
 
 
