@@ -738,6 +738,72 @@ for _after in (0, 3):
         VARIANTS[f"head-{_after}-{_how}"] = _two_views(f"head-{_after}", _head(_after), _combine)
 
 
+def _static_dense(name: str, weighting: str = "none"):
+    """The dense side from a static table (one vector per word piece, `static_table.py` writes it into --vectors):
+    a text's vector is the mean of its pieces' rows (`idf`: weighted by each piece's inverse document frequency
+    over the repository's chunks), for chunks and questions alike; nothing runs a transformer."""
+    def apply():
+        from tokenizers import Tokenizer
+
+        from codesearch.embedding.spec import _minilm_directory
+        from codesearch.source.chunk import embedding_text
+
+        table = np.load(Settings.vectors / "static-table.npy")
+        tokenizer = Tokenizer.from_file(str(_minilm_directory() / "tokenizer.json"))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        matrices = {}
+
+        def encode(texts, weights):
+            pieces = [encoding.ids[1:-1] for encoding in tokenizer.encode_batch(texts)]
+            vectors = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
+            for row, ids in enumerate(pieces):
+                if ids:
+                    ids = np.asarray(ids)
+                    vectors[row] = (table[ids] * weights[ids][:, None]).sum(0)
+            return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+        class Matrix:
+            def __init__(self, ids, vectors):
+                self.ids, self.vectors = np.asarray(ids), vectors
+
+            def search(self, vector, k, allowed=None):
+                scores = self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
+                if allowed is not None:
+                    scores = np.where(np.isin(self.ids, allowed), scores, -np.inf)
+                top = np.argsort(-scores)[:k]
+                return [(int(self.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+        def matrix(store):
+            if id(store) not in matrices:
+                rows = store.database.db.execute("SELECT id, path, context, text FROM chunks ORDER BY id").fetchall()
+                texts = [embedding_text(path, context, text) for _, path, context, text in rows]
+                weights = np.ones(table.shape[0], dtype=np.float32)
+                if weighting == "idf":
+                    frequency = np.zeros(table.shape[0])
+                    for encoding in tokenizer.encode_batch(texts):
+                        frequency[np.unique(encoding.ids)] += 1
+                    weights = np.log((1 + len(texts)) / (1 + frequency)).astype(np.float32)
+                matrices[id(store)] = (Matrix([row[0] for row in rows], encode(texts, weights)), weights)
+            return matrices[id(store)]
+
+        def ranker(store, text, vector, k, mode, weight):
+            index, weights = matrix(store)
+            original = store.vector_index
+            store.vector_index = lambda: index
+            try:
+                return _first_pass(store, text, encode([text], weights)[0], k, mode, weight)
+            finally:
+                store.vector_index = original
+        with ranking_with(ranker):
+            yield
+    VARIANTS[name] = contextlib.contextmanager(apply)
+
+
+for _weighting in ("none", "idf"):
+    _static_dense(f"static-{_weighting}", _weighting)
+
+
 @variant
 def impls_as_definitions():
     """Before 2026-12-06: `impl Keys` and `extension Keys` counted as Keys's definition, as its `struct` does."""
