@@ -738,7 +738,7 @@ for _after in (0, 3):
         VARIANTS[f"head-{_after}-{_how}"] = _two_views(f"head-{_after}", _head(_after), _combine)
 
 
-def _static_dense(name: str, weighting: str = "none"):
+def _static_dense(name: str, weighting: str = "none", table_file: str = "static-table.npy"):
     """The dense side from a static table (one vector per word piece, `static_table.py` writes it into --vectors):
     a text's vector is the mean of its pieces' rows (`idf`: weighted by each piece's inverse document frequency
     over the repository's chunks), for chunks and questions alike; nothing runs a transformer."""
@@ -748,7 +748,7 @@ def _static_dense(name: str, weighting: str = "none"):
         from codesearch.embedding.spec import _minilm_directory
         from codesearch.source.chunk import embedding_text
 
-        table = np.load(Settings.vectors / "static-table.npy")
+        table = np.load(Settings.vectors / table_file)
         tokenizer = Tokenizer.from_file(str(_minilm_directory() / "tokenizer.json"))
         tokenizer.no_truncation()
         tokenizer.no_padding()
@@ -802,6 +802,7 @@ def _static_dense(name: str, weighting: str = "none"):
 
 for _weighting in ("none", "idf"):
     _static_dense(f"static-{_weighting}", _weighting)
+    _static_dense(f"static-trained-{_weighting}", _weighting, "static-trained.npy")
 
 
 @variant
