@@ -562,6 +562,45 @@ for _t, _d in ((1, 0.5), (1, 0.7), (1, 0.8), (1, 0.85), (1, 0.9), (1, 0.95), (2,
     VARIANTS[f"saturate-{_t}-{_d}"] = _reranked(_saturation(_t, _d))
 
 
+class _VectorsInMemory:
+    """Exact inner-product search over vectors held in memory, in place of an index's own: the lab's dense sides
+    computed anew. With a second matrix, a chunk's score is combine(its first row's score, its second's)."""
+
+    def __init__(self, ids, vectors, second=None, combine=None):
+        self.ids, self.vectors, self.second, self.combine = np.asarray(ids), vectors, second, combine
+
+    def search(self, vector, k, allowed=None):
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        scores = self.vectors @ vector
+        if self.second is not None:
+            scores = self.combine(scores, self.second @ vector)
+        if allowed is not None:
+            scores = np.where(np.isin(self.ids, allowed), scores, -np.inf)
+        top = np.argsort(-scores)[:k]
+        return [(int(self.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+
+def _document_vectors(label: list, texts: list[str], embedder) -> np.ndarray:
+    """embedder's vectors of texts, kept in --vectors under a digest of label and texts."""
+    digest = hashlib.sha256(json.dumps([*label, texts]).encode()).hexdigest()[:16]
+    cache = Settings.vectors / f"chunks-{digest}.npy"
+    if cache.exists():
+        return np.load(cache)
+    vectors = np.asarray(embedder.encode_documents(texts), dtype=np.float32)
+    np.save(cache, vectors)
+    return vectors
+
+
+def _first_pass_over(index, store, text, vector, k, mode, weight):
+    """_first_pass with `index` answering for the store's vector index."""
+    original = store.vector_index
+    store.vector_index = lambda: index
+    try:
+        return _first_pass(store, text, vector, k, mode, weight)
+    finally:
+        store.vector_index = original
+
+
 def _reembedded(name: str, transform, question=None):
     """The dense side re-embedded with `transform` applied to every chunk's embedding text and to the question
     (vectors kept in --vectors): what a change to what the model reads does, before any index is rebuilt."""
@@ -569,17 +608,6 @@ def _reembedded(name: str, transform, question=None):
         from codesearch.embedding.load import load_embedder
         from codesearch.query.engine import query_spec
         from codesearch.source.chunk import embedding_text
-
-        class Matrix:
-            def __init__(self, ids, vectors):
-                self.ids, self.vectors = np.asarray(ids), vectors
-
-            def search(self, vector, k, allowed=None):
-                scores = self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
-                if allowed is not None:
-                    scores = np.where(np.isin(self.ids, allowed), scores, -np.inf)
-                top = np.argsort(-scores)[:k]
-                return [(int(self.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
 
         matrices, questions = {}, {}
 
@@ -592,14 +620,8 @@ def _reembedded(name: str, transform, question=None):
                 rows = store.database.db.execute(
                     "SELECT id, path, context, text FROM chunks ORDER BY id").fetchall()
                 texts = [transform(embedding_text(path, context, text)) for _, path, context, text in rows]
-                digest = hashlib.sha256(json.dumps([name, spec.name, texts]).encode()).hexdigest()[:16]
-                cache = Settings.vectors / f"chunks-{digest}.npy"
-                if cache.exists():
-                    vectors = np.load(cache)
-                else:
-                    vectors = np.asarray(embedder.encode_documents(texts), dtype=np.float32)
-                    np.save(cache, vectors)
-                matrices[key] = (Matrix([row[0] for row in rows], vectors), embedder)
+                matrices[key] = (_VectorsInMemory([row[0] for row in rows],
+                                                  _document_vectors([name, spec.name], texts, embedder)), embedder)
             return matrices[key]
 
         def ranker(store, text, vector, k, mode, weight):
@@ -607,12 +629,7 @@ def _reembedded(name: str, transform, question=None):
             if text not in questions:
                 questions[text] = np.asarray(embedder.encode_queries([(question or transform)(text)]),
                                              dtype=np.float32)[0]
-            original = store.vector_index
-            store.vector_index = lambda: index
-            try:
-                return _first_pass(store, text, questions[text], k, mode, weight)
-            finally:
-                store.vector_index = original
+            return _first_pass_over(index, store, text, questions[text], k, mode, weight)
         with ranking_with(ranker):
             yield
     VARIANTS[name] = contextlib.contextmanager(apply)
@@ -651,30 +668,9 @@ def _two_views(name: str, view, combine):
     def apply():
         from codesearch.embedding.load import load_embedder
         from codesearch.query.engine import query_spec
-        from codesearch.source.chunk import embedding_text
-
-        class Matrix:
-            def __init__(self, ids, body, other):
-                self.ids, self.body, self.other = np.asarray(ids), body, other
-
-            def search(self, vector, k, allowed=None):
-                vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-                scores = combine(self.body @ vector, self.other @ vector)
-                if allowed is not None:
-                    scores = np.where(np.isin(self.ids, allowed), scores, -np.inf)
-                top = np.argsort(-scores)[:k]
-                return [(int(self.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
+        from codesearch.source.chunk import units_of
 
         matrices = {}
-
-        def vectors_of(embedder, label, texts):
-            digest = hashlib.sha256(json.dumps([*label, texts]).encode()).hexdigest()[:16]
-            cache = Settings.vectors / f"chunks-{digest}.npy"
-            if cache.exists():
-                return np.load(cache)
-            vectors = np.asarray(embedder.encode_documents(texts), dtype=np.float32)
-            np.save(cache, vectors)
-            return vectors
 
         def matrix(store):
             key = id(store)
@@ -687,25 +683,17 @@ def _two_views(name: str, view, combine):
                     ids.append(np.asarray(segment.chunk_ids)[live])
                     body.append(segment.vectors.reconstruct_batch(live.astype(np.int64)))
                 ids, body = np.concatenate(ids), np.concatenate(body)
-                rows = {row[0]: row[1:] for row in store.database.db.execute(
-                    "SELECT id, path, context, text, kind, symbol, start_line, end_line FROM chunks")}
-                ends = {(path, symbol, kind, end) for path, _, _, kind, symbol, _, end in rows.values()}
-                views = []
-                for path, context, text, kind, symbol, start, _ in (rows[int(chunk)] for chunk in ids):
-                    first = (path, symbol, kind, start - 1) not in ends  # not a later part of a split unit
-                    views.append(view(path, context, text, kind, first))
-                other = vectors_of(embedder, [name, spec.name], views)
-                matrices[key] = Matrix(ids, body, other)
+                chunks = store.database.chunks_by_id(int(chunk) for chunk in ids)
+                firsts = {unit[0].id for unit in units_of(sorted(chunks.values(), key=lambda chunk: (
+                    chunk.path, chunk.symbol, chunk.kind, chunk.start_line)))}  # a split unit's later parts left out
+                views = [view(chunks[int(chunk)].path, chunks[int(chunk)].context, chunks[int(chunk)].text,
+                              chunks[int(chunk)].kind, int(chunk) in firsts) for chunk in ids]
+                matrices[key] = _VectorsInMemory(ids, body, _document_vectors([name, spec.name], views, embedder),
+                                                 combine)
             return matrices[key]
 
         def ranker(store, text, vector, k, mode, weight):
-            index = matrix(store)
-            original = store.vector_index
-            store.vector_index = lambda: index
-            try:
-                return _first_pass(store, text, vector, k, mode, weight)
-            finally:
-                store.vector_index = original
+            return _first_pass_over(matrix(store), store, text, vector, k, mode, weight)
         with ranking_with(ranker):
             yield
     return contextlib.contextmanager(apply)
@@ -763,17 +751,6 @@ def _static_dense(name: str, weighting: str = "none", table_file: str = "static-
                     vectors[row] = (table[ids] * weights[ids][:, None]).sum(0)
             return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
 
-        class Matrix:
-            def __init__(self, ids, vectors):
-                self.ids, self.vectors = np.asarray(ids), vectors
-
-            def search(self, vector, k, allowed=None):
-                scores = self.vectors @ np.asarray(vector, dtype=np.float32).reshape(-1)
-                if allowed is not None:
-                    scores = np.where(np.isin(self.ids, allowed), scores, -np.inf)
-                top = np.argsort(-scores)[:k]
-                return [(int(self.ids[i]), float(scores[i])) for i in top if np.isfinite(scores[i])]
-
         def matrix(store):
             if id(store) not in matrices:
                 rows = store.database.db.execute("SELECT id, path, context, text FROM chunks ORDER BY id").fetchall()
@@ -784,17 +761,12 @@ def _static_dense(name: str, weighting: str = "none", table_file: str = "static-
                     for encoding in tokenizer.encode_batch(texts):
                         frequency[np.unique(encoding.ids)] += 1
                     weights = np.log((1 + len(texts)) / (1 + frequency)).astype(np.float32)
-                matrices[id(store)] = (Matrix([row[0] for row in rows], encode(texts, weights)), weights)
+                matrices[id(store)] = (_VectorsInMemory([row[0] for row in rows], encode(texts, weights)), weights)
             return matrices[id(store)]
 
         def ranker(store, text, vector, k, mode, weight):
             index, weights = matrix(store)
-            original = store.vector_index
-            store.vector_index = lambda: index
-            try:
-                return _first_pass(store, text, encode([text], weights)[0], k, mode, weight)
-            finally:
-                store.vector_index = original
+            return _first_pass_over(index, store, text, encode([text], weights)[0], k, mode, weight)
         with ranking_with(ranker):
             yield
     VARIANTS[name] = contextlib.contextmanager(apply)
